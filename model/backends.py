@@ -1,0 +1,105 @@
+"""Inference backends behind one tiny interface: float32 NCHW batch in, logits out.
+
+The artifact's file type picks the backend: ``.pt``/``.ts`` TorchScript, ``.onnx`` ONNX
+Runtime. Both read the same metadata, so callers never care which one runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from model.metadata import METADATA_KEY, ModelMetadata
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactError(RuntimeError):
+    """The model artifact is missing, corrupt or lacks the metadata the service needs."""
+
+
+class Backend(Protocol):
+    metadata: ModelMetadata
+    name: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def default_threads() -> int:
+    """Intra-op threads for this process: MODEL_THREADS, else all cores (one process)."""
+    value = os.environ.get("MODEL_THREADS", "")
+    return int(value) if value.strip() else max(1, os.cpu_count() or 1)
+
+
+class TorchScriptBackend:
+    """Runs a TorchScript module saved with the metadata in ``_extra_files``."""
+
+    name = "torchscript"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import torch
+
+        torch.set_num_threads(threads or default_threads())
+        extra = {METADATA_KEY: ""}
+        try:
+            self._module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors alike
+            raise ArtifactError(f"cannot load TorchScript artifact {path}: {exc}") from exc
+        if not extra[METADATA_KEY]:
+            raise ArtifactError(f"{path} has no {METADATA_KEY} metadata; export it with the lab")
+        self.metadata = _parse_metadata(extra[METADATA_KEY], path)
+        self._module.eval()
+        self._torch = torch
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._module(self._torch.from_numpy(batch)).float().numpy()
+
+
+class OnnxBackend:
+    """Runs an ONNX model through ONNX Runtime; metadata lives in ``metadata_props``."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ArtifactError(f"cannot load ONNX artifact {path}: {exc}") from exc
+        props = self._session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in props:
+            raise ArtifactError(f"{path} has no {METADATA_KEY} metadata; export it with the lab")
+        self.metadata = _parse_metadata(props[METADATA_KEY], path)
+        self._input = self._session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: batch})[0]
+
+
+def _parse_metadata(text: str | bytes, path: Path) -> ModelMetadata:
+    try:
+        return ModelMetadata.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path} carries unreadable metadata: {exc}") from exc
+
+
+def load_backend(path: str | Path, threads: int | None = None) -> Backend:
+    """Open an artifact with the backend its file type calls for."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"model artifact not found: {path}")
+    if path.suffix == ".onnx":
+        return OnnxBackend(path, threads)
+    return TorchScriptBackend(path, threads)

@@ -1,0 +1,114 @@
+"""From upload bytes to a breed answer: preprocessing, backend, softmax, top-k, open-set verdict."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from model.backends import Backend, load_backend
+from model.metadata import ModelMetadata
+from model.open_set import is_known, known_scores, softmax
+from model.preprocessing import DEFAULT_MAX_PIXELS, preprocess_bytes
+from model.source import resolve_model_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BreedScore:
+    wnid: str
+    name: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one photo. ``breed`` is None when the photo is not one of our breeds."""
+
+    known: bool
+    breed: BreedScore | None
+    top_k: tuple[BreedScore, ...]
+    known_score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "known": self.known,
+            "breed": asdict(self.breed) if self.breed else None,
+            "top_k": [asdict(b) for b in self.top_k],
+            "known_score": self.known_score,
+        }
+
+
+class Predictor:
+    """A loaded model plus the metadata that says how to feed it and read it."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.metadata: ModelMetadata = backend.metadata
+
+    @classmethod
+    def from_uri(
+        cls, uri: str | None = None, sha256: str | None = None, threads: int | None = None
+    ) -> Predictor:
+        started = time.perf_counter()
+        path = resolve_model_uri(uri, expected_sha256=sha256)
+        predictor = cls(load_backend(path, threads))
+        meta = predictor.metadata
+        log.info(
+            "model loaded: %s version %s (%s, backend %s) from %s in %.2fs",
+            meta.name,
+            meta.version,
+            meta.architecture,
+            predictor.backend.name,
+            path,
+            time.perf_counter() - started,
+        )
+        return predictor
+
+    def warmup(self, runs: int = 2) -> None:
+        size = self.metadata.preprocessing.input_size
+        dummy = np.zeros((1, 3, size, size), dtype=np.float32)
+        for _ in range(runs):
+            self.backend.run(dummy)
+
+    def preprocess(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        return preprocess_bytes(data, self.metadata.preprocessing, max_pixels=max_pixels)
+
+    def predict_batch(self, batch: np.ndarray, top_k: int = 3) -> list[Prediction]:
+        """Predict for preprocessed rows (N×3×S×S float32)."""
+        outputs = self.backend.run(batch)
+        return self.interpret(outputs, top_k)
+
+    def interpret(self, outputs: np.ndarray, top_k: int = 3) -> list[Prediction]:
+        """Raw model outputs → predictions; also used by the lab's evaluation."""
+        meta = self.metadata
+        start, end = meta.outputs.breed
+        probs = softmax(outputs[:, start:end].astype(np.float32))
+        scores = known_scores(outputs.astype(np.float32), meta)
+        known = is_known(scores, meta)
+        k = max(1, min(top_k, len(meta.classes)))
+        results = []
+        for row, row_known, score in zip(probs, known, scores, strict=True):
+            order = np.argsort(-row)[:k]
+            ranked = tuple(
+                BreedScore(meta.classes[i].wnid, meta.classes[i].name, round(float(row[i]), 6))
+                for i in order
+            )
+            results.append(
+                Prediction(
+                    known=bool(row_known),
+                    breed=ranked[0] if row_known else None,
+                    top_k=ranked,
+                    known_score=round(float(score), 6),
+                )
+            )
+        return results
+
+    def predict_bytes(
+        self, data: bytes, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> Prediction:
+        return self.predict_batch(self.preprocess(data, max_pixels)[None], top_k)[0]
