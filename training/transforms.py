@@ -1,0 +1,75 @@
+"""Image transforms: random augmentation for training, the service's own code for evaluation.
+
+Both take the raw file bytes (what ``ImageDataset`` yields). Evaluation goes through
+``model.preprocessing.preprocess_bytes`` with the artifact's ``Preprocessing``, so what the lab
+measures is what the service computes; there is no second resize implementation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from model.metadata import Preprocessing
+from model.preprocessing import decode_image, preprocess_bytes
+
+_INTERPOLATION = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "lanczos": InterpolationMode.LANCZOS,
+}
+
+
+class TrainTransform:
+    """Decode (as the service does), RandomResizedCrop + horizontal flip, normalise."""
+
+    def __init__(
+        self,
+        spec: Preprocessing,
+        size: int | None = None,
+        scale: tuple[float, float] = (0.35, 1.0),
+    ) -> None:
+        self.size = size or spec.input_size
+        interpolation = _INTERPOLATION.get(spec.interpolation, InterpolationMode.BICUBIC)
+        if interpolation is InterpolationMode.LANCZOS:  # not supported on tensors
+            interpolation = InterpolationMode.BICUBIC
+        self.pipeline = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RandomResizedCrop(self.size, scale=scale, interpolation=interpolation),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(list(spec.mean), list(spec.std)),
+            ]
+        )
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        return self.pipeline(decode_image(data, min_side_hint=self.size))
+
+
+class EvalTransform:
+    """The service preprocessing (decode, resize, centre crop, normalise); optional h-flip."""
+
+    def __init__(self, spec: Preprocessing, flip: bool = False) -> None:
+        self.spec = spec
+        self.flip = flip
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        array = preprocess_bytes(data, self.spec)
+        if self.flip:
+            array = np.ascontiguousarray(array[:, :, ::-1])
+        return torch.from_numpy(array)
+
+
+class EvalViews:
+    """Several deterministic views of one image stacked (V×3×S×S): plain and flipped."""
+
+    def __init__(self, spec: Preprocessing, flips: tuple[bool, ...] = (False, True)) -> None:
+        self.spec = spec
+        self.flips = flips
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        array = preprocess_bytes(data, self.spec)
+        views = [np.ascontiguousarray(array[:, :, ::-1]) if f else array for f in self.flips]
+        return torch.from_numpy(np.stack(views))
