@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -46,18 +47,20 @@ class TorchScriptBackend:
         torch.set_num_threads(threads or default_threads())
         extra = {METADATA_KEY: ""}
         try:
-            self._module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            with warnings.catch_warnings():  # "torch.jit.load is deprecated" on every start
+                warnings.simplefilter("ignore", FutureWarning)
+                self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors alike
             raise ArtifactError(f"cannot load TorchScript artifact {path}: {exc}") from exc
         if not extra[METADATA_KEY]:
             raise ArtifactError(f"{path} has no {METADATA_KEY} metadata; export it with the lab")
         self.metadata = _parse_metadata(extra[METADATA_KEY], path)
-        self._module.eval()
+        self.module.eval()
         self._torch = torch
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
-            return self._module(self._torch.from_numpy(batch)).float().numpy()
+            return self.module(self._torch.from_numpy(batch)).float().numpy()
 
 
 class OnnxBackend:

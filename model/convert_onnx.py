@@ -1,0 +1,129 @@
+"""Derive the ONNX artifact from the committed TorchScript artifact, deterministically.
+
+Only one model file may live in git (the TorchScript ``.pt``), yet ONNX Runtime serves the
+same network faster and in a fraction of the memory (no torch import in the workers). So
+the ``.onnx`` is built from the ``.pt`` wherever it is needed (container build, ``make run``,
+``make bench``): same graph, same metadata, outputs checked against TorchScript.
+
+    python -m model.convert_onnx model/efficientnet_lite0_imagewoof.pt /tmp/model.onnx
+
+Uses torch's TorchScript-based exporter (``dynamo=False``): the torch.export-based one
+cannot take a loaded ``ScriptModule``. Needs ``torch`` and ``onnx``; the server does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from model.backends import ArtifactError, OnnxBackend, TorchScriptBackend
+from model.metadata import METADATA_KEY
+
+log = logging.getLogger(__name__)
+
+# Largest |logit difference| allowed between the two runtimes (float32, different kernels).
+TOLERANCE = 1e-3
+OPSET = 17
+
+
+def convert(src: Path, dst: Path, tolerance: float = TOLERANCE) -> float:
+    """Export ``src`` (TorchScript with metadata) to ``dst`` (ONNX, dynamic batch) and verify.
+
+    Returns the largest absolute logit difference seen on the check batch. The file is
+    written to a temporary name and renamed only once verified, so a reader never sees a
+    half-written or unverified artifact.
+    """
+    import onnx
+    import torch
+
+    reference = TorchScriptBackend(src, threads=1)
+    metadata = reference.metadata
+    size = metadata.preprocessing.input_size
+    example = torch.zeros(1, 3, size, size)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, suffix=".onnx.part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation notices
+            torch.onnx.export(
+                reference.module,
+                (example,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, metadata.to_json()
+        proto.producer_name = "breedrecognizer model.convert_onnx"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        err = verify(reference, OnnxBackend(tmp, threads=1), size)
+        if err > tolerance:
+            raise ArtifactError(f"ONNX output differs from TorchScript by {err:.2e} > {tolerance}")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return err
+
+
+def verify(reference: TorchScriptBackend, candidate: OnnxBackend, size: int) -> float:
+    """Max |logit diff| on a fixed batch of noise and flat images (batch 1 and 3)."""
+    if candidate.metadata != reference.metadata:
+        raise ArtifactError("ONNX metadata differs from the TorchScript metadata")
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((2, 3, size, size), dtype=np.float32)
+    batches = [noise[:1], np.concatenate([noise, np.zeros((1, 3, size, size), np.float32)])]
+    err = 0.0
+    for batch in batches:
+        want, got = reference.run(batch), candidate.run(batch)
+        if want.shape != got.shape:
+            raise ArtifactError(f"ONNX output shape {got.shape} != TorchScript {want.shape}")
+        if not np.array_equal(want.argmax(axis=1), got.argmax(axis=1)):
+            raise ArtifactError("ONNX and TorchScript disagree on the top class")
+        err = max(err, float(np.abs(want - got).max()))
+    return err
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="TorchScript artifact → verified ONNX artifact.")
+    parser.add_argument("src", type=Path, help="TorchScript artifact (.pt) with metadata")
+    parser.add_argument("dst", type=Path, help="ONNX artifact to write (.onnx)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.dst.suffix != ".onnx":
+        print(f"convert_onnx: {args.dst} must end in .onnx", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        err = convert(args.src, args.dst, args.tolerance)
+    except Exception as exc:  # CLI: one-line cause, non-zero exit
+        print(f"convert_onnx: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    log.info(
+        "wrote %s from %s in %.1fs (max |logit diff| vs TorchScript %.1e)",
+        args.dst,
+        args.src,
+        time.perf_counter() - started,
+        err,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
