@@ -1,0 +1,79 @@
+"""gunicorn settings for BreedRecognizer (read by ``gunicorn -c gunicorn.conf.py``).
+
+Every value comes from an environment variable with a default that suits one small
+container (Heroku dyno). Start it with the app factory: ``gunicorn -c gunicorn.conf.py
+'app:create_app()'``.
+"""
+
+import os
+import shutil
+import tempfile
+
+
+def _cpu_count() -> int:
+    """CPUs this process may use (the affinity mask respects container CPU limits)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# Listen on $PORT on every interface (Heroku and Docker set PORT; HOST narrows it locally).
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+
+# One sync worker per request in flight; each worker holds its own copy of the model.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "sync"
+
+# Split the cores between workers so they don't oversubscribe them: each worker's
+# torch/onnxruntime intra-op pool gets cores // workers threads (the model reads
+# MODEL_THREADS). An explicit MODEL_THREADS wins.
+os.environ.setdefault("MODEL_THREADS", str(max(1, _cpu_count() // workers)))
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["MODEL_THREADS"])
+
+# No preload: the model is loaded in each worker after the fork (create_app runs there),
+# because forking a process that has already started torch's thread pools is unsafe.
+preload_app = False
+
+# Heroku's router gives up after 30 s; a stuck worker is killed and replaced before that.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "25"))
+graceful_timeout = 10
+keepalive = 2
+
+# Logs go to stdout/stderr, where Heroku and Docker collect them.
+accesslog = os.environ.get("ACCESS_LOG", "-") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# Prometheus multiprocess mode: every worker writes its metrics to files in this folder and
+# /metrics adds them up. It has to be set before the workers import prometheus_client, and
+# start empty.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="breedrecognizer-metrics-")
+
+
+def on_starting(server):
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(metrics_dir, exist_ok=True)
+    for name in os.listdir(metrics_dir):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(metrics_dir, name))
+    server.log.info(
+        "workers=%s, MODEL_THREADS=%s per worker, metrics in %s",
+        workers,
+        os.environ["MODEL_THREADS"],
+        metrics_dir,
+    )
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges must not count any more."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
