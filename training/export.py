@@ -9,6 +9,7 @@ the 1000 ImageNet logits when the network still has its ImageNet head (used to t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -123,21 +124,62 @@ def _verify(path: Path, example: np.ndarray, expected: np.ndarray) -> None:
     log.info("exported %s (max |diff| vs eager %.1e)", path, err)
 
 
-def zero_shot_metadata(arch: str, version: str) -> ModelMetadata:
+def update_metadata(path: Path, metrics: dict) -> ModelMetadata:
+    """Rewrite a TorchScript artifact's metadata with ``metrics`` (weights untouched)."""
+    extra = {METADATA_KEY: ""}
+    scripted = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    metadata = dataclasses.replace(ModelMetadata.from_json(extra[METADATA_KEY]), metrics=metrics)
+    tmp = path.with_suffix(".tmp")
+    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_KEY: metadata.to_json()})
+    tmp.replace(path)
+    return metadata
+
+
+def breed_metadata(
+    name: str,
+    arch: str,
+    version: str,
+    preprocessing: Preprocessing,
+    module: BreedClassifier,
+    trained_on: str,
+    weights_origin: str,
+    extra: dict | None = None,
+) -> ModelMetadata:
+    """Metadata for a trained BreedClassifier (outputs laid out from the module itself)."""
+    return ModelMetadata(
+        name=name,
+        architecture=arch,
+        version=version,
+        classes=IMAGEWOOF_CLASSES,
+        preprocessing=preprocessing,
+        outputs=output_layout(module),
+        open_set=OpenSetRule(method="none"),
+        trained_on=trained_on,
+        weights_origin=weights_origin,
+        extra=extra or {},
+    )
+
+
+def default_preprocessing(arch: str, input_size: int | None = None) -> Preprocessing:
+    """The pretrained model's normalisation, its input size, resize = size / 0.875, bicubic."""
     mean, std = pretrained_mean_std(arch)
-    size = pretrained_input_size(arch)
+    size = input_size or pretrained_input_size(arch)
+    return Preprocessing(
+        input_size=size,
+        resize_size=round(size / 0.875),
+        interpolation="bicubic",
+        mean=mean,
+        std=std,
+    )
+
+
+def zero_shot_metadata(arch: str, version: str) -> ModelMetadata:
     return ModelMetadata(
         name=f"{arch}-imagewoof-zeroshot",
         architecture=arch,
         version=version,
         classes=IMAGEWOOF_CLASSES,
-        preprocessing=Preprocessing(
-            input_size=size,
-            resize_size=round(size / 0.875),
-            interpolation="bicubic",
-            mean=mean,
-            std=std,
-        ),
+        preprocessing=default_preprocessing(arch),
         outputs=OutputLayout(breed=(0, 10), imagenet=(10, 1010)),
         open_set=OpenSetRule(method="none"),
         trained_on="ImageNet-1k only (no Imagewoof training): the 10 breed rows of its head",
