@@ -1,0 +1,1 @@
+"""BreedRecognizer test suite (a package, so tests import ``tests.support`` and ``model``)."""

@@ -1,0 +1,1 @@
+"""Shared test helpers: real gunicorn servers, generated images, data-set lookup."""
