@@ -19,6 +19,7 @@ from service import metrics
 from service.api import register_api
 from service.config import Settings, SettingsError
 from service.errors import register_error_handlers
+from service.telegram_bot import register_telegram
 
 log = logging.getLogger("breedrecognizer")
 
@@ -75,8 +76,8 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     metrics.init_app(app, predictor)
     register_api(app, predictor, settings)
 
-    # --- Telegram bot (issue 3): register its webhook routes here, e.g.
-    # register_telegram(app, predictor, settings)
+    # --- Telegram bot (issue 3): POST /telegram, see service/telegram_bot/
+    register_telegram(app, predictor, settings)
     # --- end Telegram bot
 
     app.extensions["breedrecognizer.ready"] = True

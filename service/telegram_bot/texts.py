@@ -1,0 +1,132 @@
+"""Everything the bot says, in English and Russian, chosen by the user's ``language_code``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from model.metadata import BreedClass
+from model.predictor import BreedScore, Prediction
+
+# Russian names for the Imagewoof breeds; any other class falls back to its English name.
+BREED_NAMES_RU = {
+    "n02086240": "Ши-тцу",
+    "n02087394": "Родезийский риджбек",
+    "n02088364": "Бигль",
+    "n02089973": "Английский фоксхаунд",
+    "n02093754": "Бордер-терьер",
+    "n02096294": "Австралийский терьер",
+    "n02099601": "Золотистый ретривер",
+    "n02105641": "Староанглийская овчарка",
+    "n02111889": "Самоед",
+    "n02115641": "Динго",
+}
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "help": (
+            "Hi! Send me a photo of a dog and I will tell you its breed, with my top "
+            "{top_k} guesses. I know these {count} breeds:\n{breeds}\n\n"
+            "Photos sent as files work too; albums get one answer per photo."
+        ),
+        "known": "My best guess: {breed} 🐶\n\nTop guesses:\n{ranking}",
+        "unknown": (
+            "Hmm, this does not look like one of the {count} breeds I know. "
+            "The nearest ones would be:\n{ranking}\n\nSend /help to see the breeds I know."
+        ),
+        "hint_text": "Send me a photo of a dog and I will tell you its breed. /help lists them.",
+        "hint_sticker": "Nice sticker! I can only recognise dogs in photos, though: send me one.",
+        "hint_document": ("This file is not an image ({mime}). Send me a photo of a dog instead."),
+        "too_large": (
+            "This file is too large for me ({size_mb:.0f} MB; the limit is {limit_mb:.0f} MB). "
+            "Please send it as a photo, not as a file."
+        ),
+        "bad_image": "Sorry, I could not read this image: {reason}. Please send a JPEG or PNG.",
+        "download_failed": "Sorry, I could not download this photo from Telegram. Try again?",
+        "failed": "Sorry, something went wrong on my side. Please try again in a minute.",
+    },
+    "ru": {
+        "help": (
+            "Привет! Пришлите фото собаки, и я определю породу (покажу {top_k} самых "
+            "вероятных варианта). Я знаю эти {count} пород:\n{breeds}\n\n"
+            "Можно присылать и фото файлом; в альбоме отвечу на каждое фото."
+        ),
+        "known": "Похоже, это {breed} 🐶\n\nМои варианты:\n{ranking}",
+        "unknown": (
+            "Хм, это не похоже ни на одну из {count} пород, которые я знаю. "
+            "Ближе всего:\n{ranking}\n\nОтправьте /help, чтобы увидеть список пород."
+        ),
+        "hint_text": "Пришлите фото собаки, и я определю её породу. /help покажет список пород.",
+        "hint_sticker": "Отличный стикер! Но я узнаю собак только на фото: пришлите фотографию.",
+        "hint_document": "Этот файл не изображение ({mime}). Пришлите, пожалуйста, фото собаки.",
+        "too_large": (
+            "Файл слишком большой ({size_mb:.0f} МБ; предел {limit_mb:.0f} МБ). "
+            "Отправьте его как фото, а не как файл."
+        ),
+        "bad_image": "Не удалось прочитать изображение: {reason}. Пришлите фото в JPEG или PNG.",
+        "download_failed": "Не удалось скачать фото из Telegram. Попробуйте ещё раз.",
+        "failed": "Что-то пошло не так на моей стороне. Попробуйте ещё раз через минуту.",
+    },
+}
+
+
+# Why an image could not be used, by ImageDecodeError code.
+IMAGE_PROBLEMS: dict[str, dict[str, str]] = {
+    "en": {
+        "empty_image": "the file is empty",
+        "not_an_image": "it is not an image format I can read",
+        "corrupt_image": "the file looks damaged",
+        "image_too_large": "it has too many pixels",
+        "image_too_small": "it is too small",
+    },
+    "ru": {
+        "empty_image": "файл пустой",
+        "not_an_image": "это не знакомый мне формат изображения",
+        "corrupt_image": "файл повреждён",
+        "image_too_large": "в нём слишком много пикселей",
+        "image_too_small": "оно слишком маленькое",
+    },
+}
+
+
+def image_problem(code: str, lang: str) -> str:
+    problems = IMAGE_PROBLEMS.get(lang, IMAGE_PROBLEMS["en"])
+    return problems.get(code, problems["corrupt_image"])
+
+
+def language_for(language_code: str | None) -> str:
+    """``ru``, ``ru-RU``... → Russian; anything else (or unknown) → English."""
+    return "ru" if language_code and language_code.lower().startswith("ru") else "en"
+
+
+def text(key: str, lang: str, **values: object) -> str:
+    return TEXTS.get(lang, TEXTS["en"])[key].format(**values)
+
+
+def breed_name(wnid: str, english: str, lang: str) -> str:
+    return BREED_NAMES_RU.get(wnid, english) if lang == "ru" else english
+
+
+def percent(confidence: float) -> str:
+    value = confidence * 100
+    return "<1%" if value < 1 else f"{value:.0f}%"
+
+
+def _ranking(scores: Iterable[BreedScore], lang: str) -> str:
+    return "\n".join(
+        f"{i}. {breed_name(s.wnid, s.name, lang)} — {percent(s.confidence)}"
+        for i, s in enumerate(scores, start=1)
+    )
+
+
+def prediction_text(prediction: Prediction, lang: str, breed_count: int) -> str:
+    ranking = _ranking(prediction.top_k, lang)
+    if prediction.known and prediction.breed is not None:
+        name = breed_name(prediction.breed.wnid, prediction.breed.name, lang)
+        return text("known", lang, breed=name, ranking=ranking)
+    return text("unknown", lang, count=breed_count, ranking=ranking)
+
+
+def help_text(classes: Iterable[BreedClass], lang: str, top_k: int) -> str:
+    names = [breed_name(c.wnid, c.name, lang) for c in classes]
+    breeds = "\n".join(f"• {name}" for name in names)
+    return text("help", lang, top_k=top_k, count=len(names), breeds=breeds)
