@@ -40,6 +40,10 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "25"))
 graceful_timeout = 10
 keepalive = 2
 
+# No gunicornc control socket: its default path is shared by every gunicorn of the user
+# (tests run several at once) and a container has nobody to use it.
+control_socket_disable = True
+
 # Logs go to stdout/stderr, where Heroku and Docker collect them.
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
 errorlog = "-"
