@@ -1,0 +1,21 @@
+"""Variants of the shipped artifact for tests: same weights, edited metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from model.metadata import METADATA_KEY, ModelMetadata
+from model.source import SHIPPED_MODEL
+
+
+def rewrite_metadata(dst: Path, src: Path = SHIPPED_MODEL, **changes: Any) -> Path:
+    """Save the TorchScript ``src`` at ``dst`` with ``dataclasses.replace(metadata, **changes)``."""
+    import torch
+
+    extra = {METADATA_KEY: ""}
+    module = torch.jit.load(str(src), map_location="cpu", _extra_files=extra)
+    meta = dataclasses.replace(ModelMetadata.from_json(extra[METADATA_KEY]), **changes)
+    torch.jit.save(module, str(dst), _extra_files={METADATA_KEY: meta.to_json()})
+    return dst
