@@ -8,7 +8,6 @@ Run it under gunicorn with the factory syntax (``gunicorn -c gunicorn.conf.py
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 from flask import Flask
@@ -35,8 +34,6 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
     logging.getLogger().setLevel(level)
-    # torch.jit.load announces its own deprecation on every load; it is not actionable here.
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*", category=FutureWarning)
 
 
 def load_predictor(settings: Settings) -> Predictor:

@@ -1,0 +1,43 @@
+# BreedRecognizer: `make run` serves the shipped model, `make test` runs lint + the test suite.
+# Installs go into $(VENV) and are skipped while the requirements files are unchanged (stamps).
+
+VENV ?= .venv
+PYTHON ?= python3
+PORT ?= 8000
+HOST ?= 127.0.0.1
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format
+
+help:
+	@echo "make run    - install serving requirements into $(VENV) and serve http://$(HOST):$(PORT)"
+	@echo "make test   - install dev requirements, ruff check, pytest (whole suite)"
+	@echo "make lint   - ruff check + ruff format --check"
+	@echo "make format - ruff format + ruff check --fix"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-serving: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.stamp-dev: requirements.txt requirements-train.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.stamp-serving
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
+
+test: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.stamp-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
