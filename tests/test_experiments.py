@@ -49,8 +49,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     mp.setenv("TRAIN_THREADS", "1")
     from training.tail import build_cache
 
-    for what in ("val", "train", "pairs", "teacher"):
+    for what in ("val", "train", "pairs"):
         build_cache(what, data)
+    build_cache("teacher", data, views=2)
     yield root, data
     mp.undo()
 

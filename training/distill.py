@@ -69,7 +69,7 @@ def lwf_loss(imagenet: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
 
 
 def teacher_logits() -> torch.Tensor:
-    """Cached teacher breed logits on the train view, averaged over the image and its mirror."""
+    """Cached teacher breed logits on the train view (mean over its cached views: image, mirror)."""
     cache = ArrayCache("teacher")
     return torch.from_numpy(np.array(cache.load("logits"))).mean(dim=1)
 

@@ -16,8 +16,9 @@ Caches (``python -m training.tail --what ...``), each resumable (written in chun
   train     train images, resize 256 + centre crop 256 (8×8 maps; random 7×7 crops + flips
             of the maps are the supervised augmentation), bfloat16 compute.
   pairs     two lightly BYOL/Barlow-Twins views per train image at 160 px (5×5 maps).
-  teacher   teacher logits (zero-shot Lite2, ImageNet head restricted to the ten breeds, mean
-            over the image and its mirror) on the same train view as ``train``, and on val.
+  teacher   teacher logits (zero-shot Lite2 at 260 px, ImageNet head restricted to the ten
+            breeds; ``--teacher-views 2`` adds the mirror image, twice the cost) on the same
+            train view as ``train``; ``teacher-val`` the same on val (service-style 298/260).
 """
 
 from __future__ import annotations
@@ -279,7 +280,7 @@ def _prefix_fn(backbone: nn.Module, bf16: bool) -> Callable[[torch.Tensor], torc
     return run
 
 
-def build_cache(what: str, data_root: Path | None = None) -> ArrayCache:
+def build_cache(what: str, data_root: Path | None = None, views: int = 1) -> ArrayCache:
     """Compute one cache (see the module docstring); returns it (resumes a partial one)."""
     torch.set_num_threads(threads())
     student = zero_shot_classifier(STUDENT).eval().to(memory_format=torch.channels_last)
@@ -324,20 +325,21 @@ def build_cache(what: str, data_root: Path | None = None) -> ArrayCache:
         teacher = zero_shot_classifier(TEACHER).eval().to(memory_format=torch.channels_last)
         split = "train" if what == "teacher" else "val"
         spec = TEACHER_SPEC if split == "train" else Preprocessing(260, 298, "bicubic")
-        data = ImageDataset(load_split(data_root, split), EvalViews(spec))
+        flips = (False, True)[:views]
+        data = ImageDataset(load_split(data_root, split), EvalViews(spec, flips))
 
         def logits(x: torch.Tensor) -> dict[str, np.ndarray]:
             flat = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = teacher(flat).float()[:, :10].unflatten(0, (x.shape[0], 2))
+                out = teacher(flat).float()[:, :10].unflatten(0, (x.shape[0], len(flips)))
             return {"logits": out.numpy()}
 
         return _run_cache(
             what,
             data,
-            {"logits": ((2, 10), "float32")},
+            {"logits": ((len(flips), 10), "float32")},
             logits,
-            {"teacher": f"{TEACHER} zero-shot, plain + mirrored", "spec": spec.__dict__},
+            {"teacher": f"{TEACHER} zero-shot, views {flips} (mirrored?)", "spec": spec.__dict__},
             batch_size=16,
         )
     raise ValueError(f"unknown cache {what!r}")
@@ -545,11 +547,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=["val", "train", "pairs", "teacher", "teacher-val"],
     )
     parser.add_argument("--data", type=Path, default=None, help="data root (default shared)")
+    parser.add_argument(
+        "--teacher-views", type=int, choices=[1, 2], default=1, help="2 adds the mirror image"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         for what in args.what:
-            build_cache(what, args.data)
+            build_cache(what, args.data, args.teacher_views)
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"cache failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
