@@ -92,8 +92,9 @@ class BotRuntime:
                 future.result(self.config.startup_timeout_s)
             except Exception as exc:
                 future.cancel()
-                log.error("telegram bot could not start (will retry on the next update): %s", exc)
-                raise BotUnavailableError(str(exc)) from exc
+                why = str(exc) or f"no answer within {self.config.startup_timeout_s:g}s"
+                log.error("telegram bot could not start (will retry on the next update): %s", why)
+                raise BotUnavailableError(why) from exc
             self._application = application
             log.info(
                 "telegram bot @%s ready in worker pid %d (up to %d updates at a time)",

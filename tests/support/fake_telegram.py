@@ -65,7 +65,7 @@ class _QuietHandler(WSGIRequestHandler):
 class FakeTelegram:
     """The server; ``start()``/``stop()`` or use it as a context manager."""
 
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, port: int = 0) -> None:
         self.token = token
         self._lock = threading.Lock()
         self._calls: list[Call] = []
@@ -73,7 +73,7 @@ class FakeTelegram:
         self._ids = itertools.count(1)
         self.webhook: dict[str, Any] = {}
         self._server = make_server(
-            "127.0.0.1", 0, self._build_app(), threaded=True, request_handler=_QuietHandler
+            "127.0.0.1", port, self._build_app(), threaded=True, request_handler=_QuietHandler
         )
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -1,0 +1,293 @@
+"""The bot end to end: real gunicorn (2 workers) talking to a fake Bot API over HTTP.
+
+Updates are posted to ``/telegram`` as Telegram posts them; the assertions are on what the
+bot sent to the fake Bot API (sendMessage, sendChatAction, getFile, answerCallbackQuery).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from model.metadata import IMAGEWOOF_CLASSES
+from service.telegram_bot.texts import BREED_NAMES_RU
+from tests.support.data import imagewoof_dir
+from tests.support.fake_telegram import Call, FakeTelegram, Updates
+from tests.support.images import jpeg_bytes, png_bytes
+from tests.support.server import GunicornServer, start_gunicorn
+
+SECRET = "test-secret_0123456789"
+HEADER = "X-Telegram-Bot-Api-Secret-Token"
+RANK_LINE = re.compile(r"^\d\. .+ — (\d+%|<1%)$")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def bot_server(fake: FakeTelegram) -> Iterator[GunicornServer]:
+    env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "WEB_CONCURRENCY": "2"}
+    server = start_gunicorn(env)
+    yield server
+    server.stop()
+
+
+def post(server: GunicornServer, update: Any, secret: str | None = SECRET, **kw: Any):
+    headers = {HEADER: secret} if secret is not None else {}
+    if isinstance(update, bytes):
+        kw["data"] = update
+        headers["Content-Type"] = "application/json"
+    else:
+        kw["json"] = update
+    return requests.post(f"{server.base_url}/telegram", headers=headers, timeout=10, **kw)
+
+
+def reply_to(fake: FakeTelegram, update: dict[str, Any], timeout: float = 30.0) -> Call:
+    """The sendMessage that answers this update's message (the bot always quotes it)."""
+    message = update["message"]
+
+    def answers(call: Call) -> bool:
+        quoted = call.params.get("reply_parameters") or {}
+        return (
+            call.params.get("chat_id") == message["chat"]["id"]
+            and quoted.get("message_id") == message["message_id"]
+        )
+
+    [call] = fake.wait_for("sendMessage", 1, timeout, where=answers)
+    return call
+
+
+def messages_to(fake: FakeTelegram, chat_id: int) -> list[Call]:
+    return [c for c in fake.calls("sendMessage") if c.params.get("chat_id") == chat_id]
+
+
+def assert_ranking(text: str, count: int = 3) -> list[str]:
+    lines = [line for line in text.splitlines() if RANK_LINE.match(line)]
+    assert len(lines) == count, text
+    return lines
+
+
+def test_photo_gets_top3_breeds(bot_server: GunicornServer, fake: FakeTelegram) -> None:
+    file_id = fake.add_file(jpeg_bytes(1280, 960, seed=1))
+    update = Updates(chat_id=1001).photo(file_id)
+    response = post(bot_server, update)
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+    reply = reply_to(fake, update)
+    assert reply.params["text"].startswith("My best guess: ")
+    assert_ranking(reply.params["text"])
+    # The largest size was fetched, and "typing..." was shown before the answer.
+    assert [c.params["file_id"] for c in fake.calls("getFile") if c.params["file_id"] == file_id]
+    actions = [c for c in fake.calls("sendChatAction") if c.params["chat_id"] == 1001]
+    assert actions and actions[0].params["action"] == "typing"
+    assert actions[0].at <= reply.at
+
+
+def test_image_document_gets_breeds(bot_server: GunicornServer, fake: FakeTelegram) -> None:
+    data = png_bytes(400, 300, seed=2)
+    file_id = fake.add_file(data, suffix="png")
+    update = Updates(chat_id=1002).document(file_id, "image/png", size=len(data))
+    assert post(bot_server, update).status_code == 200
+    text = reply_to(fake, update).params["text"]
+    assert text.startswith("My best guess: ")
+    assert_ranking(text)
+
+
+def test_russian_user_gets_russian_answer(bot_server: GunicornServer, fake: FakeTelegram) -> None:
+    file_id = fake.add_file(jpeg_bytes(640, 480, seed=3))
+    update = Updates(chat_id=1003, language_code="ru-RU").photo(file_id)
+    assert post(bot_server, update).status_code == 200
+    text = reply_to(fake, update).params["text"]
+    assert text.startswith("Похоже, это ")
+    names = [line.split(". ", 1)[1].rsplit(" — ", 1)[0] for line in assert_ranking(text)]
+    assert set(names) <= set(BREED_NAMES_RU.values())
+
+
+@pytest.mark.parametrize(
+    ("chat_id", "command", "language", "names"),
+    [
+        (1011, "/start", "en", [c.name for c in IMAGEWOOF_CLASSES]),
+        (1012, "/help", "ru", list(BREED_NAMES_RU.values())),
+        (1013, "/help@breedrecognizer_test_bot", "", [c.name for c in IMAGEWOOF_CLASSES]),
+    ],
+)
+def test_start_and_help_list_the_breeds(
+    bot_server: GunicornServer,
+    fake: FakeTelegram,
+    chat_id: int,
+    command: str,
+    language: str,
+    names: list[str],
+) -> None:
+    update = Updates(chat_id=chat_id, language_code=language).text(command)
+    assert post(bot_server, update).status_code == 200
+    text = reply_to(fake, update).params["text"]
+    assert "10" in text
+    for name in names:
+        assert f"• {name}" in text
+
+
+@pytest.mark.parametrize(
+    ("chat_id", "kind", "expected"),
+    [
+        (1021, "text", "Send me a photo of a dog"),
+        (1022, "sticker", "Nice sticker!"),
+        (1023, "pdf", "This file is not an image (application/pdf)"),
+        (1024, "unknown_command", "Send me a photo of a dog"),
+    ],
+)
+def test_non_photos_get_a_hint(
+    bot_server: GunicornServer, fake: FakeTelegram, chat_id: int, kind: str, expected: str
+) -> None:
+    updates = Updates(chat_id=chat_id)
+    update = {
+        "text": lambda: updates.text("what breed is my dog?"),
+        "sticker": updates.sticker,
+        "pdf": lambda: updates.document("DOC-PDF", "application/pdf"),
+        "unknown_command": lambda: updates.text("/settings"),
+    }[kind]()
+    assert post(bot_server, update).status_code == 200
+    assert expected in reply_to(fake, update).params["text"]
+    assert not [c for c in fake.calls("getFile") if c.params["file_id"] == "DOC-PDF"]
+
+
+def test_album_gets_one_answer_per_photo(bot_server: GunicornServer, fake: FakeTelegram) -> None:
+    updates = Updates(chat_id=1030)
+    album = [
+        updates.photo(fake.add_file(jpeg_bytes(800, 600, seed=s)), media_group_id="13579")
+        for s in (4, 5)
+    ]
+    for update in album:
+        assert post(bot_server, update).status_code == 200
+    for update in album:
+        assert_ranking(reply_to(fake, update).params["text"])
+    assert len(messages_to(fake, 1030)) == 2
+
+
+def test_failures_are_apologised_for(bot_server: GunicornServer, fake: FakeTelegram) -> None:
+    updates = Updates(chat_id=1040)
+    broken = updates.document(fake.add_file(b"\xff\xd8\xff garbage"), "image/jpeg")
+    lost = updates.photo(fake.add_file(jpeg_bytes(), fail_download=500))
+    refused = updates.photo(
+        fake.add_file(jpeg_bytes(), fail_get_file="Bad Request: file is too big")
+    )
+    huge = updates.document("HUGE", "image/jpeg", size=25 * 1024 * 1024)
+    for update in (broken, lost, refused, huge):
+        assert post(bot_server, update).status_code == 200
+    assert "could not read this image" in reply_to(fake, broken).params["text"]
+    assert "could not download" in reply_to(fake, lost).params["text"]
+    assert "could not download" in reply_to(fake, refused).params["text"]
+    assert "too large" in reply_to(fake, huge).params["text"]
+    assert not [c for c in fake.calls("getFile") if c.params["file_id"] == "HUGE"]
+
+
+def test_callback_query_is_answered(bot_server: GunicornServer, fake: FakeTelegram) -> None:
+    assert post(bot_server, Updates(chat_id=1050).callback_query()).status_code == 200
+    [call] = fake.wait_for("answerCallbackQuery", 1)
+    assert call.params["callback_query_id"] == "CQ1"
+
+
+def test_other_updates_and_bad_bodies_are_ignored(
+    bot_server: GunicornServer, fake: FakeTelegram
+) -> None:
+    quiet = Updates(chat_id=1060)
+    ignored: list[Any] = [
+        quiet.text("edited", key="edited_message"),
+        quiet.text("news", key="channel_post", chat_type="channel"),
+        quiet.text("chatting in a group", chat_type="supergroup"),
+        {"update_id": 5, "poll": {"id": "p"}},  # not valid for PTB either
+        {"update_id": "x", "message": "not a message"},
+        {"hello": "world"},
+        [1, 2, 3],
+        b"{not json",
+        b"",
+    ]
+    for body in ignored:
+        response = post(bot_server, body)
+        assert response.status_code == 200, (body, response.text)
+    # A message after them is answered, and none of the ignored ones got anything.
+    sentinel = Updates(chat_id=1061).text("/help")
+    post(bot_server, sentinel)
+    reply_to(fake, sentinel)
+    time.sleep(0.5)
+    assert messages_to(fake, 1060) == []
+    assert messages_to(fake, -100_000 - 1060) == []
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong-secret", SECRET + "x", SECRET[:-1]])
+def test_missing_or_wrong_secret_is_refused(
+    bot_server: GunicornServer, fake: FakeTelegram, secret: str | None
+) -> None:
+    update = Updates(chat_id=1070).text("/help")
+    response = post(bot_server, update, secret=secret)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+    time.sleep(0.3)
+    assert messages_to(fake, 1070) == []
+
+
+def test_twenty_updates_at_once_are_all_answered(
+    bot_server: GunicornServer, fake: FakeTelegram
+) -> None:
+    updates = Updates(chat_id=1080)
+    batch = [
+        updates.photo(fake.add_file(jpeg_bytes(640, 480, seed=100 + i))) if i % 2 else
+        updates.text("/help")
+        for i in range(20)
+    ]  # fmt: skip
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(batch)) as pool:
+        statuses = list(pool.map(lambda u: post(bot_server, u).status_code, batch))
+    assert statuses == [200] * 20
+    for update in batch:
+        reply_to(fake, update, timeout=60)
+    assert len(messages_to(fake, 1080)) == 20
+    print(f"20 concurrent updates answered in {time.monotonic() - started:.2f}s")
+    # Each worker built its own Application on its own loop: one getMe per worker.
+    ready = set(re.findall(r"telegram bot @\S+ ready in worker pid (\d+)", bot_server.logs()))
+    assert len(ready) == 2, bot_server.logs()
+    assert len(fake.calls("getMe")) == 2
+
+
+@pytest.mark.data
+def test_real_dog_photos_get_the_right_breed(
+    bot_server: GunicornServer, fake: FakeTelegram
+) -> None:
+    """Imagewoof val photos (caveat: ~96% of them are ImageNet-1k train photos)."""
+    root = imagewoof_dir()
+    if root is None:
+        pytest.skip("Imagewoof data not found (../shared/data or BREED_DATA_DIR)")
+    wanted = {"Golden retriever", "Old English sheepdog", "Border terrier"}
+    first: dict[str, str] = {}
+    with (root / "index.csv").open(newline="") as fh:
+        for row in sorted(csv.DictReader(fh), key=lambda r: r["path"]):
+            if row["split"] == "val" and row["breed"] in wanted:
+                first.setdefault(row["breed"], row["path"])
+    updates = Updates(chat_id=1090)
+    sent = {}
+    for breed, path in first.items():
+        data = (root / path).read_bytes()
+        update = updates.photo(fake.add_file(data), size=len(data))
+        assert post(bot_server, update).status_code == 200
+        sent[breed] = update
+    for breed, update in sent.items():
+        assert reply_to(fake, update).params["text"].startswith(f"My best guess: {breed} ")
+
+
+def test_workers_shut_down_cleanly(bot_server: GunicornServer) -> None:
+    """Last on purpose: stops the server and checks the loop/Application ended cleanly."""
+    assert bot_server.stop() == 0
+    logs = bot_server.logs()
+    assert len(re.findall(r"telegram bot stopped in worker pid \d+", logs)) == 2, logs
+    for bad in ("Event loop is closed", "never awaited", "Task was destroyed", "Traceback"):
+        assert bad not in logs

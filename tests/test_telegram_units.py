@@ -1,0 +1,287 @@
+"""The bot's parts in one process: texts, settings, size choice, the webhook CLI, and the
+Flask route with the real model and a fake Bot API over HTTP for the cases that need a
+particular model verdict or failure (unknown breed, model crash, unreachable Bot API).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from flask import Flask
+from telegram import PhotoSize
+
+from app import create_app
+from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
+from model.predictor import BreedScore, Prediction, Predictor
+from service.config import Settings
+from service.telegram_bot.config import TelegramConfig, TelegramConfigError
+from service.telegram_bot.handlers import pick_photo_size
+from service.telegram_bot.texts import help_text, language_for, percent, prediction_text
+from service.telegram_webhook import main as webhook_cli
+from tests.support.fake_telegram import FakeTelegram, Updates
+from tests.support.images import jpeg_bytes
+from tests.support.server import free_port
+
+SECRET = "unit-secret"
+HEADER = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+
+
+# -- texts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "lang"),
+    [("ru", "ru"), ("ru-RU", "ru"), ("RU", "ru"), ("en", "en"), ("de", "en"), (None, "en")],
+)
+def test_language_follows_language_code(code: str | None, lang: str) -> None:
+    assert language_for(code) == lang
+
+
+def test_percentages() -> None:
+    assert [percent(x) for x in (0.873, 0.004, 1.0, 0.01)] == ["87%", "<1%", "100%", "1%"]
+
+
+def _prediction(known: bool) -> Prediction:
+    scores = zip(IMAGEWOOF_CLASSES[:3], (0.5, 0.3, 0.1), strict=True)
+    top = tuple(BreedScore(c.wnid, c.name, p) for c, p in scores)
+    return Prediction(known=known, breed=top[0] if known else None, top_k=top, known_score=0.5)
+
+
+def test_prediction_texts_in_both_languages() -> None:
+    known_en = prediction_text(_prediction(True), "en", 10)
+    assert known_en.startswith("My best guess: Shih-Tzu 🐶")
+    assert "1. Shih-Tzu — 50%\n2. Rhodesian ridgeback — 30%\n3. Beagle — 10%" in known_en
+    known_ru = prediction_text(_prediction(True), "ru", 10)
+    assert known_ru.startswith("Похоже, это Ши-тцу 🐶")
+    assert "2. Родезийский риджбек — 30%" in known_ru
+    unknown_en = prediction_text(_prediction(False), "en", 10)
+    assert "does not look like one of the 10 breeds I know" in unknown_en
+    assert "1. Shih-Tzu — 50%" in unknown_en
+    assert "не похоже ни на одну из 10 пород" in prediction_text(_prediction(False), "ru", 10)
+
+
+def test_help_lists_every_breed() -> None:
+    text = help_text(IMAGEWOOF_CLASSES, "en", 3)
+    assert all(f"• {c.name}" in text for c in IMAGEWOOF_CLASSES)
+
+
+# -- settings and photo size --------------------------------------------------------------
+
+
+def test_config_defaults_and_disabled_reasons() -> None:
+    config = TelegramConfig.from_env({})
+    assert config.api_base_url == "https://api.telegram.org/bot"
+    assert config.file_base_url == "https://api.telegram.org/file/bot"
+    assert config.max_file_bytes == 20 * 1024 * 1024
+    assert config.disabled_reason == "TELEGRAM_TOKEN is not set"
+    no_secret = TelegramConfig.from_env({"TELEGRAM_TOKEN": "1:a"})
+    assert "TELEGRAM_SECRET_TOKEN is not set" in no_secret.disabled_reason
+    bad_secret = TelegramConfig.from_env({"TELEGRAM_TOKEN": "1:a", "TELEGRAM_SECRET_TOKEN": "a b"})
+    assert "A-Z a-z 0-9 _ -" in bad_secret.disabled_reason
+    good = TelegramConfig.from_env({"TELEGRAM_TOKEN": "1:a", "TELEGRAM_SECRET_TOKEN": "a_b-C9"})
+    assert good.disabled_reason is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TELEGRAM_CONCURRENT_UPDATES", "many"), ("TELEGRAM_MAX_FILE_MB", "0")],
+)
+def test_config_rejects_bad_numbers(name: str, value: str) -> None:
+    with pytest.raises(TelegramConfigError, match=name):
+        TelegramConfig.from_env({name: value})
+
+
+def _size(file_id: str, side: int, file_size: int | None) -> PhotoSize:
+    return PhotoSize(file_id, file_id, side, side, file_size)
+
+
+def test_photo_size_is_the_largest_that_can_be_downloaded() -> None:
+    sizes = (_size("s", 90, 1_000), _size("m", 800, 90_000), _size("l", 2560, 30_000_000))
+    assert pick_photo_size(sizes, 20 * 1024 * 1024).file_id == "m"
+    assert pick_photo_size(sizes, 10**9).file_id == "l"
+    assert pick_photo_size((_size("x", 500, None),), 1).file_id == "x"  # size unknown: try it
+    assert pick_photo_size((_size("l", 2560, 30_000_000),), 1_000) is None
+
+
+# -- webhook CLI --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as server:
+        yield server
+
+
+def test_cli_sets_inspects_and_deletes_the_webhook(fake: FakeTelegram, capsys) -> None:
+    env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "APP_URL": "https://dogs.example.com/"}
+    assert webhook_cli(["set", "--max-connections", "10"], env) == 0
+    assert "https://dogs.example.com/telegram" in capsys.readouterr().out
+    assert fake.webhook["url"] == "https://dogs.example.com/telegram"
+    assert fake.webhook["secret_token"] == SECRET
+    assert fake.webhook["allowed_updates"] == ["message"]
+    assert fake.webhook["max_connections"] == 10
+    assert webhook_cli(["info"], env) == 0
+    assert '"url": "https://dogs.example.com/telegram"' in capsys.readouterr().out
+    assert webhook_cli(["delete", "--drop-pending-updates"], env) == 0
+    assert fake.webhook == {}
+    assert fake.calls("deleteWebhook")[-1].params["drop_pending_updates"] is True
+
+
+@pytest.mark.parametrize(
+    ("command", "changes", "message"),
+    [
+        ("set", {"APP_URL": ""}, "APP_URL is not set"),
+        ("set", {"APP_URL": "http://plain.example.com"}, "must be an https:// URL"),
+        ("set", {"TELEGRAM_SECRET_TOKEN": ""}, "TELEGRAM_SECRET_TOKEN is not set"),
+        ("info", {"TELEGRAM_TOKEN": ""}, "TELEGRAM_TOKEN is not set"),
+        ("info", {"TELEGRAM_TOKEN": "1:wrong"}, "Telegram rejected TELEGRAM_TOKEN"),
+        ("info", {"TELEGRAM_MAX_FILE_MB": "lots"}, "TELEGRAM_MAX_FILE_MB must be a float"),
+        ("set", {"TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/bot"}, "Telegram Bot API:"),
+    ],
+)
+def test_cli_fails_with_one_line(
+    fake: FakeTelegram, capsys, command: str, changes: dict[str, str], message: str
+) -> None:
+    env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "APP_URL": "https://dogs.example.com"}
+    assert webhook_cli([command], {**env, **changes}) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert "1:wrong" not in err  # the token never ends up in logs
+
+
+# -- the route in one process --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_uri()
+
+
+def _app(predictor: Predictor, env: dict[str, str]) -> Flask:
+    return create_app(predictor=predictor, settings=Settings.from_env(env))
+
+
+@pytest.fixture
+def bot_app(predictor: Predictor, fake: FakeTelegram) -> Iterator[Any]:
+    """Build an app with the bot enabled against the fake server; closes its loop after."""
+    apps: list[Flask] = []
+
+    def build(p: Predictor = predictor, **env: str) -> Flask:
+        app = _app(p, {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, **env})
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        runtime = app.extensions.get("telegram_bot")
+        if runtime is not None:
+            runtime.close()
+
+
+def _reply_text(fake: FakeTelegram, chat_id: int) -> str:
+    [call] = fake.wait_for("sendMessage", 1, where=lambda c: c.params["chat_id"] == chat_id)
+    return call.params["text"]
+
+
+def test_without_token_the_route_is_off_and_predict_works(predictor: Predictor, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="service.telegram_bot"):
+        app = _app(predictor, {})
+    disabled = [r for r in caplog.records if "telegram bot disabled" in r.getMessage()]
+    assert len(disabled) == 1 and disabled[0].levelno == logging.INFO
+    assert "TELEGRAM_TOKEN is not set" in disabled[0].getMessage()
+    client = app.test_client()
+    response = client.post("/telegram", json=Updates().text("/help"), headers=HEADER)
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "telegram_disabled"
+    assert "telegram_bot" not in app.extensions
+    predicted = client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+    assert predicted.status_code == 200 and predicted.get_json()["top_k"]
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"TELEGRAM_TOKEN": "1:a"}, "TELEGRAM_SECRET_TOKEN is not set"),
+        ({"TELEGRAM_TOKEN": "1:a", "TELEGRAM_SECRET_TOKEN": "x", "TELEGRAM_MODEL_WORKERS": "-1"},
+         "bad configuration: TELEGRAM_MODEL_WORKERS"),
+    ],
+)  # fmt: skip
+def test_token_without_usable_settings_stays_off_loudly(
+    predictor: Predictor, caplog, env: dict[str, str], reason: str
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.telegram_bot"):
+        app = _app(predictor, env)
+    [record] = [r for r in caplog.records if "telegram bot disabled" in r.getMessage()]
+    assert record.levelno >= logging.WARNING and reason in record.getMessage()
+    assert app.test_client().post("/telegram", json={}, headers=HEADER).status_code == 404
+
+
+def test_not_one_of_the_breeds_is_said_kindly(
+    bot_app, predictor: Predictor, fake: FakeTelegram
+) -> None:
+    # The same model with an open-set rule no generated texture can pass.
+    strict = Predictor(predictor.backend)
+    strict.metadata = replace(predictor.metadata, open_set=OpenSetRule("max_softmax", 0.999))
+    client = bot_app(strict).test_client()
+    update = Updates(chat_id=2001).photo(fake.add_file(jpeg_bytes(seed=7)))
+    assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
+    text = _reply_text(fake, 2001)
+    assert "does not look like one of the 10 breeds I know" in text
+    assert "1. " in text and "3. " in text
+
+
+class _BrokenPredictor(Predictor):
+    def predict_bytes(self, *args: Any, **kwargs: Any) -> Prediction:
+        raise RuntimeError("model exploded")
+
+
+def test_model_failure_gets_an_apology(bot_app, predictor: Predictor, fake: FakeTelegram) -> None:
+    client = bot_app(_BrokenPredictor(predictor.backend)).test_client()
+    update = Updates(chat_id=2002, language_code="ru").photo(fake.add_file(jpeg_bytes()))
+    assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
+    assert _reply_text(fake, 2002).startswith("Что-то пошло не так")
+    # The bot keeps working afterwards.
+    help_update = Updates(chat_id=2003).text("/help")
+    assert client.post("/telegram", json=help_update, headers=HEADER).status_code == 200
+    assert "Beagle" in _reply_text(fake, 2003)
+
+
+def test_unreachable_bot_api_is_503_then_recovers(bot_app) -> None:
+    """Nothing can be answered while the Bot API is down: let Telegram redeliver later."""
+    port = free_port()  # nothing listens there yet
+    app = bot_app(
+        TELEGRAM_API_BASE_URL=f"http://127.0.0.1:{port}/bot",
+        TELEGRAM_FILE_BASE_URL=f"http://127.0.0.1:{port}/file/bot",
+        TELEGRAM_STARTUP_TIMEOUT_S="5",
+    )
+    client = app.test_client()
+    update = Updates(chat_id=2005).text("/start")
+    response = client.post("/telegram", json=update, headers=HEADER)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    assert response.get_json()["error"]["code"] == "telegram_unavailable"
+    # The Bot API comes up; Telegram's redelivery of the same update now gets through.
+    with FakeTelegram(port=port) as late:
+        assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
+        assert "Beagle" in _reply_text(late, 2005)
+
+
+def test_many_updates_through_one_loop(bot_app, fake: FakeTelegram) -> None:
+    """Repeated updates reuse the one Application; closing leaves no pending work behind."""
+    app = bot_app()
+    client = app.test_client()
+    updates = Updates(chat_id=2004)
+    for _ in range(30):
+        assert (
+            client.post("/telegram", json=updates.text("/help"), headers=HEADER).status_code == 200
+        )
+    fake.wait_for("sendMessage", 30, where=lambda c: c.params["chat_id"] == 2004)
+    runtime = app.extensions["telegram_bot"]
+    loop = runtime._loop
+    runtime.close()
+    assert loop.is_closed()
+    runtime.close()  # a second close is harmless
