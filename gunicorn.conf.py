@@ -28,8 +28,10 @@ worker_class = "sync"
 # Split the cores between workers so they don't oversubscribe them: each worker's
 # torch/onnxruntime intra-op pool gets cores // workers threads (the model reads
 # MODEL_THREADS). An explicit MODEL_THREADS wins.
-os.environ.setdefault("MODEL_THREADS", str(max(1, _cpu_count() // workers)))
-os.environ.setdefault("OMP_NUM_THREADS", os.environ["MODEL_THREADS"])
+if not os.environ.get("MODEL_THREADS", "").strip():
+    os.environ["MODEL_THREADS"] = str(max(1, _cpu_count() // workers))
+if not os.environ.get("OMP_NUM_THREADS", "").strip():
+    os.environ["OMP_NUM_THREADS"] = os.environ["MODEL_THREADS"]
 
 # No preload: the model is loaded in each worker after the fork (create_app runs there),
 # because forking a process that has already started torch's thread pools is unsafe.

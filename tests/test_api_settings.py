@@ -1,0 +1,93 @@
+"""Settings from the environment, gunicorn.conf.py's sizing, and refusing bad configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from model.source import SHIPPED_MODEL
+from service.config import Settings, SettingsError
+from tests.support.server import REPO_ROOT, run_gunicorn_until_exit
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.model_uri == str(SHIPPED_MODEL)
+    assert settings.model_sha256 is None
+    assert settings.model_threads is None
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.top_k == 3
+    assert settings.log_level == "INFO"
+
+
+def test_values_from_env() -> None:
+    env = {
+        "MODEL_URI": "s3://b/k.pt",
+        "MODEL_SHA256": "ab" * 32,
+        "MODEL_THREADS": "3",
+        "MAX_UPLOAD_MB": "2.5",
+        "MAX_IMAGE_PIXELS": "1000000",
+        "TOP_K": "5",
+        "LOG_LEVEL": "debug",
+        "TELEGRAM_TOKEN": "kept for other modules",
+    }
+    settings = Settings.from_env(env)
+    assert settings.model_uri == "s3://b/k.pt"
+    assert settings.model_threads == 3
+    assert settings.max_upload_bytes == int(2.5 * 1024 * 1024)
+    assert settings.max_image_pixels == 1_000_000
+    assert settings.top_k == 5
+    assert settings.log_level == "DEBUG"
+    assert settings.environ["TELEGRAM_TOKEN"] == "kept for other modules"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"TOP_K": "11"}, {"TOP_K": "x"}, {"MAX_UPLOAD_MB": "0"}, {"MODEL_THREADS": "-1"}],
+    ids=["top_k_big", "top_k_text", "upload_zero", "threads_negative"],
+)
+def test_bad_values_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=next(iter(env))):
+        Settings.from_env(env)
+
+
+def test_service_refuses_to_start_on_bad_setting() -> None:
+    code, logs, _ = run_gunicorn_until_exit({"MAX_UPLOAD_MB": "lots"})
+    assert code != 0
+    assert "refusing to start: bad configuration: MAX_UPLOAD_MB must be a number" in logs
+
+
+def _gunicorn_conf(env: dict[str, str]) -> dict[str, str]:
+    """Evaluate gunicorn.conf.py in a clean process; return the settings it derived."""
+    code = (
+        "import json, os, runpy; c = runpy.run_path('gunicorn.conf.py'); "
+        "print(json.dumps({'bind': c['bind'], 'workers': c['workers'], 'timeout': c['timeout'], "
+        "'threads': os.environ['MODEL_THREADS'], 'preload': c['preload_app']}))"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("MODEL_THREADS", "WEB_CONCURRENCY")}
+    clean["PROMETHEUS_MULTIPROC_DIR"] = "/nonexistent/unused"  # else the config makes a temp dir
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_gunicorn_conf_sizes_workers_and_threads() -> None:
+    cores = len(os.sched_getaffinity(0))
+    conf = _gunicorn_conf({"PORT": "9123"})
+    assert conf["bind"] == "0.0.0.0:9123"
+    assert conf["workers"] == 2
+    assert int(conf["threads"]) == max(1, cores // 2)
+    assert conf["timeout"] < 30  # below Heroku's router timeout
+    assert conf["preload"] is False  # the model loads after the fork
+    assert _gunicorn_conf({"WEB_CONCURRENCY": "1", "MODEL_THREADS": ""})["threads"] == str(cores)
+    assert _gunicorn_conf({"MODEL_THREADS": "7"})["threads"] == "7"
