@@ -101,7 +101,7 @@ def _served_equals_cached(run_dir: Path, data: Path) -> None:
 
     predictor = Predictor.from_uri(str(run_dir / "model.pt"), threads=1)
     assert predictor.metadata.outputs.imagenet == (10, 1010)
-    assert 0.0 <= json.loads((run_dir / "metrics.json").read_text())["val_top1"] <= 1.0
+    assert 0.0 <= json.loads((run_dir / "metrics.json").read_text())["top1"] <= 1.0
     student = build_student(init_checkpoint=str(run_dir / "checkpoint.pt"))
     student.eval()
     maps = torch.from_numpy(np.array(ArrayCache("val").load("maps")[:1]))
@@ -119,10 +119,10 @@ def test_distill_runs_resumes_and_serves(lab) -> None:
     metrics = distill.run(_cfg("kd", alpha=0.7, temperature=4.0))
     run_dir = root / "runs" / "kd"
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 2 and np.isfinite(metrics["val_top1"])
+    assert state["step"] == 2 and np.isfinite(metrics["top1"])
     again = distill.run(_cfg("kd", alpha=0.7, temperature=4.0))  # resumes: no extra steps
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 2
-    assert again["val_top1"] == metrics["val_top1"]
+    assert again["top1"] == metrics["top1"]
     _served_equals_cached(run_dir, data)
 
 

@@ -75,6 +75,7 @@ def teacher_logits() -> torch.Tensor:
 
 
 def run(cfg: dict, resume: bool = True) -> dict:
+    command = f"python -m training.distill --config {cfg.get('config_path', '<config>')}"
     maps, labels = train_maps()
     alpha = float(cfg.get("alpha", 0.0))
     temperature = float(cfg.get("temperature", 1.0))
@@ -106,6 +107,7 @@ def run(cfg: dict, resume: bool = True) -> dict:
         out,
         f"Imagewoof train (8686 images, local copy), {what}, tail fine-tuned on cached "
         "frozen-prefix maps",
+        command,
     )
 
 
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        run(load_config(args.config), resume=not args.no_resume)
+        cfg = {**load_config(args.config), "config_path": str(args.config)}
+        run(cfg, resume=not args.no_resume)
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"distill failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: dict, resume: bool = True) -> dict:
+    command = f"python -m training.joint --config {cfg.get('config_path', '<config>')}"
     maps, labels = pair_maps()
     student = build_student()
     head = projector(cfg)
@@ -59,6 +60,7 @@ def run(cfg: dict, resume: bool = True) -> dict:
         out,
         f"Imagewoof train (8686 images, local copy): CE + {weight} x Barlow Twins on the same "
         "batches of lightly view pairs, tail fine-tuned on cached frozen-prefix maps",
+        command,
     )
 
 
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        run(load_config(args.config), resume=not args.no_resume)
+        cfg = {**load_config(args.config), "config_path": str(args.config)}
+        run(cfg, resume=not args.no_resume)
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"joint failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -51,6 +51,7 @@ def barlow_twins_step(
 
 
 def run(cfg: dict, resume: bool = True) -> dict:
+    command = f"python -m training.ssl --config {cfg.get('config_path', '<config>')}"
     maps, _ = pair_maps()  # labels deliberately unused
     student = build_student()
     head = projector(cfg)
@@ -67,6 +68,7 @@ def run(cfg: dict, resume: bool = True) -> dict:
         out,
         "Imagewoof train images WITHOUT labels: Barlow Twins (lightly) on the tail, breed head "
         "still the zero-shot ImageNet rows (stage 1 of the SSL experiment)",
+        command,
     )
 
 
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        run(load_config(args.config), resume=not args.no_resume)
+        cfg = {**load_config(args.config), "config_path": str(args.config)}
+        run(cfg, resume=not args.no_resume)
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"ssl failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

