@@ -148,3 +148,13 @@ def test_metrics_aggregate_all_workers(base_url: str) -> None:
     info = "breedrecognizer_model_info"
     assert _metric(text, info, name="tf_efficientnet_lite0-imagewoof-zeroshot") == 1
     assert 'backend="torchscript"' in text
+
+
+def test_predict_chunked_raw_body(base_url: str) -> None:
+    data = jpeg_bytes(seed=4)
+    chunks = (data[i : i + 4096] for i in range(0, len(data), 4096))  # no Content-Length
+    response = requests.post(
+        f"{base_url}/predict", data=chunks, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    _check_prediction(response.json())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -47,6 +47,26 @@ def _multipart(field: str, data: bytes) -> dict:
 
 def _raw(data: bytes, content_type: str = "image/jpeg") -> dict:
     return {"data": data, "headers": {"Content-Type": content_type}}
+
+
+def _chunks(data: bytes, size: int = 1 << 16) -> Iterator[bytes]:
+    """A generator body: requests sends it with Transfer-Encoding: chunked (no length)."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def _chunked_multipart(data: bytes) -> dict:
+    boundary = "breedrecboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    content_type = f"multipart/form-data; boundary={boundary}"
+    return {"data": _chunks(body), "headers": {"Content-Type": content_type}}
 
 
 JPEG = jpeg_bytes(320, 240)
@@ -109,6 +129,12 @@ CASES: dict[str, Case] = {
         lambda: _raw(_jpeg_claiming(65_000, 65_000)), 413, "image_too_large"
     ),
     "raw_over_upload_limit": Case(lambda: _raw(ELEVEN_MB), 413, "payload_too_large"),
+    "raw_chunked_over_upload_limit": Case(
+        lambda: _raw(_chunks(ELEVEN_MB)), 413, "payload_too_large"
+    ),
+    "multipart_chunked_over_upload_limit": Case(
+        lambda: _chunked_multipart(ELEVEN_MB), 413, "payload_too_large"
+    ),
     "multipart_over_upload_limit": Case(
         lambda: _multipart("image", ELEVEN_MB), 413, "payload_too_large"
     ),
