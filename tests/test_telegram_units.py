@@ -285,3 +285,12 @@ def test_many_updates_through_one_loop(bot_app, fake: FakeTelegram) -> None:
     runtime.close()
     assert loop.is_closed()
     runtime.close()  # a second close is harmless
+
+
+def test_rejected_token_is_503_and_never_logged(bot_app, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        app = bot_app(TELEGRAM_TOKEN="987:not-the-right-token")
+        response = app.test_client().post("/telegram", json=Updates().text("/x"), headers=HEADER)
+    assert response.status_code == 503
+    assert "the Bot API rejected TELEGRAM_TOKEN" in caplog.text
+    assert "not-the-right-token" not in caplog.text

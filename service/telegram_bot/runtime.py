@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from telegram import Update
+from telegram.error import InvalidToken
 from telegram.ext import Application, ApplicationBuilder, Defaults
 
 from model.predictor import Predictor
@@ -93,6 +94,8 @@ class BotRuntime:
             except Exception as exc:
                 future.cancel()
                 why = str(exc) or f"no answer within {self.config.startup_timeout_s:g}s"
+                if isinstance(exc, InvalidToken):  # its message quotes the token
+                    why = "the Bot API rejected TELEGRAM_TOKEN"
                 log.error("telegram bot could not start (will retry on the next update): %s", why)
                 raise BotUnavailableError(why) from exc
             self._application = application
