@@ -6,6 +6,7 @@ particular model verdict or failure (unknown breed, model crash, unreachable Bot
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -294,3 +295,19 @@ def test_rejected_token_is_503_and_never_logged(bot_app, caplog) -> None:
     assert response.status_code == 503
     assert "the Bot API rejected TELEGRAM_TOKEN" in caplog.text
     assert "not-the-right-token" not in caplog.text
+
+
+def test_ignored_updates_are_logged_at_debug(bot_app, fake: FakeTelegram, caplog) -> None:
+    app = bot_app()
+    client = app.test_client()
+    updates = Updates(chat_id=2006)
+    with caplog.at_level(logging.DEBUG, logger="service.telegram_bot"):
+        edited = updates.text("x", key="edited_message")
+        assert client.post("/telegram", json=edited, headers=HEADER).status_code == 200
+        assert client.post("/telegram", data=b"[not json", headers=HEADER).status_code == 200
+        deadline = time.monotonic() + 10
+        while "telegram update ignored: edited_message" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+    assert "body is not a JSON object" in caplog.text
+    assert not [c for c in fake.calls("sendMessage") if c.params["chat_id"] == 2006]

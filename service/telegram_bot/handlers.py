@@ -24,6 +24,7 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
@@ -83,6 +84,8 @@ class BreedBot:
             MessageHandler(NEW_MESSAGE & filters.ChatType.PRIVATE, self.on_other)
         )
         application.add_handler(CallbackQueryHandler(self.on_callback_query))
+        # Last in the group, so it only sees what no handler above took.
+        application.add_handler(TypeHandler(object, self.on_ignored))
         application.add_error_handler(self.on_error)
 
     # -- handlers ---------------------------------------------------------------------
@@ -125,6 +128,12 @@ class BreedBot:
         log.debug("telegram update %s: callback query answered", update.update_id)
         REPLIES.labels("callback_query").inc()
         await update.callback_query.answer()
+
+    async def on_ignored(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        kinds = (
+            [k for k in update.to_dict() if k != "update_id"] if isinstance(update, Update) else []
+        )
+        log.debug("telegram update ignored: %s", ", ".join(kinds) or type(update).__name__)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Last resort for anything a handler did not catch: log it, apologise if possible."""
