@@ -199,7 +199,7 @@ def train(
             step += 1
             seen += len(labels)
             correct += int((logits.argmax(1) == labels).sum())
-            loss_sum += float(loss) * len(labels)
+            loss_sum += loss.item() * len(labels)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
             if step >= total_steps:
                 break
