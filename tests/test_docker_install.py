@@ -52,6 +52,12 @@ def _logical_lines(text: str) -> list[str]:
     return [line for line in lines if line]
 
 
+def healthcheck_command(text: str) -> str:
+    """The shell command of the Dockerfile's HEALTHCHECK."""
+    line = next(line for line in _logical_lines(text) if line.startswith("HEALTHCHECK "))
+    return line.split(" CMD ", 1)[1]
+
+
 def parse_dockerfile(text: str) -> tuple[list[str], list[tuple[list[str], str]], list[str]]:
     """(install commands, COPY (sources, destination) pairs, CMD argv) from a Dockerfile."""
     installs, copies, cmd = [], [], []
@@ -78,6 +84,7 @@ def test_dockerfile_parses_as_expected() -> None:
     assert CPU_INDEX in installs[0]
     assert (["requirements.txt"], "./") in copies
     assert cmd[0] == "gunicorn"
+    assert "/readyz" in healthcheck_command(DOCKERFILE.read_text())
     heroku = (REPO_ROOT / "heroku.yml").read_text()
     web = next(line for line in heroku.splitlines() if line.strip().startswith("web: gunicorn"))
     assert shlex.split(web.split("web:", 1)[1]) == cmd  # heroku.yml runs what the image runs
@@ -128,6 +135,14 @@ def test_dockerfile_install_and_start_in_fresh_venv(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["model"]["name"] == "tf_efficientnet_lite0-imagewoof-zeroshot"
         assert len(response.json()["top_k"]) == 3
+        port = server.base_url.rsplit(":", 1)[1]
+        health = subprocess.run(
+            ["sh", "-c", healthcheck_command(DOCKERFILE.read_text())],
+            env={**env, "PORT": port},
+            capture_output=True,
+            text=True,
+        )
+        assert health.returncode == 0, health.stderr
     finally:
         server.stop()
     assert f"from {app_dir / 'model'}" in server.logs()  # the copy's model, not the repo's
