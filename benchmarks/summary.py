@@ -1,0 +1,189 @@
+"""Turn one benchmark run (the dict ``bench.py`` builds) into small CSVs and SUMMARY.md."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "rps": 150.0,
+    "naive_ratio": 8.0,
+    "p50_1user_ms": 15.0,
+    "cold_start_s": 3.0,
+    "rss_mb": 300.0,
+}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    return lines
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:.1f}"
+    return str(value)
+
+
+def _best(load: list[dict[str, Any]], service: str) -> dict[str, Any] | None:
+    rows = [r for r in load if r["service"] == service]
+    return max(rows, key=lambda r: r["rps"]) if rows else None
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the targets are about."""
+    load = result["load"]
+    ours = _best(load, "ours-onnx")
+    naive = _best(load, "naive")
+    one_user = next((r for r in load if r["service"] == "ours-onnx" and r["users"] == 1), None)
+    startup = {s["service"]: s for s in result["startup"]}
+    model_only = {m["what"]: m["per_s"] for m in result.get("model_only", [])}
+    ours_rows = [r for r in load if r["service"] == "ours-onnx"]
+    return {
+        "rps": ours["rps"] if ours else None,
+        "rps_users": ours["users"] if ours else None,
+        "failures": sum(r["failures"] for r in ours_rows),
+        "naive_rps": naive["rps"] if naive else None,
+        "naive_ratio": round(ours["rps"] / naive["rps"], 1) if ours and naive else None,
+        "model_only_ratio": (
+            round(ours["rps"] / model_only["model only (batch 1)"], 2)
+            if ours and model_only.get("model only (batch 1)")
+            else None
+        ),
+        "p50_1user_ms": one_user["p50_ms"] if one_user else None,
+        "cold_start_s": startup.get("ours-onnx", {}).get("cold_start_s"),
+        "rss_mb": max((r["worker_rss_max_mb"] for r in ours_rows), default=None),
+    }
+
+
+def write_summary(result: dict[str, Any], out: Path) -> str:
+    """Write load/startup/stages/model_only CSVs and SUMMARY.md into ``out``; return the text."""
+    _write_csv(out / "load.csv", result["load"])
+    _write_csv(out / "startup.csv", result["startup"])
+    _write_csv(out / "stages.csv", result.get("stages", []))
+    _write_csv(out / "model_only.csv", result.get("model_only", []))
+    h = headline(result)
+    m = result["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+
+    def check(ok: bool | None) -> str:
+        return "–" if ok is None else ("yes" if ok else "**no**")
+
+    def at_least(value: Any, target: float) -> bool | None:
+        return None if value is None else value >= target
+
+    def at_most(value: Any, target: float) -> bool | None:
+        return None if value is None else value <= target
+
+    targets = [
+        {
+            "target": "/predict rps at saturation, 0 failures (≥ 150)",
+            "measured": f"{_fmt(h['rps'])} rps at {h['rps_users']} users, {h['failures']} failures",
+            "met": check(at_least(h["rps"], TARGETS["rps"]) and h["failures"] == 0),
+        },
+        {
+            "target": "× naive baseline, same run (≥ 8)",
+            "measured": f"{_fmt(h['naive_ratio'])}× (naive {_fmt(h['naive_rps'])} rps)",
+            "met": check(at_least(h["naive_ratio"], TARGETS["naive_ratio"])),
+        },
+        {
+            "target": "p50 at 1 user (≤ 15 ms)",
+            "measured": f"{_fmt(h['p50_1user_ms'])} ms",
+            "met": check(at_most(h["p50_1user_ms"], TARGETS["p50_1user_ms"])),
+        },
+        {
+            "target": "cold start, process start → /readyz 200 (≤ 3 s)",
+            "measured": f"{_fmt(h['cold_start_s'])} s",
+            "met": check(at_most(h["cold_start_s"], TARGETS["cold_start_s"])),
+        },
+        {
+            "target": "RSS per worker under load (≤ 300 MB)",
+            "measured": f"{_fmt(h['rss_mb'])} MB",
+            "met": check(at_most(h["rss_mb"], TARGETS["rss_mb"])),
+        },
+    ]
+    settings = result.get("settings", {})
+    lines = [
+        "# Benchmark summary",
+        "",
+        f"Written by `make bench` (benchmarks/bench.py) on {m['date']}, commit {m['commit']}, "
+        f"in {result.get('bench_seconds', '?')} s.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM; Python "
+        f"{m['python']}; {versions}.",
+        "Load: locust (headless subprocess on the same 2 cores, FastHttpUser, no wait time, "
+        f"{settings.get('photos')} Imagewoof val photos as {settings.get('upload')} uploads, "
+        f"{settings.get('seconds')} s per level, naive at {settings.get('naive_levels')} "
+        "users); traffic to 127.0.0.1 only. Shared machine: absolute numbers are noisy, ratios "
+        "within one run are what to compare.",
+        "",
+        "## Targets",
+        "",
+        *_table(targets, ["target", "measured", "met"]),
+        "",
+        f"Our saturation rps is {_fmt(h['model_only_ratio'])}× the model-only throughput of the "
+        "same artifact with the same processes × threads (no HTTP, no decode).",
+        "",
+        "## Load levels (/predict)",
+        "",
+        *_table(
+            result["load"],
+            [
+                "service",
+                "users",
+                "requests",
+                "failures",
+                "rps",
+                "p50_ms",
+                "p95_ms",
+                "p99_ms",
+                "worker_rss_max_mb",
+                "server_cpu_ms_per_req",
+                "locust_cpu_share",
+                "machine_idle_share",
+            ],
+        ),
+        "",
+        "server_cpu_ms_per_req: CPU seconds of the gunicorn master + workers over the run / "
+        "requests. locust_cpu_share / machine_idle_share: fraction of all cores used by locust "
+        "/ left idle.",
+        "",
+        "## Start-up",
+        "",
+        *_table(
+            result["startup"],
+            [
+                "service",
+                "cold_start_s",
+                "all_workers_ready_s",
+                "workers",
+                "threads_per_worker",
+                "idle_worker_rss_mb",
+            ],
+        ),
+        "",
+        "## Where the time of one request goes (in-process, one thread, val photos)",
+        "",
+        *_table(result.get("stages", []), ["stage", "median_ms", "mean_ms"]),
+        "",
+        "## Model-only throughput (same artifact, deployed processes × threads)",
+        "",
+        *_table(result.get("model_only", []), ["what", "processes", "threads", "per_s"]),
+        "",
+    ]
+    text = "\n".join(lines)
+    (out / "SUMMARY.md").write_text(text)
+    return text
