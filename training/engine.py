@@ -44,8 +44,17 @@ from training.weights import create_pretrained
 
 log = logging.getLogger(__name__)
 
-RUNS_DIR = Path(os.environ.get("BREED_RUNS_DIR", REPO_ROOT / "runs"))
-CACHE_DIR = Path(os.environ.get("BREED_CACHE_DIR", REPO_ROOT / "cache"))
+
+def runs_dir() -> Path:
+    """Where runs/<name>/ go: $BREED_RUNS_DIR, default <repo>/runs (git-ignored)."""
+    return Path(os.environ.get("BREED_RUNS_DIR") or REPO_ROOT / "runs")
+
+
+def cache_dir() -> Path:
+    """Feature caches: $BREED_CACHE_DIR, default <repo>/cache (git-ignored)."""
+    return Path(os.environ.get("BREED_CACHE_DIR") or REPO_ROOT / "cache")
+
+
 VAL_CAVEAT = (
     "~96% of Imagewoof val are ImageNet-1k train photos: ImageNet-pretrained backbones have "
     "seen them, so val accuracy is optimistic"
@@ -335,7 +344,7 @@ def cache_features(
     computes; other ranks wait and load.
     """
     key = cache_key({**key_parts, "spec": spec, "flips": flips}, samples)
-    folder = CACHE_DIR / "features" / key
+    folder = cache_dir() / "features" / key
     done = folder / "complete"
     if ctx.is_main and not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import torch
 
 from model.backends import default_threads, load_backend
 from training.data import REPO_ROOT
-from training.engine import RUNS_DIR, VAL_CAVEAT, hardware
+from training.engine import VAL_CAVEAT, hardware, runs_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,24 @@ def _minutes(seconds: float | None) -> str:
     return "–" if seconds is None else f"{seconds / 60:.1f} min"
 
 
+def _recipe(r: dict[str, Any]) -> str:
+    """What was trained, from the run's own notes or its schedule."""
+    if r.get("notes"):
+        return r["notes"]
+    if r.get("experiment"):
+        return f"{r['experiment']} ({r.get('run', '')})"
+    if r.get("epochs"):
+        stopped = " (stopped at budget)" if r.get("stopped_early") else ""
+        return f"{r['epochs']} ep, last {r.get('trainable_stages', '?')} stages{stopped}"
+    return "zero-shot" if not r.get("steps") else f"{r['steps']} steps"
+
+
+def _trained(r: dict[str, Any]) -> str:
+    if not (r.get("epochs") or r.get("steps")):
+        return "no Imagewoof training"
+    return f"{r.get('hardware', '?')}, {r.get('world_size', 1)} proc; {r.get('budget', '')}"
+
+
 def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
     rows = sorted(rows, key=lambda r: (-r["top1"], r.get("latency_ms", 1e9)))
     lines = [
@@ -93,20 +111,10 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
-        recipe = r.get("notes") or (
-            "zero-shot"
-            if not r.get("epochs")
-            else f"{r['epochs']} ep, stages={r['trainable_stages']}"
-        )
-        trained = (
-            f"{r.get('hardware', '?')}, {r.get('world_size', 1)} proc; {r.get('budget', '')}"
-            if r.get("epochs")
-            else "no Imagewoof training"
-        )
         lines.append(
-            f"| {r['arch']} | {recipe} | {r['params_m']:.2f} | {r['size_mb']:.1f} "
+            f"| {r['arch']} | {_recipe(r)} | {r['params_m']:.2f} | {r['size_mb']:.1f} "
             f"| {r['top1']:.2%} | {r['top5']:.2%} | {r.get('latency_ms', '–')} "
-            f"| {r.get('throughput_ips', '–')} | {_minutes(r.get('train_wall_s'))} | {trained} "
+            f"| {r.get('throughput_ips', '–')} | {_minutes(r.get('train_wall_s'))} | {_trained(r)} "
             f"| `{r.get('command', '')}` |"
         )
     lines += ["", "Per-class val top-1 (same caveat):", ""]
@@ -128,12 +136,13 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build results/RESULTS.md from runs/*.")
-    parser.add_argument("--runs", type=Path, default=RUNS_DIR)
+    parser.add_argument("--runs", type=Path, default=None, help="default: runs/")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "RESULTS.md")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.runs = args.runs or runs_dir()
     rows = load_runs(args.runs)
     if not rows:
         print(f"results failed: no evaluated runs under {args.runs}", file=sys.stderr)

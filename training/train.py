@@ -34,7 +34,6 @@ from tqdm import tqdm
 
 from training.data import Sample, data_root, fetch_imagewoof, load_split
 from training.engine import (
-    RUNS_DIR,
     CachedViews,
     DistContext,
     TrainNet,
@@ -46,6 +45,7 @@ from training.engine import (
     finish_run,
     load_checkpoint,
     make_loader,
+    runs_dir,
     save_checkpoint,
     seed_everything,
     setup_distributed,
@@ -80,6 +80,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     trainable_stages: int = 1  # 0 linear probe, N last N stages, -1 full
     cache_features: bool = True
+    flip_view: bool = True  # cache a flipped view too (the only augmentation of cached runs)
+    max_train_minutes: float | None = None  # safety stop; a stopped run says so in metrics
     imagenet_distill: float = 0.5  # weight of KL(ImageNet logits || original), 0 = off
     head_init: str = "imagenet_rows"  # imagenet_rows | random
     seed: int = 0
@@ -139,7 +141,10 @@ def train(
             "trainable_stages": cfg.trainable_stages,
             "reference": reference is not None,
         }
-        cache = cache_features(trunk, reference, samples, spec, key, ctx, workers=cfg.workers)
+        flips = (False, True) if cfg.flip_view else (False,)
+        cache = cache_features(
+            trunk, reference, samples, spec, key, ctx, workers=cfg.workers, flips=flips
+        )
         dataset, workers, reference = CachedViews(cache, cfg.seed + ctx.rank), 0, None
     else:
         dataset, workers = _ImagesWithEmpty(samples, TrainTransform(spec)), cfg.workers
@@ -156,6 +161,7 @@ def train(
     ddp = DistributedDataParallel(net) if ctx.distributed else net
     checkpoint = run_dir / "checkpoint.ckpt"
     start_epoch, step, history, previous_wall = 0, 0, [], 0.0
+    stopped_early = False
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
         net.load_state_dict(state["net"])
@@ -203,6 +209,10 @@ def train(
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
             if step >= total_steps:
                 break
+            over = time.perf_counter() - started > (cfg.max_train_minutes or 1e9) * 60
+            if over and not ctx.distributed:  # (a per-rank stop would hang DDP)
+                stopped_early = True
+                break
         history.append(
             {
                 "epoch": epoch + 1,
@@ -226,8 +236,19 @@ def train(
                     "train_wall_s": wall,
                 },
             )
+        if stopped_early:
+            log.warning(
+                "stopped at the %.1f min budget after %d steps", cfg.max_train_minutes, step
+            )
+            break
     ctx.barrier()
-    return {"history": history, "steps": step, "trainable_params": trainable_parameters(net)}
+    return {
+        "history": history,
+        "steps": step,
+        "planned_steps": total_steps,
+        "stopped_early": stopped_early,
+        "trainable_params": trainable_parameters(net),
+    }
 
 
 def _kd_loss(
@@ -258,7 +279,7 @@ def run(cfg: TrainConfig, config_path: Path | None, resume: bool = False) -> dic
     """Train (if epochs > 0), then on rank 0 export + evaluate; returns the metrics there."""
     ctx = setup_distributed()
     seed_everything(cfg.seed)
-    run_dir = RUNS_DIR / cfg.name
+    run_dir = runs_dir() / cfg.name
     started = time.perf_counter()
     try:
         train_samples, eval_samples = resolve_data(cfg)
