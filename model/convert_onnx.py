@@ -9,11 +9,18 @@ the ``.onnx`` is built from the ``.pt`` wherever it is needed (container build, 
 
 Uses torch's TorchScript-based exporter (``dynamo=False``): the torch.export-based one
 cannot take a loaded ``ScriptModule``. Needs ``torch`` and ``onnx``; the server does not.
+
+The TF-style "same" padding of EfficientNet-Lite is traced as run-time arithmetic on the
+input shape (Shape → Gather → Ceil → … → Pad). The artifact's input size is fixed by its
+metadata, so those pads are pinned to constants (checked equal for two batch sizes); ONNX
+Runtime then folds every Pad into its Conv and drops the NCHWc reorders around it, ~10%
+less model time. The batch dimension stays dynamic.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import sys
@@ -70,8 +77,10 @@ def convert(src: Path, dst: Path, tolerance: float = TOLERANCE) -> float:
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, metadata.to_json()
         proto.producer_name = "breedrecognizer model.convert_onnx"
+        pinned = pin_static_pads(proto, size)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
+        log.info("pinned %d run-time Pad sizes to constants for %dx%d input", pinned, size, size)
         err = verify(reference, OnnxBackend(tmp, threads=1), size)
         if err > tolerance:
             raise ArtifactError(f"ONNX output differs from TorchScript by {err:.2e} > {tolerance}")
@@ -79,6 +88,59 @@ def convert(src: Path, dst: Path, tolerance: float = TOLERANCE) -> float:
     finally:
         tmp.unlink(missing_ok=True)
     return err
+
+
+def pin_static_pads(proto, size: int) -> int:
+    """Replace Pad amounts computed at run time by their values for ``size``×``size`` input.
+
+    The values are read by running the graph itself (ONNX Runtime, no optimisation) on
+    zero batches of 1 and 2 images; a pad that depended on the batch size is an error.
+    Nodes left without readers (the shape arithmetic) are removed.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    constants = {init.name for init in graph.initializer}
+    targets = sorted(
+        {n.input[1] for n in graph.node if n.op_type == "Pad" and len(n.input) > 1} - constants
+    )
+    if not targets:
+        return 0
+    probe = copy.deepcopy(proto)
+    for name in targets:
+        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    feed = graph.input[0].name
+    one, two = (
+        session.run(targets, {feed: np.zeros((n, 3, size, size), np.float32)}) for n in (1, 2)
+    )
+    for name, a, b in zip(targets, one, two, strict=True):
+        if not np.array_equal(a, b):
+            raise ArtifactError(f"Pad amounts {name} depend on the batch size; cannot pin them")
+        pinned = f"{name}_pinned"
+        graph.initializer.append(numpy_helper.from_array(a.astype(np.int64), pinned))
+        for node in graph.node:
+            if node.op_type == "Pad" and node.input[1] == name:
+                node.input[1] = pinned
+    _drop_unread_nodes(graph)
+    return len(targets)
+
+
+def _drop_unread_nodes(graph) -> None:
+    while True:
+        read = {name for node in graph.node for name in node.input}
+        read |= {out.name for out in graph.output}
+        unread = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not unread:
+            return
+        for node in unread:
+            graph.node.remove(node)
 
 
 def verify(reference: TorchScriptBackend, candidate: OnnxBackend, size: int) -> float:

@@ -62,6 +62,16 @@ def test_same_top1_and_close_logits_on_generated_photos(onnx_path: Path) -> None
     assert np.abs(single - onnx_out[:1]).max() < 1e-4
 
 
+def test_pads_are_pinned_but_batch_stays_dynamic(onnx_path: Path) -> None:
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    ops = {node.op_type for node in proto.graph.node}
+    assert "Shape" not in ops and "Ceil" not in ops  # no run-time padding arithmetic left
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param == "batch"
+
+
 def test_conversion_is_deterministic(onnx_path: Path, tmp_path: Path) -> None:
     again = tmp_path / "again.onnx"
     convert(SHIPPED_MODEL, again)
