@@ -8,13 +8,14 @@ HOST ?= 127.0.0.1
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format
+.PHONY: help run test lint format bench
 
 help:
 	@echo "make run    - install serving requirements into $(VENV) and serve http://$(HOST):$(PORT)"
 	@echo "make test   - install dev requirements, ruff check, pytest (whole suite)"
 	@echo "make lint   - ruff check + ruff format --check"
 	@echo "make format - ruff format + ruff check --fix"
+	@echo "make bench  - load benchmark (~5 min, under the CPU lock) -> results/bench/SUMMARY.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +28,15 @@ $(VENV)/.stamp-dev: requirements.txt requirements-train.txt requirements-dev.txt
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.stamp-serving
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
+# The served ONNX artifact is derived from the shipped TorchScript one (never committed).
+ONNX_MODEL := model/efficientnet_lite0_imagewoof.onnx
+$(ONNX_MODEL): model/efficientnet_lite0_imagewoof.pt model/convert_onnx.py | $(VENV)/.stamp-serving
+	$(BIN)/python -m model.convert_onnx $< $@
+
+# Serves the ONNX artifact like the container does; MODEL_URI=... overrides it.
+run: $(VENV)/.stamp-serving $(ONNX_MODEL)
+	HOST=$(HOST) PORT=$(PORT) MODEL_URI=$${MODEL_URI:-$(ONNX_MODEL)} \
+		$(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
 
 test: $(VENV)/.stamp-dev
 	$(BIN)/ruff check .
@@ -41,3 +49,7 @@ lint: $(VENV)/.stamp-dev
 format: $(VENV)/.stamp-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# benchmarks/bench.py takes /tmp/breedrec-cpu.lock itself for the whole run.
+bench: $(VENV)/.stamp-dev $(ONNX_MODEL)
+	$(BIN)/python -m benchmarks.bench
