@@ -2,9 +2,11 @@
 
 Docker itself is not available here, so the test follows the Dockerfile's text: it runs the
 ``RUN`` lines marked ``# install:`` (pip installs of requirements.txt), copies what the
-``COPY`` lines copy into an empty app folder, then starts the ``CMD`` (gunicorn) there and
-asks for a prediction. If a file the service needs is not copied, or a requirement is
-missing from requirements.txt, this test fails the way the image would.
+``COPY`` lines copy into an empty app folder, runs the ``RUN`` lines marked ``# build:``
+there (the ONNX conversion) with the image's ``ENV MODEL_URI`` (``/app`` mapped to that
+folder), then starts the ``CMD`` (gunicorn) there and asks for a prediction. If a file the
+service needs is not copied, or a requirement is missing from requirements.txt, this test
+fails the way the image would.
 
 One deliberate difference: the CPU-only torch index (download.pytorch.org/whl/cpu) is not
 reachable from this machine, so ``--index-url <that index>`` is dropped and pip takes the
@@ -78,6 +80,30 @@ def parse_dockerfile(text: str) -> tuple[list[str], list[tuple[list[str], str]],
     return installs, copies, cmd
 
 
+def build_commands(text: str) -> list[str]:
+    """``RUN`` lines marked ``# build:`` (run in the app folder after the copies)."""
+    commands, marked = [], False
+    for line in _logical_lines(text):
+        if line.startswith("#"):
+            marked = line.startswith("# build:")
+            continue
+        if line.startswith("RUN ") and marked:
+            commands.append(line.removeprefix("RUN "))
+        marked = False
+    return commands
+
+
+def model_uri(text: str, app_dir: Path) -> dict[str, str]:
+    """The image's ``ENV MODEL_URI`` (if any), with the WORKDIR /app mapped to ``app_dir``."""
+    for line in _logical_lines(text):
+        if line.startswith("ENV "):
+            for item in shlex.split(line.removeprefix("ENV ")):
+                key, _, value = item.partition("=")
+                if key == "MODEL_URI":
+                    return {key: value.replace("/app/", f"{app_dir}/", 1)}
+    return {}
+
+
 def test_dockerfile_parses_as_expected() -> None:
     installs, copies, cmd = parse_dockerfile(DOCKERFILE.read_text())
     assert len(installs) == 2 and all(c.startswith("pip install") for c in installs)
@@ -126,8 +152,15 @@ def test_dockerfile_install_and_start_in_fresh_venv(tmp_path: Path) -> None:
         probe = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {package}"], env=env)
         assert probe.returncode != 0, f"{package} must not be installed by the Dockerfile"
 
+    for command in build_commands(DOCKERFILE.read_text()):
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=app_dir, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr}"
+
     argv = [str(venv / "bin" / cmd[0]), *cmd[1:]]
-    server = start_gunicorn({"PATH": env["PATH"]}, cwd=app_dir, command=argv, timeout=300)
+    image_env = {"PATH": env["PATH"], **model_uri(DOCKERFILE.read_text(), app_dir)}
+    server = start_gunicorn(image_env, cwd=app_dir, command=argv, timeout=300)
     try:
         response = requests.post(
             f"{server.base_url}/predict", files={"image": ("dog.jpg", jpeg_bytes())}, timeout=60
@@ -135,6 +168,8 @@ def test_dockerfile_install_and_start_in_fresh_venv(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["model"]["name"] == "tf_efficientnet_lite0-imagewoof-zeroshot"
         assert len(response.json()["top_k"]) == 3
+        if image_env.get("MODEL_URI", "").endswith(".onnx"):
+            assert response.json()["model"]["backend"] == "onnxruntime"
         port = server.base_url.rsplit(":", 1)[1]
         health = subprocess.run(
             ["sh", "-c", healthcheck_command(DOCKERFILE.read_text())],
