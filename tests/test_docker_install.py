@@ -24,6 +24,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -128,13 +129,21 @@ def _copy_into(app_dir: Path, copies: list[tuple[list[str], str]]) -> None:
                 shutil.copy2(src, dst / src.name)
 
 
-@pytest.mark.timeout(1500)
-def test_dockerfile_install_and_start_in_fresh_venv(tmp_path: Path) -> None:
-    installs, copies, cmd = parse_dockerfile(DOCKERFILE.read_text())
+@pytest.fixture
+def fresh_venv(tmp_path: Path) -> Iterator[Path]:
+    """An empty virtualenv, deleted afterwards (it grows to ~6 GB with torch's CUDA wheels)."""
     venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    yield venv
+    shutil.rmtree(venv, ignore_errors=True)
+
+
+@pytest.mark.timeout(1500)
+def test_dockerfile_install_and_start_in_fresh_venv(tmp_path: Path, fresh_venv: Path) -> None:
+    installs, copies, cmd = parse_dockerfile(DOCKERFILE.read_text())
+    venv = fresh_venv
     app_dir = tmp_path / "app"
     app_dir.mkdir()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     _copy_into(app_dir, copies)
 
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
@@ -149,7 +158,9 @@ def test_dockerfile_install_and_start_in_fresh_venv(tmp_path: Path) -> None:
 
     # The image holds no training dependencies.
     for package in ("timm", "torchvision"):
-        probe = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {package}"], env=env)
+        probe = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", f"import {package}"], env=env, capture_output=True
+        )
         assert probe.returncode != 0, f"{package} must not be installed by the Dockerfile"
 
     for command in build_commands(DOCKERFILE.read_text()):
