@@ -80,8 +80,16 @@ def _recipe(r: dict[str, Any]) -> str:
         return f"{r['experiment']} ({r.get('run', '')})"
     if r.get("epochs"):
         stopped = " (stopped at budget)" if r.get("stopped_early") else ""
-        return f"{r['epochs']} ep, last {r.get('trainable_stages', '?')} stages{stopped}"
+        stages = r.get("trainable_stages", "?")
+        return f"{r['epochs']} ep, last {stages} stage(s) + head conv{stopped}"
     return "zero-shot" if not r.get("steps") else f"{r['steps']} steps"
+
+
+def _size(r: dict[str, Any]) -> str:
+    """Eval (serving) input size, and the training size when it differs."""
+    size = (r.get("preprocessing") or {}).get("input_size", "?")
+    train = r.get("train_size")
+    return f"{size}" if not train or train == size else f"{size} (train {train})"
 
 
 def _trained(r: dict[str, Any]) -> str:
@@ -106,13 +114,13 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
         "no decoding), throughput = batch of 32.",
         "- Params include the frozen 1000-way ImageNet head kept for the open-set decision.",
         "",
-        "| Model | Recipe | Params (M) | Size (MB) | Val top-1 | Val top-5 | CPU latency b=1 (ms) "
-        "| Throughput (img/s) | Train time | Trained on | Reproduce |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| Model | Recipe | Input (px) | Params (M) | Size (MB) | Val top-1 | Val top-5 "
+        "| CPU latency b=1 (ms) | Throughput (img/s) | Train time | Trained on | Reproduce |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['arch']} | {_recipe(r)} | {r['params_m']:.2f} | {r['size_mb']:.1f} "
+            f"| {r['arch']} | {_recipe(r)} | {_size(r)} | {r['params_m']:.2f} | {r['size_mb']:.1f} "
             f"| {r['top1']:.2%} | {r['top5']:.2%} | {r.get('latency_ms', '–')} "
             f"| {r.get('throughput_ips', '–')} | {_minutes(r.get('train_wall_s'))} | {_trained(r)} "
             f"| `{r.get('command', '')}` |"
