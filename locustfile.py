@@ -6,7 +6,8 @@ Photos come from ``$BREED_DATA_DIR/imagewoof/val`` (default ``../shared/data`` n
 repo) when present, else generated JPEGs. Settings (environment):
 ``LOCUST_IMAGES`` photos kept in memory (default 200), ``LOCUST_WAIT_S`` think time between
 requests (default 0: a closed loop that measures capacity), ``LOCUST_HEALTHZ_WEIGHT`` how
-often a user checks /healthz per 20 predictions (default 1; 0 turns it off),
+often a user checks /healthz (default 1) against ``LOCUST_PREDICT_WEIGHT`` predictions
+(default 20; 0 leaves a /healthz-only load that measures the HTTP stack alone),
 ``LOCUST_UPLOAD`` ``multipart`` (field ``image``, as the web page sends it; default) or ``raw``.
 """
 
@@ -25,7 +26,7 @@ from urllib3.filepost import encode_multipart_formdata
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent
-PREDICT_WEIGHT = 20
+PREDICT_WEIGHT = int(os.environ.get("LOCUST_PREDICT_WEIGHT", "20"))
 
 
 def data_dir() -> Path:

@@ -214,9 +214,14 @@ def _cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
-def run_locust(server: Server, users: int, seconds: int, workdir: Path) -> dict[str, Any]:
-    """One headless locust run; returns the /predict row plus RSS and CPU figures."""
-    prefix = workdir / f"{server.name}-u{users}"
+def run_locust(
+    server: Server, users: int, seconds: int, workdir: Path, route: str = "/predict"
+) -> dict[str, Any]:
+    """One headless locust run; returns the ``route`` row plus RSS and CPU figures.
+
+    ``route="/healthz"`` runs a /healthz-only load: the cost of the HTTP stack alone.
+    """
+    prefix = workdir / f"{server.name}-u{users}{route.replace('/', '-')}"
     command = [
         sys.executable,
         "-m",
@@ -244,8 +249,11 @@ def run_locust(server: Server, users: int, seconds: int, workdir: Path) -> dict[
     server_cpu_before = _cpu_seconds([psutil.Process(server.process.pid), *workers])
     system_before = psutil.cpu_times()
     wall_started = time.perf_counter()
+    env = dict(os.environ)
+    if route == "/healthz":
+        env.update(LOCUST_PREDICT_WEIGHT="0", LOCUST_HEALTHZ_WEIGHT="1")
     locust = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     sampler = Sampler(server, psutil.Process(locust.pid))
     thread = threading.Thread(target=sampler.run, daemon=True)
@@ -258,12 +266,12 @@ def run_locust(server: Server, users: int, seconds: int, workdir: Path) -> dict[
     system_after = psutil.cpu_times()
     busy = sum(system_after) - sum(system_before)
     idle = (system_after.idle - system_before.idle) / busy if busy else float("nan")
-    stats = _read_stats(Path(f"{prefix}_stats.csv"))
+    stats = _read_stats(Path(f"{prefix}_stats.csv"), route)
     if stats is None:
         raise RuntimeError(f"locust wrote no stats for {server.name} u{users}:\n{stderr[-2000:]}")
     requests = int(stats["Request Count"])
     return {
-        "service": server.name,
+        "service": server.name if route == "/predict" else f"{server.name} {route} only",
         "users": users,
         "seconds": seconds,
         "requests": requests,
@@ -284,12 +292,12 @@ def _ms(value: str) -> float | None:
     return None if value in ("", "N/A") else float(value)
 
 
-def _read_stats(path: Path) -> dict[str, str] | None:
+def _read_stats(path: Path, route: str) -> dict[str, str] | None:
     if not path.is_file():
         return None
     with path.open(newline="") as fh:
         rows = {row["Name"]: row for row in csv.DictReader(fh)}
-    return rows.get("/predict")
+    return rows.get(route)
 
 
 # ---------------------------------------------------------------- in-process
@@ -475,6 +483,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row = run_locust(server, users, seconds, workdir)
                 log.info("%s", row)
                 result["load"].append(row)
+            if name == "ours-onnx" and args.http_floor_seconds:
+                row = run_locust(server, max(levels), args.http_floor_seconds, workdir, "/healthz")
+                log.info("%s", row)
+                result["load"].append(row)
         finally:
             server.stop()
         return server
@@ -525,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torchscript-levels", type=_levels, default=[8])
     parser.add_argument("--naive-seconds", type=int, default=12)
     parser.add_argument("--model-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--http-floor-seconds", type=int, default=10, help="/healthz-only load (0: skip)"
+    )
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 2)))
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     parser.add_argument("--no-lock", action="store_true", help="do not take the shared CPU lock")

@@ -70,6 +70,38 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cpu_budget(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Server CPU per /predict at saturation, split into measured parts, against the budget."""
+    load = result["load"]
+    ours = _best(load, "ours-onnx")
+    floor = next((r for r in load if r["service"] == "ours-onnx /healthz only"), None)
+    stages = {s["stage"]: s["median_ms"] for s in result.get("stages", [])}
+    if not ours or not stages or ours.get("server_cpu_ms_per_req") is None:
+        return []
+    total = ours["server_cpu_ms_per_req"]
+    model = stages.get("model", 0.0)
+    prep = stages.get("total", 0.0) - model
+    http = floor["server_cpu_ms_per_req"] if floor else None
+    rest = total - stages.get("total", 0.0) - (http or 0.0)
+    cores = result["machine"]["cores"]
+    budget = cores * (1 - ours["locust_cpu_share"]) / TARGETS["rps"] * 1000
+    rows = [
+        {"part": "model (ONNX Runtime, 1 thread)", "ms": model},
+        {"part": "decode + resize/crop + normalise + read-out", "ms": round(prep, 2)},
+        {"part": "HTTP stack: gunicorn + Flask + metrics (a /healthz request)", "ms": http},
+        {
+            "part": "the rest: multipart upload parsing, /predict route, JSON, logs",
+            "ms": round(rest, 2),
+        },
+        {"part": f"= server CPU per /predict at {ours['users']} users (measured)", "ms": total},
+        {
+            "part": f"budget for {TARGETS['rps']:.0f} rps on {cores} cores minus locust's share",
+            "ms": round(budget, 2),
+        },
+    ]
+    return rows
+
+
 def write_summary(result: dict[str, Any], out: Path) -> str:
     """Write load/startup/stages/model_only CSVs and SUMMARY.md into ``out``; return the text."""
     _write_csv(out / "load.csv", result["load"])
@@ -178,6 +210,10 @@ def write_summary(result: dict[str, Any], out: Path) -> str:
         "## Where the time of one request goes (in-process, one thread, val photos)",
         "",
         *_table(result.get("stages", []), ["stage", "median_ms", "mean_ms"]),
+        "",
+        "## CPU per request at saturation vs the budget for the target",
+        "",
+        *_table(cpu_budget(result), ["part", "ms"]),
         "",
         "## Model-only throughput (same artifact, deployed processes × threads)",
         "",
