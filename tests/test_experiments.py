@@ -94,17 +94,17 @@ def test_kd_loss_matches_hinton_definition() -> None:
     assert kd_loss(t, t, y, 1.0, 4.0)[1].abs() < 1e-6  # student = teacher: no KD loss
 
 
-def _served_equals_cached(run_dir: Path, data: Path) -> None:
+def _served_equals_cached(run_dir: Path, data: Path, split: int = 6) -> None:
     """The exported artifact, fed by the service, gives the cached-map evaluation's logits."""
     from training.data import load_split
-    from training.tail import ArrayCache, build_student
+    from training.tail import ArrayCache, build_student, cache_name
 
     predictor = Predictor.from_uri(str(run_dir / "model.pt"), threads=1)
     assert predictor.metadata.outputs.imagenet == (10, 1010)
     assert 0.0 <= json.loads((run_dir / "metrics.json").read_text())["top1"] <= 1.0
-    student = build_student(init_checkpoint=str(run_dir / "checkpoint.pt"))
+    student = build_student(init_checkpoint=str(run_dir / "checkpoint.pt"), split=split)
     student.eval()
-    maps = torch.from_numpy(np.array(ArrayCache("val").load("maps")[:1]))
+    maps = torch.from_numpy(np.array(ArrayCache(cache_name("val", split)).load("maps")[:1]))
     with torch.no_grad():
         cached = student.logits(maps)[1].numpy()
     sample = load_split(data, "val")[0]
@@ -154,3 +154,16 @@ def test_cli_fails_with_one_line_cause(tmp_path: Path, capsys) -> None:
     assert distill.main(["--config", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("distill failed:")
+
+
+def test_deeper_split_trains_two_stages_and_serves(lab) -> None:
+    from training import distill
+    from training.tail import ArrayCache, build_cache
+
+    root, data = lab
+    for what in ("val", "train"):
+        build_cache(what, data, split=5)
+    assert ArrayCache("train-s5").load("maps").shape == (20, 112, 16, 16)
+    metrics = distill.run(_cfg("kd_s5", alpha=0.5, temperature=2.0, split=5))
+    assert metrics["trainable_stages"] == 2
+    _served_equals_cached(root / "runs" / "kd_s5", data, split=5)

@@ -25,6 +25,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 
 from training.tail import (
+    MAP_SHAPE,
+    SERVE_SPEC,
+    SPLIT,
     ArrayCache,
     build_student,
     finish,
@@ -76,7 +79,8 @@ def teacher_logits() -> torch.Tensor:
 
 def run(cfg: dict, resume: bool = True) -> dict:
     command = f"python -m training.distill --config {cfg.get('config_path', '<config>')}"
-    maps, labels = train_maps()
+    split = int(cfg.get("split", SPLIT))
+    maps, labels = train_maps(split)
     alpha = float(cfg.get("alpha", 0.0))
     temperature = float(cfg.get("temperature", 1.0))
     lwf = float(cfg.get("lwf", 1.0))
@@ -85,10 +89,11 @@ def run(cfg: dict, resume: bool = True) -> dict:
     if teacher is not None:
         agree = float((teacher.argmax(1) == labels).float().mean())
         log.info("teacher top-1 on the train view: %.4f", agree)
-    student = build_student(init_checkpoint=cfg.get("init_checkpoint"))
+    student = build_student(init_checkpoint=cfg.get("init_checkpoint"), split=split)
+    crop = int(cfg.get("crop", SERVE_SPEC.input_size // MAP_SHAPE[split][1]))
 
     def step_loss(indices: torch.Tensor, generator: torch.Generator):
-        views = random_crop_flip(maps[indices].float(), int(cfg.get("crop", 7)), generator)
+        views = random_crop_flip(maps[indices].float(), crop, generator)
         _, breed, imagenet = student.logits(views)
         t = teacher[indices] if teacher is not None else None
         loss, kd, ce = kd_loss(breed.float(), t, labels[indices], alpha, temperature, smoothing)

