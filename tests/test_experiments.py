@@ -67,7 +67,7 @@ def test_caches_have_expected_shapes_and_resume(lab) -> None:
     shapes = {
         "val": (10, 192, 7, 7),
         "train": (20, 192, 8, 8),
-        "pairs": (20, 2, 192, 5, 5),
+        "pairs": (20, 2, 192, 4, 4),
     }
     for name, shape in shapes.items():
         cache = ArrayCache(name)

@@ -16,6 +16,7 @@ SSL checkpoint (the second stage of the SSL experiment).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -71,10 +72,74 @@ def lwf_loss(imagenet: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     )
 
 
-def teacher_logits() -> torch.Tensor:
-    """Cached teacher breed logits on the train view (mean over its cached views: image, mirror)."""
-    cache = ArrayCache("teacher")
-    return torch.from_numpy(np.array(cache.load("logits"))).mean(dim=1)
+def teacher_logits(names: str | list[str] = "teacher") -> torch.Tensor:
+    """Cached teacher breed logits on train, averaged over cached views and over teachers."""
+    names = [names] if isinstance(names, str) else names
+    return torch.stack(
+        [torch.from_numpy(np.array(ArrayCache(n).load("logits"))).mean(dim=1) for n in names]
+    ).mean(dim=0)
+
+
+def _lab_feature_cache(arch: str, n_samples: int) -> Path:
+    """The lab's cached trunk outputs (training.engine.cache_features) for ``arch`` on train."""
+    from training.engine import cache_dir as lab_cache_dir
+
+    for done in sorted((lab_cache_dir() / "features").glob("*/complete")):
+        info = json.loads(done.read_text())
+        if info.get("arch") == arch and info.get("samples") == n_samples and info.get("reference"):
+            return done.parent
+    raise FileNotFoundError(f"no complete lab feature cache for {arch} on {n_samples} images")
+
+
+@torch.no_grad()
+def build_lab_teachers(
+    arch: str = "tf_efficientnet_lite2", run_name: str = "lite2_ft", data_root: Path | None = None
+) -> list[str]:
+    """Teacher caches from the lab's run of ``arch``, at the cost of its tail only.
+
+    The lab's fine-tuning caches, per train image, the frozen trunk's output AND the original
+    ImageNet logits of its eval view (``training.engine.cache_features``). The ten breed rows
+    of those logits are the zero-shot teacher ("teacher-<arch>-zs"); the lab's fine-tuned tail
+    applied to the cached trunk outputs is the fine-tuned teacher ("teacher-<arch>-ft", when
+    runs/<run_name>/checkpoint.pt exists). Same image order as ``load_split(.., "train")``.
+    """
+    from model.metadata import IMAGEWOOF_CLASSES
+    from training.data import load_split
+    from training.engine import TrainNet, build_breed_model, split_backbone
+    from training.tail import runs_dir
+
+    samples = load_split(data_root, "train")
+    folder = _lab_feature_cache(arch, len(samples))
+    parts = [torch.load(p, weights_only=True) for p in sorted(folder.glob("part-*.pt"))]
+    features = torch.cat([p["features"] for p in parts])
+    imagenet = torch.cat([p["imagenet"] for p in parts]).float()
+    labels = np.array([s.label for s in samples])
+    rows = [c.imagenet_index for c in IMAGEWOOF_CLASSES]
+    short = arch.removeprefix("tf_efficientnet_")
+    outputs = {f"teacher-{short}-zs": imagenet[:, :, rows].numpy()}
+    info = json.loads((folder / "complete").read_text())
+    checkpoint = runs_dir() / run_name / "checkpoint.pt"
+    if checkpoint.is_file():
+        model = build_breed_model(arch)
+        trunk, tail = split_backbone(model.backbone, int(info["trainable_stages"]))
+        net = TrainNet(trunk, tail, model, from_features=True)
+        net.load_state_dict(torch.load(checkpoint, weights_only=False)["net"])
+        net.eval()
+        n, v = features.shape[:2]
+        flat = features.flatten(0, 1)
+        logits = torch.cat([net(flat[i : i + 256].float())[0] for i in range(0, len(flat), 256)])
+        outputs[f"teacher-{short}-ft"] = logits.unflatten(0, (n, v)).numpy()
+    for name, logits in outputs.items():
+        cache = ArrayCache(name)
+        cache.create(
+            len(labels),
+            {"logits": (logits.shape[1:], "float32"), "labels": ((), "int64")},
+            {"source": str(folder), "run": run_name, "lab_cache": info},
+        )
+        cache.write(0, {"logits": logits, "labels": labels})
+        agree = float((logits.mean(1).argmax(1) == labels).mean())
+        log.info("%s: %d images, top-1 on its train view %.4f", name, len(labels), agree)
+    return list(outputs)
 
 
 def run(cfg: dict, resume: bool = True) -> dict:
@@ -85,7 +150,7 @@ def run(cfg: dict, resume: bool = True) -> dict:
     temperature = float(cfg.get("temperature", 1.0))
     lwf = float(cfg.get("lwf", 1.0))
     smoothing = float(cfg.get("label_smoothing", 0.1))
-    teacher = teacher_logits() if alpha > 0 else None
+    teacher = teacher_logits(cfg.get("teacher_caches", "teacher")) if alpha > 0 else None
     if teacher is not None:
         agree = float((teacher.argmax(1) == labels).float().mean())
         log.info("teacher top-1 on the train view: %.4f", agree)
@@ -118,11 +183,22 @@ def run(cfg: dict, resume: bool = True) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Distil a teacher into Lite0 (cached maps).")
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, help="experiment YAML")
+    parser.add_argument(
+        "--lab-teacher",
+        metavar="RUN",
+        help="instead: build teacher caches from the lab's run RUN (e.g. lite2_ft) and exit",
+    )
+    parser.add_argument("--arch", default="tf_efficientnet_lite2", help="with --lab-teacher")
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
+        if args.lab_teacher:
+            build_lab_teachers(args.arch, args.lab_teacher)
+            return 0
+        if args.config is None:
+            raise ValueError("--config is required")
         cfg = {**load_config(args.config), "config_path": str(args.config)}
         run(cfg, resume=not args.no_resume)
     except Exception as exc:  # CLI: one-line cause, non-zero exit

@@ -1,8 +1,10 @@
 """Joint training: cross-entropy + ``bt_weight`` × Barlow Twins on the same batches.
 
-Each batch is a set of cached lightly view pairs WITH labels; both views get the breed CE
-(label smoothing), the pair gets lightly's Barlow Twins loss through a projection head, and
-(as in every experiment here) an LwF term keeps the ImageNet head consistent.
+Each step draws a batch of train images. The CE (+ LwF) part is exactly the control's
+(``kd_lite0_ce.yaml``: random 7×7 crops/flips of the cached 256 px maps); the Barlow Twins part
+takes the SAME images' cached lightly view pairs (128 px) through the same tail and a lightly
+projection head. With ``bt_weight: 0`` the run equals the control step for step, so the row
+measures the BT term alone.
 
     python -m training.joint --config training/configs/joint_bt_lite0.yaml
 """
@@ -20,34 +22,33 @@ from lightly.loss import BarlowTwinsLoss
 
 from training.distill import lwf_loss
 from training.ssl import barlow_twins_step, pair_maps, projector
-from training.tail import build_student, finish, fit, load_config
+from training.tail import build_student, finish, fit, load_config, random_crop_flip, train_maps
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: dict, resume: bool = True) -> dict:
     command = f"python -m training.joint --config {cfg.get('config_path', '<config>')}"
-    maps, labels = pair_maps()
+    maps, labels = train_maps()
+    pairs, pair_labels = pair_maps()
+    if not torch.equal(labels, pair_labels):
+        raise ValueError("train and pairs caches list the images in different orders")
     student = build_student()
     head = projector(cfg)
     loss_fn = BarlowTwinsLoss(lambda_param=float(cfg.get("lambda_param", 5e-3)))
     weight = float(cfg.get("bt_weight", 0.1))
     smoothing = float(cfg.get("label_smoothing", 0.1))
     lwf = float(cfg.get("lwf", 1.0))
+    crop = int(cfg.get("crop", 7))
 
     def step_loss(indices: torch.Tensor, generator: torch.Generator):
-        pair = maps[indices].float()
-        y = labels[indices]
-        bt, b1, b2 = barlow_twins_step(student, head, loss_fn, pair)
-        ce = 0.5 * (
-            F.cross_entropy(b1, y, label_smoothing=smoothing)
-            + F.cross_entropy(b2, y, label_smoothing=smoothing)
-        )
+        views = random_crop_flip(maps[indices].float(), crop, generator)
+        _, breed, imagenet = student.logits(views)
+        ce = F.cross_entropy(breed.float(), labels[indices], label_smoothing=smoothing)
+        bt, _, _ = barlow_twins_step(student, head, loss_fn, pairs[indices].float())
         loss = ce + weight * bt
         scalars = {"ce": float(ce), "bt": float(bt)}
         if lwf > 0:
-            views = pair[:, 0]
-            _, _, imagenet = student.logits(views)
             keep = lwf_loss(imagenet, student.original_imagenet_logits(views))
             loss = loss + lwf * keep
             scalars["lwf"] = float(keep)
@@ -58,8 +59,8 @@ def run(cfg: dict, resume: bool = True) -> dict:
         cfg,
         student,
         out,
-        f"Imagewoof train (8686 images, local copy): CE + {weight} x Barlow Twins on the same "
-        "batches of lightly view pairs, tail fine-tuned on cached frozen-prefix maps",
+        f"Imagewoof train (8686 images, local copy): CE + {weight} x Barlow Twins (lightly view "
+        "pairs of the same images), tail fine-tuned on cached frozen-prefix maps",
         command,
     )
 

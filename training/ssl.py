@@ -2,7 +2,7 @@
 
 Starts from the ImageNet weights; each step takes a batch of cached lightly BYOL/Barlow-Twins
 view pairs (``python -m training.tail --what pairs``: random resized crop, flip, colour jitter,
-grey, blur, solarise at 160 px, pushed through the frozen prefix once), runs both views through
+grey, blur, solarise at 128 px, pushed through the frozen prefix once), runs both views through
 the trainable tail and a lightly ``BarlowTwinsProjectionHead``, and minimises lightly's
 ``BarlowTwinsLoss``. The checkpoint is then fine-tuned with the supervised recipe
 (``training.distill`` with ``alpha: 0`` and ``init_checkpoint`` = this run's checkpoint).

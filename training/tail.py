@@ -16,7 +16,7 @@ Caches (``python -m training.tail --what ...``), each resumable (written in chun
             computed in float32: evaluating on it equals evaluating the served network.
   train     train images, resize 256 + centre crop 256 (8×8 maps; random 7×7 crops + flips
             of the maps are the supervised augmentation), bfloat16 compute.
-  pairs     two lightly BYOL/Barlow-Twins views per train image at 160 px (5×5 maps).
+  pairs     two lightly BYOL/Barlow-Twins views per train image at 128 px (4×4 maps).
   teacher   teacher logits (zero-shot Lite2 at 260 px, ImageNet head restricted to the ten
             breeds; ``--teacher-views 2`` adds the mirror image, twice the cost) on the same
             train view as ``train``; ``teacher-val`` the same on val (service-style 298/260).
@@ -57,7 +57,7 @@ LITE_NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 SERVE_SPEC = Preprocessing(input_size=224, resize_size=256, interpolation="bicubic")
 TRAIN_SPEC = Preprocessing(input_size=256, resize_size=256, interpolation="bicubic")
 TEACHER_SPEC = Preprocessing(input_size=260, resize_size=260, interpolation="bicubic")
-PAIR_SIZE = 160
+PAIR_SIZE = 128  # low SSL resolution: 2 views x 8686 images stay a ~3 CPU-min cache
 
 
 def cache_dir() -> Path:
@@ -561,7 +561,7 @@ def finish(cfg: dict, student: Student, out: Path, trained_on: str, command: str
         "steps": state["step"],
         "trainable_stages": len(student.model.backbone.blocks) - student.split,
         "cache_features": True,
-        "train_size": 160 if "view pairs" in trained_on or "WITHOUT" in trained_on else 224,
+        "train_size": PAIR_SIZE if "WITHOUT" in trained_on else 224,
         "eval": "val cache: service preprocessing (256/224 bicubic), frozen prefix in float32",
         "caveat": VAL_CAVEAT,
         **summary,
