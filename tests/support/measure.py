@@ -29,11 +29,18 @@ from tests.support.data import imagewoof_dir, stratified_val_sample
 from tests.support.server import start_gunicorn
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _memory_mb(pid: int) -> dict[str, float]:
+    """RSS, PSS (shared pages split between sharers) and private memory of one process."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) / 1024
+    private = fields["Private_Clean"] + fields["Private_Dirty"]
+    return {
+        "rss": round(fields["Rss"], 1),
+        "pss": round(fields["Pss"], 1),
+        "private": round(private, 1),
+    }
 
 
 def _workers(master: int) -> list[int]:
@@ -90,7 +97,7 @@ def main() -> int:
     server = start_gunicorn({"WEB_CONCURRENCY": "2", "MODEL_THREADS": ""})
     try:
         results: dict = {"workers": 2}
-        results["rss_mb_after_start"] = [round(_rss_mb(p), 1) for p in _workers(server.process.pid)]
+        results["worker_mb_after_start"] = [_memory_mb(p) for p in _workers(server.process.pid)]
         results["val200_top1"] = round(_accuracy(server.base_url, sample), 4)
         if args.full_val:
             everything = _all_val(root)
@@ -107,8 +114,8 @@ def main() -> int:
             "bytes": big.tell(),
             **_latency(server.base_url, big.getvalue(), args.runs),
         }
-        results["rss_mb_after_load"] = [round(_rss_mb(p), 1) for p in _workers(server.process.pid)]
-        results["master_rss_mb"] = round(_rss_mb(server.process.pid), 1)
+        results["worker_mb_after_requests"] = [_memory_mb(p) for p in _workers(server.process.pid)]
+        results["master_mb"] = _memory_mb(server.process.pid)
     finally:
         server.stop()
     print(json.dumps(results, indent=2))
