@@ -167,3 +167,40 @@ def test_deeper_split_trains_two_stages_and_serves(lab) -> None:
     metrics = distill.run(_cfg("kd_s5", alpha=0.5, temperature=2.0, split=5))
     assert metrics["trainable_stages"] == 2
     _served_equals_cached(root / "runs" / "kd_s5", data, split=5)
+
+
+def test_teachers_from_the_lab_feature_cache(lab) -> None:
+    """Teacher caches read off a real (tiny) lab run: zero-shot rows = the original network."""
+    from training.distill import build_lab_teachers, teacher_logits
+    from training.export import default_preprocessing, zero_shot_classifier
+    from training.train import TrainConfig
+    from training.train import run as lab_run
+    from training.transforms import EvalTransform
+
+    _, data = lab
+    arch = "tf_efficientnet_lite0"
+    cfg = TrainConfig(
+        name="lab_lite0",
+        arch=arch,
+        data=str(data),
+        input_size=96,
+        epochs=1,
+        max_steps=2,
+        batch_size=8,
+        workers=0,
+        onnx=False,
+        eval_split=None,
+        flip_view=False,
+    )
+    lab_run(cfg, None)
+    names = build_lab_teachers(arch, "lab_lite0", data)
+    assert names == ["teacher-lite0-zs", "teacher-lite0-ft"]
+    zs, ft = teacher_logits(names[0]), teacher_logits(names[1])
+    assert zs.shape == ft.shape == (20, 10) and not torch.equal(zs, ft)
+    from training.data import load_split
+
+    sample = load_split(data, "train")[3]
+    image = EvalTransform(default_preprocessing(arch, 96))(sample.path.read_bytes())
+    with torch.no_grad():
+        expected = zero_shot_classifier(arch).eval()(image[None])[0, :10]
+    torch.testing.assert_close(zs[3], expected, atol=0.05, rtol=0.02)  # fp16 cache

@@ -101,11 +101,11 @@ def build_lab_teachers(
     ImageNet logits of its eval view (``training.engine.cache_features``). The ten breed rows
     of those logits are the zero-shot teacher ("teacher-<arch>-zs"); the lab's fine-tuned tail
     applied to the cached trunk outputs is the fine-tuned teacher ("teacher-<arch>-ft", when
-    runs/<run_name>/checkpoint.pt exists). Same image order as ``load_split(.., "train")``.
+    runs/<run_name>/checkpoint.ckpt exists). Same image order as ``load_split(.., "train")``.
     """
     from model.metadata import IMAGEWOOF_CLASSES
     from training.data import load_split
-    from training.engine import TrainNet, build_breed_model, split_backbone
+    from training.engine import TrainNet, build_breed_model, load_checkpoint, split_backbone
     from training.tail import runs_dir
 
     samples = load_split(data_root, "train")
@@ -118,12 +118,12 @@ def build_lab_teachers(
     short = arch.removeprefix("tf_efficientnet_")
     outputs = {f"teacher-{short}-zs": imagenet[:, :, rows].numpy()}
     info = json.loads((folder / "complete").read_text())
-    checkpoint = runs_dir() / run_name / "checkpoint.pt"
+    checkpoint = runs_dir() / run_name / "checkpoint.ckpt"  # the lab's (training.train)
     if checkpoint.is_file():
         model = build_breed_model(arch)
         trunk, tail = split_backbone(model.backbone, int(info["trainable_stages"]))
         net = TrainNet(trunk, tail, model, from_features=True)
-        net.load_state_dict(torch.load(checkpoint, weights_only=False)["net"])
+        net.load_state_dict(load_checkpoint(checkpoint)["net"])
         net.eval()
         n, v = features.shape[:2]
         flat = features.flatten(0, 1)
