@@ -86,6 +86,7 @@ class TrainConfig:
     head_init: str = "imagenet_rows"  # imagenet_rows | random
     seed: int = 0
     workers: int = 1
+    train_fraction: float = 1.0  # train on every k-th image only (k = 1 / fraction; CPU budget)
     eval_split: str | None = "val"
     eval_limit: int | None = None  # evaluate on the first N images only (smoke tests)
     version: str = "1.0.0"
@@ -108,6 +109,9 @@ class TrainConfig:
 def resolve_data(cfg: TrainConfig) -> tuple[list[Sample], list[Sample] | None]:
     root = fetch_imagewoof(cfg.download) if cfg.download else Path(cfg.data or data_root())
     train = load_split(root, "train")
+    if not 0 < cfg.train_fraction <= 1:
+        raise ValueError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
+    train = train[:: round(1 / cfg.train_fraction)]  # sorted by class: stays stratified
     evaluation = load_split(root, cfg.eval_split) if cfg.eval_split else None
     if evaluation and cfg.eval_limit:
         evaluation = evaluation[:: max(1, len(evaluation) // cfg.eval_limit)][: cfg.eval_limit]
@@ -301,7 +305,9 @@ def run(cfg: TrainConfig, config_path: Path | None, resume: bool = False) -> dic
             preprocessing=spec,
             module=model,
             trained_on=(
-                f"Imagewoof train ({len(train_samples)} images), {cfg.epochs} epochs, "
+                f"Imagewoof train ({len(train_samples)} images"
+                f"{'' if cfg.train_fraction == 1 else f', every {round(1 / cfg.train_fraction)}th'}"
+                f"), {cfg.epochs} epochs, "
                 f"trainable_stages={cfg.trainable_stages}"
                 if trained
                 else "ImageNet-1k only (no Imagewoof training): the 10 breed rows of its head"
@@ -322,6 +328,7 @@ def run(cfg: TrainConfig, config_path: Path | None, resume: bool = False) -> dic
             "trainable_stages": cfg.trainable_stages,
             "cache_features": cfg.cache_features,
             "train_size": cfg.train_size or spec.input_size,
+            "train_images": len(train_samples),
             "budget": cfg.budget,
             "notes": cfg.notes,
             "train_wall_s": round(train_wall, 1),
