@@ -204,3 +204,28 @@ def test_teachers_from_the_lab_feature_cache(lab) -> None:
     with torch.no_grad():
         expected = zero_shot_classifier(arch).eval()(image[None])[0, :10]
     torch.testing.assert_close(zs[3], expected, atol=0.05, rtol=0.02)  # fp16 cache
+
+
+def test_ship_picks_the_best_small_run_and_evaluates_it_as_served(lab, tmp_path: Path) -> None:
+    from training import distill
+    from training.ship import ship
+
+    root, data = lab
+    for name in ("ship_a", "ship_b"):
+        distill.run(_cfg(name, lr=1e-3 if name == "ship_a" else 0.0))
+    scores = {
+        n: json.loads((root / "runs" / n / "metrics.json").read_text())["top1"]
+        for n in ("ship_a", "ship_b")
+    }
+    summary = ship(
+        ["ship_a", "ship_b"], tmp_path / "shipped.pt", "9.9.9", 5.0, tmp_path / "r", data
+    )
+    assert summary["run"] == max(scores, key=lambda n: (scores[n], n == "ship_a"))
+    predictor = Predictor.from_uri(str(tmp_path / "shipped.pt"), threads=1)
+    meta = predictor.metadata
+    assert (meta.name, meta.version) == ("tf_efficientnet_lite0-imagewoof", "9.9.9")
+    assert meta.metrics["top1"] == summary["top1"] and "ImageNet" in meta.metrics["caveat"]
+    assert set(meta.metrics["cpu_latency_ms_batch1"]) == {"1_thread", "2_thread"}
+    assert (tmp_path / "r" / "confusion.png").is_file()
+    with pytest.raises(ValueError, match="none of"):
+        ship(["ship_a"], tmp_path / "x.pt", max_params_m=1.0, data_root=data)
