@@ -16,7 +16,6 @@ SSL checkpoint (the second stage of the SSL experiment).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 
+from model.metadata import IMAGEWOOF_CLASSES
+from training.data import ImageDataset, load_split
 from training.tail import (
     MAP_SHAPE,
     SERVE_SPEC,
@@ -80,66 +81,67 @@ def teacher_logits(names: str | list[str] = "teacher") -> torch.Tensor:
     ).mean(dim=0)
 
 
-def _lab_feature_cache(arch: str, n_samples: int) -> Path:
-    """The lab's cached trunk outputs (training.engine.cache_features) for ``arch`` on train."""
-    from training.engine import cache_dir as lab_cache_dir
-
-    for done in sorted((lab_cache_dir() / "features").glob("*/complete")):
-        info = json.loads(done.read_text())
-        if info.get("arch") == arch and info.get("samples") == n_samples and info.get("reference"):
-            return done.parent
-    raise FileNotFoundError(f"no complete lab feature cache for {arch} on {n_samples} images")
-
-
 @torch.no_grad()
 def build_lab_teachers(
-    arch: str = "tf_efficientnet_lite2", run_name: str = "lite2_ft", data_root: Path | None = None
-) -> list[str]:
-    """Teacher caches from the lab's run of ``arch``, at the cost of its tail only.
+    arch: str = "tf_efficientnet_lite2",
+    run_name: str = "lite2_ft",
+    data_root: Path | None = None,
+    bf16: bool = True,
+) -> str:
+    """Teacher cache "teacher-<arch short>": per train image, the breed logits of the zero-shot
+    ``arch`` (its ImageNet head's ten breed rows) and, when the lab's run ``run_name`` has a
+    checkpoint, of the lab's fine-tuned model, both on the lab's eval view of the image.
 
-    The lab's fine-tuning caches, per train image, the frozen trunk's output AND the original
-    ImageNet logits of its eval view (``training.engine.cache_features``). The ten breed rows
-    of those logits are the zero-shot teacher ("teacher-<arch>-zs"); the lab's fine-tuned tail
-    applied to the cached trunk outputs is the fine-tuned teacher ("teacher-<arch>-ft", when
-    runs/<run_name>/checkpoint.ckpt exists). Same image order as ``load_split(.., "train")``.
+    One pass of the frozen trunk per image feeds both heads (the lab's fine-tuning only trains
+    the tail on top of the same frozen trunk), in bfloat16 with channels-last (about 2x faster
+    than float32 on these CPUs). The lab's own feature cache cannot be reused: its Lite2 run
+    caches only the 20% of train it trains on. Resumable, in ``load_split(.., "train")`` order.
     """
-    from model.metadata import IMAGEWOOF_CLASSES
-    from training.data import load_split
     from training.engine import TrainNet, build_breed_model, load_checkpoint, split_backbone
-    from training.tail import runs_dir
+    from training.export import default_preprocessing
+    from training.tail import _run_cache, runs_dir, threads
+    from training.transforms import EvalTransform
 
-    samples = load_split(data_root, "train")
-    folder = _lab_feature_cache(arch, len(samples))
-    parts = [torch.load(p, weights_only=True) for p in sorted(folder.glob("part-*.pt"))]
-    features = torch.cat([p["features"] for p in parts])
-    imagenet = torch.cat([p["imagenet"] for p in parts]).float()
-    labels = np.array([s.label for s in samples])
-    rows = [c.imagenet_index for c in IMAGEWOOF_CLASSES]
-    short = arch.removeprefix("tf_efficientnet_")
-    outputs = {f"teacher-{short}-zs": imagenet[:, :, rows].numpy()}
-    info = json.loads((folder / "complete").read_text())
+    torch.set_num_threads(threads())
     checkpoint = runs_dir() / run_name / "checkpoint.ckpt"  # the lab's (training.train)
+    original = build_breed_model(arch)
+    trunk, original_tail = split_backbone(original.backbone, 1)
+    heads: list[tuple[torch.nn.Module, torch.nn.Module]] = [(original_tail, original.imagenet_head)]
+    rows = [c.imagenet_index for c in IMAGEWOOF_CLASSES]
     if checkpoint.is_file():
-        model = build_breed_model(arch)
-        trunk, tail = split_backbone(model.backbone, int(info["trainable_stages"]))
-        net = TrainNet(trunk, tail, model, from_features=True)
+        tuned = build_breed_model(arch)
+        tuned_trunk, tuned_tail = split_backbone(tuned.backbone, 1)
+        net = TrainNet(tuned_trunk, tuned_tail, tuned, from_features=True)
         net.load_state_dict(load_checkpoint(checkpoint)["net"])
-        net.eval()
-        n, v = features.shape[:2]
-        flat = features.flatten(0, 1)
-        logits = torch.cat([net(flat[i : i + 256].float())[0] for i in range(0, len(flat), 256)])
-        outputs[f"teacher-{short}-ft"] = logits.unflatten(0, (n, v)).numpy()
-    for name, logits in outputs.items():
-        cache = ArrayCache(name)
-        cache.create(
-            len(labels),
-            {"logits": (logits.shape[1:], "float32"), "labels": ((), "int64")},
-            {"source": str(folder), "run": run_name, "lab_cache": info},
-        )
-        cache.write(0, {"logits": logits, "labels": labels})
-        agree = float((logits.mean(1).argmax(1) == labels).mean())
-        log.info("%s: %d images, top-1 on its train view %.4f", name, len(labels), agree)
-    return list(outputs)
+        heads.append((tuned_tail, tuned.breed_head))
+    else:
+        log.warning("%s not found: zero-shot teacher only", checkpoint)
+    for module in [trunk, *[m for pair in heads for m in pair]]:
+        module.eval().to(memory_format=torch.channels_last)
+
+    def logits(images: torch.Tensor) -> dict[str, np.ndarray]:
+        x = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            features = trunk(x)
+            out = [head(tail(features)).float() for tail, head in heads]
+        out[0] = out[0][:, rows]
+        return {"logits": torch.stack(out, dim=1).numpy()}
+
+    spec = default_preprocessing(arch)
+    name = f"teacher-{arch.removeprefix('tf_efficientnet_')}"
+    data = ImageDataset(load_split(data_root, "train"), EvalTransform(spec))
+    what = ["zero-shot"] + (["lab " + run_name] if len(heads) > 1 else [])
+    cache = _run_cache(
+        name,
+        data,
+        {"logits": ((len(heads), 10), "float32")},
+        logits,
+        {"arch": arch, "teachers": what, "spec": vars(spec), "bf16": bf16},
+        batch_size=32,
+    )
+    agree = np.array(cache.load("logits")).argmax(2) == np.array(cache.load("labels"))[:, None]
+    log.info("%s (%s): top-1 on the train view %s", name, what, agree.mean(0).round(4).tolist())
+    return name
 
 
 def run(cfg: dict, resume: bool = True) -> dict:
