@@ -230,5 +230,7 @@ def test_ship_picks_the_best_small_run_and_evaluates_it_as_served(lab, tmp_path:
     assert meta.metrics["top1"] == summary["top1"] and "ImageNet" in meta.metrics["caveat"]
     assert set(meta.metrics["cpu_latency_ms_batch1"]) == {"1_thread", "2_thread"}
     assert (tmp_path / "r" / "confusion.png").is_file()
+    quick = ship(["ship_a", "ship_b"], tmp_path / "q.pt", "9.9.9", 5.0, tmp_path / "q", data, True)
+    assert quick["top1"] == summary["top1"] and quick["confusion"] == summary["confusion"]
     with pytest.raises(ValueError, match="none of"):
         ship(["ship_a"], tmp_path / "x.pt", max_params_m=1.0, data_root=data)

@@ -76,6 +76,7 @@ def ship(
     max_params_m: float = 5.0,
     report: Path | None = None,
     data_root: Path | None = None,
+    quick: bool = False,
 ) -> dict:
     report = report or runs_dir() / "ship"
     best, scores = select(runs, max_params_m)
@@ -88,7 +89,10 @@ def ship(
     rewrite_metadata(
         out, dataclasses.replace(meta, name=RELEASE_NAME, version=version, extra=extra)
     )
-    result = evaluate_artifact(out, load_split(data_root, "val"), report)
+    if quick:  # the run's own val numbers (same network; see training.tail.evaluate_cached)
+        result = json.loads((runs_dir() / best / "metrics.json").read_text())
+    else:
+        result = evaluate_artifact(out, load_split(data_root, "val"), report)
     latency = {f"{t}_thread": latency_ms(out, t) for t in (1, 2)}
     meta = load_backend(out, threads=1).metadata
     metrics = {
@@ -98,6 +102,7 @@ def ship(
         "top5": result["top5"],
         "per_class_top1": result["per_class_top1"],
         "caveat": VAL_CAVEAT,
+        "eval": result.get("eval", "whole val split through the service runtime"),
         "cpu_latency_ms_batch1": latency,
         "latency_hardware": hardware(),
     }
@@ -108,7 +113,7 @@ def ship(
         "artifact": str(out),
         "size_mb": round(out.stat().st_size / 1e6, 2),
         **metrics,
-        "confusion": result["confusion"],
+        "confusion": result.get("confusion"),
     }
     report.mkdir(parents=True, exist_ok=True)
     (report / "ship.json").write_text(json.dumps(summary, indent=2))
@@ -124,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-params", type=float, default=5.0, help="millions")
     parser.add_argument("--report", type=Path, default=None, help="default runs/ship")
     parser.add_argument("--data", type=Path, default=None, help="data root (default shared)")
+    parser.add_argument(
+        "--quick", action="store_true", help="reuse the run's val numbers (no second val pass)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        ship(args.runs, args.out, args.version, args.max_params, args.report, args.data)
+        ship(args.runs, args.out, args.version, args.max_params, args.report, args.data, args.quick)
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"ship failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

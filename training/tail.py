@@ -410,7 +410,10 @@ def evaluate_cached(student: Student, batch_size: int = 256) -> dict:
     top5 = logits.topk(5, dim=1).indices
     correct = top5[:, 0] == labels
     per_class = [float(correct[labels == c].float().mean()) for c in range(logits.shape[1])]
+    confusion = torch.zeros(logits.shape[1], logits.shape[1], dtype=torch.long)
+    confusion.index_put_((labels, top5[:, 0]), torch.ones_like(labels), accumulate=True)
     return {
+        "confusion": confusion.tolist(),
         "val_top1": float(correct.float().mean()),
         "val_top5": float((top5 == labels[:, None]).any(1).float().mean()),
         "per_class_top1": per_class,
@@ -534,6 +537,7 @@ def finish(cfg: dict, student: Student, out: Path, trained_on: str, command: str
         "n_images": cached["n_val"],
         "top1": round(cached["val_top1"], 4),
         "top5": round(cached["val_top5"], 4),
+        "confusion": cached["confusion"],
         "per_class_top1": dict(
             zip(names, [round(x, 4) for x in cached["per_class_top1"]], strict=True)
         ),
