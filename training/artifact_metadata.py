@@ -73,6 +73,7 @@ def rewrite_metadata(path: Path, metadata: ModelMetadata) -> None:
         if not np.array_equal(before, after):
             diff = float(np.abs(before - after).max())
             raise ArtifactError(f"outputs changed after rewriting metadata (max |diff| {diff:.2e})")
+        shutil.copymode(path, tmp)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -268,11 +268,16 @@ def plot(evaluations: list[Evaluation], chosen: Evaluation, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
     for ax, e in zip(axes.flat, evaluations, strict=False):
         pool = np.concatenate([e.scores[k] for k in ("val", "cats", "dogs")])
-        bins = np.linspace(float(pool.min()), float(pool.max()) + 1e-9, 40)
+        # Probabilities pile up at 0 and 1: show them on a log axis so the threshold is visible.
+        as_log = bool(pool.min() >= 0 and pool.max() <= 1)
+        view = (lambda s: np.log10(np.maximum(s, 1e-12))) if as_log else (lambda s: s)
+        bins = np.linspace(float(view(pool).min()), float(view(pool).max()) + 1e-9, 40)
         for key, colour in (("val", "tab:green"), ("cats", "tab:red"), ("dogs", "tab:orange")):
             label = {"val": "Imagewoof val", "cats": "cats", "dogs": "other dogs"}[key]
-            ax.hist(e.scores[key], bins=bins, density=True, alpha=0.5, color=colour, label=label)
-        ax.axvline(e.threshold, color="black", linestyle="--", linewidth=1)
+            values = view(e.scores[key])
+            ax.hist(values, bins=bins, density=True, alpha=0.5, color=colour, label=label)
+        ax.axvline(float(view(np.float64(e.threshold))), color="black", linestyle="--", lw=1)
+        ax.set_xlabel("log10(score)" if as_log else "score", fontsize=7)
         ax.set_yscale("log")
         title = e.label + ("  [chosen]" if e is chosen else "")
         ax.set_title(title, fontsize=8, fontweight="bold" if e is chosen else "normal")
@@ -341,6 +346,12 @@ def run(args: argparse.Namespace) -> Evaluation:
         f"(held-out OOD half: cats {pct(f['cats_refused_held_out'])}, "
         f"dogs {pct(f['dogs_refused_held_out'])})"
     )
+    if f["val_refused"] > 1.5 * args.target_val_refusal:
+        print(
+            f"note: val refused {pct(f['val_refused'])} vs {pct(f['train_refused'])} of train: "
+            "a model fine-tuned on train scores its own training photos higher than new ones, "
+            "so a train quantile refuses more new photos; calibrate on photos it did not train on."
+        )
     missed = targets_missed(f)
     print("targets met" if not missed else f"TARGETS MISSED: {', '.join(missed)}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -349,7 +360,7 @@ def run(args: argparse.Namespace) -> Evaluation:
     plot(evaluations, chosen, args.out_dir / f"{args.artifact.stem}.png")
     print(f"wrote {md} and {md.with_suffix('.png')}")
     if args.write:
-        rule = OpenSetRule(chosen.method, round(chosen.threshold, 8), chosen.params)
+        rule = OpenSetRule(chosen.method, chosen.threshold, chosen.params)
         counts = {name: len(s.paths) for name, s in sets.items()}
         metrics = {
             **meta.metrics,
