@@ -13,61 +13,26 @@ often a user checks /healthz (default 1) against ``LOCUST_PREDICT_WEIGHT`` predi
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import random
-from pathlib import Path
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant, events, task
 from urllib3.filepost import encode_multipart_formdata
+
+from benchmarks.photos import generated_photos, load_val_photos
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent
 PREDICT_WEIGHT = int(os.environ.get("LOCUST_PREDICT_WEIGHT", "20"))
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("BREED_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
-
-
-def load_val_photos(limit: int, seed: int = 0) -> list[bytes]:
-    """Up to ``limit`` Imagewoof val photos, a fixed random sample across the breeds."""
-    index = data_dir() / "imagewoof" / "index.csv"
-    if not index.is_file():
-        return []
-    with index.open(newline="") as fh:
-        paths = [row["path"] for row in csv.DictReader(fh) if row["split"] == "val"]
-    random.Random(seed).shuffle(paths)
-    return [(index.parent / p).read_bytes() for p in paths[:limit]]
-
-
-def generated_photos(count: int, seed: int = 0) -> list[bytes]:
-    """Smooth random colour fields saved as JPEG (about the size of the val photos)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    photos = []
-    for _ in range(count):
-        small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((300, 224), Image.Resampling.BICUBIC)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=80)
-        photos.append(buf.getvalue())
-    return photos
-
-
-def load_photos() -> list[bytes]:
+def load_photos() -> tuple[list[bytes], str]:
     limit = int(os.environ.get("LOCUST_IMAGES", "200"))
     photos = load_val_photos(limit)
-    source = "Imagewoof val"
-    if not photos:
-        photos, source = generated_photos(min(limit, 50)), "generated"
-    log.info("locust: %d photos from %s", len(photos), source)
-    return photos
+    if photos:
+        return photos, "Imagewoof val"
+    return generated_photos(min(limit, 50)), "generated"
 
 
 def request_body(photo: bytes, upload: str) -> tuple[bytes, str]:
@@ -78,7 +43,15 @@ def request_body(photo: bytes, upload: str) -> tuple[bytes, str]:
 
 
 UPLOAD = os.environ.get("LOCUST_UPLOAD", "multipart")
-BODIES = [request_body(photo, UPLOAD) for photo in load_photos()]
+PHOTOS, PHOTO_SOURCE = load_photos()
+BODIES = [request_body(photo, UPLOAD) for photo in PHOTOS]
+
+
+@events.init.add_listener
+def _report_photos(environment, **kwargs) -> None:
+    log.info("locust: %d photos from %s, sent as %s", len(BODIES), PHOTO_SOURCE, UPLOAD)
+
+
 HEALTHZ_WEIGHT = int(os.environ.get("LOCUST_HEALTHZ_WEIGHT", "1"))
 
 

@@ -304,8 +304,7 @@ def _read_stats(path: Path, route: str) -> dict[str, str] | None:
 
 
 def load_photos(limit: int = 200) -> list[bytes]:
-    sys.path.insert(0, str(ROOT))
-    from locustfile import generated_photos, load_val_photos
+    from benchmarks.photos import generated_photos, load_val_photos
 
     return load_val_photos(limit) or generated_photos(50)
 

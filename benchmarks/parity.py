@@ -159,7 +159,7 @@ def write(result: dict, out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.bench import DEFAULT_ONNX, LOCK_PATH, ensure_onnx
-    from locustfile import data_dir
+    from benchmarks.photos import data_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--draft-sample", type=int, default=500)

@@ -1,0 +1,150 @@
+"""locustfile.py runs headless against the real service, and the bench summary reads right."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.summary import headline, write_summary
+from tests.support.server import REPO_ROOT, GunicornServer
+
+
+def test_locust_runs_against_live_server_without_failures(
+    server: GunicornServer, tmp_path: Path
+) -> None:
+    prefix = tmp_path / "run"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BREED_DATA_DIR": str(tmp_path / "no-data"),  # generated photos: no data set needed
+        "LOCUST_HEALTHZ_WEIGHT": "20",  # as many /healthz as /predict, so both surely run
+        "LOCUST_IMAGES": "8",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(REPO_ROOT / "locustfile.py"),
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "4s",
+            "--host",
+            server.base_url,
+            "--csv",
+            str(prefix),
+            "--only-summary",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "8 photos from generated" in result.stderr
+    with Path(f"{prefix}_stats.csv").open(newline="") as fh:
+        rows = {row["Name"]: row for row in csv.DictReader(fh)}
+    for route in ("/predict", "/healthz"):
+        assert int(rows[route]["Request Count"]) > 0
+        assert int(rows[route]["Failure Count"]) == 0
+
+
+def test_locust_reports_bad_answers_as_failures(server: GunicornServer, tmp_path: Path) -> None:
+    """The checks are real: /predict?top_k=0 is a 400, which must count as a failure."""
+    prefix = tmp_path / "bad"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(REPO_ROOT / "locustfile.py"),
+            "--headless",
+            "-u",
+            "1",
+            "-r",
+            "1",
+            "-t",
+            "2s",
+            "--host",
+            f"{server.base_url}/nothing-here",
+            "--csv",
+            str(prefix),
+            "--only-summary",
+        ],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "BREED_DATA_DIR": str(tmp_path), "LOCUST_IMAGES": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0  # locust exits 1 when any request failed
+    with Path(f"{prefix}_stats.csv").open(newline="") as fh:
+        rows = {row["Name"]: row for row in csv.DictReader(fh)}
+    assert int(rows["/predict"]["Failure Count"]) == int(rows["/predict"]["Request Count"]) > 0
+
+
+def _row(service: str, users: int, rps: float, **extra: float) -> dict:
+    row = {
+        "service": service,
+        "users": users,
+        "seconds": 20,
+        "requests": int(rps * 20),
+        "failures": 0,
+        "rps": rps,
+        "p50_ms": 12.0,
+        "p95_ms": 20.0,
+        "p99_ms": 30.0,
+        "avg_ms": 13.0,
+        "worker_rss_max_mb": 160.0,
+        "server_cpu_ms_per_req": 13.0,
+        "locust_cpu_share": 0.1,
+        "machine_idle_share": 0.05,
+    }
+    row.update(extra)
+    return row
+
+
+def test_summary_headline_and_files(tmp_path: Path) -> None:
+    result = {
+        "machine": {
+            "date": "d",
+            "cpu": "cpu",
+            "cores": 2,
+            "memory_gb": 1.0,
+            "python": "3",
+            "commit": "c",
+            "versions": {"onnxruntime": "1"},
+        },
+        "load": [
+            _row("ours-onnx", 1, 70.0, p50_ms=14.0),
+            _row("ours-onnx", 8, 160.0),
+            _row("ours-onnx /healthz only", 8, 1500.0, server_cpu_ms_per_req=0.5),
+            _row("naive", 2, 18.0),
+            _row("naive", 8, 16.0),
+        ],
+        "startup": [{"service": "ours-onnx", "cold_start_s": 0.6}],
+        "stages": [{"stage": "model", "median_ms": 9.0}, {"stage": "total", "median_ms": 11.0}],
+        "model_only": [{"what": "model only (batch 1)", "per_s": 200.0}],
+    }
+    h = headline(result)
+    assert h["rps"] == 160.0 and h["rps_users"] == 8
+    assert h["naive_rps"] == 18.0 and h["naive_ratio"] == pytest.approx(8.9)
+    assert h["p50_1user_ms"] == 14.0 and h["model_only_ratio"] == 0.8
+    assert h["rss_mb"] == 160.0 and h["failures"] == 0
+    text = write_summary(result, tmp_path)
+    assert "| yes |" in text and "**no**" not in text
+    assert (tmp_path / "SUMMARY.md").read_text() == text
+    with (tmp_path / "load.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 5
+    json.dumps(result)  # the bench stores the same dict as latest.json
