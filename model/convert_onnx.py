@@ -84,6 +84,7 @@ def convert(src: Path, dst: Path, tolerance: float = TOLERANCE) -> float:
         err = verify(reference, OnnxBackend(tmp, threads=1), size)
         if err > tolerance:
             raise ArtifactError(f"ONNX output differs from TorchScript by {err:.2e} > {tolerance}")
+        tmp.chmod(0o644)  # mkstemp files are 0600: the image's non-root user could not read it
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)

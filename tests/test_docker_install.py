@@ -169,6 +169,13 @@ def test_dockerfile_install_and_start_in_fresh_venv(tmp_path: Path, fresh_venv: 
         )
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr}"
 
+    # The image runs as a non-root user (USER app) over files root wrote: all must be
+    # world-readable (this test runs as whoever runs pytest, so check the modes instead).
+    unreadable = [
+        str(p.relative_to(app_dir)) for p in app_dir.rglob("*") if not p.stat().st_mode & 0o004
+    ]
+    assert not unreadable, f"not readable by the image's non-root user: {unreadable}"
+
     argv = [str(venv / "bin" / cmd[0]), *cmd[1:]]
     image_env = {"PATH": env["PATH"], **model_uri(DOCKERFILE.read_text(), app_dir)}
     server = start_gunicorn(image_env, cwd=app_dir, command=argv, timeout=300)

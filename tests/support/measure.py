@@ -88,15 +88,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full-val", action="store_true", help="also the whole val split")
     parser.add_argument("--runs", type=int, default=50, help="sequential latency requests")
+    parser.add_argument("--model-uri", default="", help="MODEL_URI (default: the shipped .pt)")
     args = parser.parse_args()
     root = imagewoof_dir()
     if root is None:
         print("error: Imagewoof not found (set BREED_DATA_DIR)", file=sys.stderr)
         return 2
     sample = stratified_val_sample(root, 200, seed=0)
-    server = start_gunicorn({"WEB_CONCURRENCY": "2", "MODEL_THREADS": ""})
+    env = {"WEB_CONCURRENCY": "2", "MODEL_THREADS": "", "ACCESS_LOG": ""}
+    if args.model_uri:
+        env["MODEL_URI"] = args.model_uri
+    server = start_gunicorn(env)
     try:
-        results: dict = {"workers": 2}
+        ready = requests.get(f"{server.base_url}/readyz", timeout=5).json()
+        results: dict = {"model": ready["model"], "workers": 2}
         results["worker_mb_after_start"] = [_memory_mb(p) for p in _workers(server.process.pid)]
         results["val200_top1"] = round(_accuracy(server.base_url, sample), 4)
         if args.full_val:
