@@ -95,7 +95,7 @@ def main() -> int:
         print("error: Imagewoof not found (set BREED_DATA_DIR)", file=sys.stderr)
         return 2
     sample = stratified_val_sample(root, 200, seed=0)
-    env = {"WEB_CONCURRENCY": "2", "MODEL_THREADS": "", "ACCESS_LOG": ""}
+    env = {"WEB_CONCURRENCY": "2", "MODEL_THREADS": ""}
     if args.model_uri:
         env["MODEL_URI"] = args.model_uri
     server = start_gunicorn(env)
