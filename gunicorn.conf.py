@@ -28,6 +28,12 @@ worker_class = "sync"
 # Split the cores between workers so they don't oversubscribe them: each worker's
 # torch/onnxruntime intra-op pool gets cores // workers threads (the model reads
 # MODEL_THREADS). An explicit MODEL_THREADS wins.
+# Speed work (issue 6), measured on the 2-core dev machine with ONNX Runtime: one worker with
+# 2 threads runs the model in ~8.3 ms (~120 photos/s), two workers with 1 thread each in ~10-11
+# ms each (~180-200 photos/s together), so workers × threads = cores with one thread per
+# worker gives the most throughput; more threads than cores (e.g. torch's default of all
+# cores in every worker) makes it several times slower. Micro-batching concurrent requests
+# does not pay here (batch 4 costs more per photo than batch 1); see results/bench/SUMMARY.md.
 if not os.environ.get("MODEL_THREADS", "").strip():
     os.environ["MODEL_THREADS"] = str(max(1, _cpu_count() // workers))
 if not os.environ.get("OMP_NUM_THREADS", "").strip():
