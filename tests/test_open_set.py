@@ -113,8 +113,15 @@ def test_auroc_matches_pairwise_count() -> None:
 
 def test_threshold_is_the_train_quantile() -> None:
     scores = np.random.default_rng(2).random(1000)
-    threshold = lab.train_quantile_threshold(scores, 0.02)
+    threshold = lab.quantile_threshold(scores, 0.02)
     assert (scores < threshold).mean() == pytest.approx(0.02, abs=0.001)
+
+
+def test_crossfit_judges_each_half_by_the_other() -> None:
+    scores = np.arange(100, dtype=float)  # folds: even / odd photos
+    refused = lab.crossfit_refused(scores, 0.1)
+    # Threshold from the other fold's 10% quantile (its 6th lowest): 10 and 11.
+    assert np.flatnonzero(refused).tolist() == list(range(11))
 
 
 def test_ood_halves_alternate_breeds() -> None:
@@ -202,6 +209,16 @@ def test_lab_command_single_method(tiny_lab: dict[str, Path]) -> None:
     argv += ["--out-dir", str(tiny_lab["out"]), "--method", "max_softmax", "--write"]
     assert lab.main(argv) == 0
     assert load_backend(artifact, 1).metadata.open_set.method == "max_softmax"
+
+
+def test_lab_command_val_crossfit(tiny_lab: dict[str, Path]) -> None:
+    artifact = tiny_artifact(tiny_lab["tmp"] / "tiny.pt")
+    argv = ["--artifact", str(artifact), "--data-dir", str(tiny_lab["data"]), "--write"]
+    argv += ["--out-dir", str(tiny_lab["out"]), "--threshold-from", "val-crossfit"]
+    assert lab.main(argv) == 0
+    figures = load_backend(artifact, 1).metadata.metrics["open_set"]
+    assert figures["threshold_rule"].startswith("0.02 quantile of Imagewoof val scores")
+    assert "val-crossfit" in (tiny_lab["out"] / "tiny.md").read_text()
 
 
 def test_lab_command_fails_with_one_line(tiny_lab: dict[str, Path], capsys) -> None:
