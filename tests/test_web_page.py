@@ -73,6 +73,22 @@ def rejecting_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunic
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def accepting_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    """The shipped weights with open-set rule none: the generated photo gets a breed.
+
+    (The shipped calibrated rule rightly refuses generated noise photos.)
+    """
+    artifact = rewrite_metadata(
+        tmp_path_factory.mktemp("artifact") / "accepting.pt",
+        open_set=OpenSetRule(method="none"),
+        version="test-accepts-everything",
+    )
+    server = start_gunicorn({"MODEL_URI": str(artifact)})
+    yield server
+    server.stop()
+
+
 def _upload(browser, base_url: str, photo: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -95,8 +111,12 @@ def _upload(browser, base_url: str, photo: Path) -> None:
     )
 
 
-def test_upload_shows_top3_with_bars(browser, base_url: str, photo: Path) -> None:
+def test_upload_shows_top3_with_bars(
+    browser, accepting_server: GunicornServer, photo: Path
+) -> None:
     from selenium.webdriver.common.by import By
+
+    base_url = accepting_server.base_url
 
     expected = requests.post(
         f"{base_url}/predict", files={"image": ("dog.jpg", photo.read_bytes())}, timeout=30
