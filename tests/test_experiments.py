@@ -234,3 +234,49 @@ def test_ship_picks_the_best_small_run_and_evaluates_it_as_served(lab, tmp_path:
     assert quick["top1"] == summary["top1"] and quick["confusion"] == summary["confusion"]
     with pytest.raises(ValueError, match="none of"):
         ship(["ship_a"], tmp_path / "x.pt", max_params_m=1.0, data_root=data)
+
+
+def test_teacher_read_off_the_lab_cache_covers_only_its_images(lab, tmp_path: Path) -> None:
+    import yaml
+
+    from training.distill import kd_loss, teacher_from_lab_cache, teacher_logits
+    from training.export import default_preprocessing, zero_shot_classifier
+    from training.train import TrainConfig
+    from training.train import run as lab_run
+    from training.transforms import EvalTransform
+
+    _, data = lab
+    arch = "tf_efficientnet_lite0"
+    raw = {
+        "name": "lab_part",
+        "arch": arch,
+        "data": str(data),
+        "input_size": 96,
+        "epochs": 1,
+        "max_steps": 2,
+        "batch_size": 4,
+        "workers": 0,
+        "onnx": False,
+        "eval_split": None,
+        "flip_view": False,
+        "train_fraction": 0.5,
+    }
+    config = tmp_path / "lab_part.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    lab_run(TrainConfig.from_yaml(config), config)
+    teacher = teacher_logits(teacher_from_lab_cache("lab_part", data, config))
+    covered = ~torch.isnan(teacher).any(1)
+    assert covered.tolist() == [i % 2 == 0 for i in range(20)]
+    from training.data import load_split
+
+    sample = load_split(data, "train")[4]
+    image = EvalTransform(default_preprocessing(arch, 96))(sample.path.read_bytes())
+    with torch.no_grad():
+        zero_shot = zero_shot_classifier(arch).eval()(image[None])[0, :10]
+    assert torch.isfinite(teacher[4]).all() and not torch.allclose(teacher[4], zero_shot)
+    student = torch.randn(20, 10)
+    y = torch.arange(20) % 10
+    total = kd_loss(student, teacher, y, alpha=0.7, temperature=4.0)[0]
+    full = kd_loss(student[covered], teacher[covered], y[covered], 0.7, 4.0)[0]
+    only_ce = kd_loss(student[~covered], None, y[~covered], 0.7, 4.0)[0]
+    torch.testing.assert_close(total, (full * 10 + only_ce * 10) / 20)

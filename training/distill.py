@@ -44,23 +44,29 @@ log = logging.getLogger(__name__)
 
 def kd_loss(
     student: torch.Tensor,
-    teacher: torch.Tensor,
+    teacher: torch.Tensor | None,
     targets: torch.Tensor,
     alpha: float,
     temperature: float,
     label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, kd, ce): Hinton's distillation loss on temperature-softened logits + CE."""
-    ce = F.cross_entropy(student, targets, label_smoothing=label_smoothing)
-    if alpha == 0:
+    """(total, kd, ce): Hinton's distillation loss on temperature-softened logits + CE.
+
+    Rows of ``teacher`` that are NaN (images the teacher cache does not cover) get CE only.
+    """
+    ce_each = F.cross_entropy(student, targets, label_smoothing=label_smoothing, reduction="none")
+    ce = ce_each.mean()
+    if alpha == 0 or teacher is None:
         return ce, torch.zeros(()), ce
-    kd = F.kl_div(
-        F.log_softmax(student / temperature, dim=1),
-        F.log_softmax(teacher / temperature, dim=1),
-        log_target=True,
-        reduction="batchmean",
-    ) * (temperature**2)
-    return alpha * kd + (1 - alpha) * ce, kd, ce
+    covered = ~torch.isnan(teacher).any(dim=1)
+    if not covered.any():
+        return ce, torch.zeros(()), ce
+    log_t = F.log_softmax(teacher[covered] / temperature, dim=1)
+    log_s = F.log_softmax(student[covered] / temperature, dim=1)
+    kd_each = (log_t.exp() * (log_t - log_s)).sum(dim=1) * temperature**2
+    total = ce_each.clone()
+    total[covered] = alpha * kd_each + (1 - alpha) * ce_each[covered]
+    return total.mean(), kd_each.mean(), ce
 
 
 def lwf_loss(imagenet: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
@@ -144,6 +150,86 @@ def build_lab_teachers(
     return name
 
 
+@torch.no_grad()
+def teacher_from_lab_cache(
+    run_name: str = "lite2_ft", data_root: Path | None = None, config: Path | None = None
+) -> str:
+    """Teacher cache "teacher-<run>" read off the lab run's own feature cache: free, partial.
+
+    The lab's run (``training.train`` with ``cache_features``) stored, for the train images it
+    used (every k-th one with ``train_fraction``), its frozen trunk's output and the ORIGINAL
+    ImageNet logits of the eval view. Zero-shot teacher = the ten breed rows of those logits;
+    fine-tuned teacher = the run's checkpointed tail + breed head on the cached trunk output.
+    Images the run did not use get NaN rows (``kd_loss`` gives them CE only). The cache is found
+    by recomputing the lab's own cache key, so a stale or different cache is never used.
+    """
+    import yaml
+
+    from training.data import REPO_ROOT
+    from training.engine import (
+        TrainNet,
+        build_breed_model,
+        cache_dir,
+        cache_key,
+        load_checkpoint,
+        runs_dir,
+        split_backbone,
+    )
+    from training.export import default_preprocessing
+    from training.tail import ArrayCache
+
+    config = config or REPO_ROOT / "training" / "configs" / f"{run_name}.yaml"
+    cfg = yaml.safe_load(Path(config).read_text())
+    arch, stages = cfg["arch"], int(cfg.get("trainable_stages", 1))
+    samples = load_split(data_root, "train")
+    step = round(1 / float(cfg.get("train_fraction", 1.0)))
+    used = list(range(0, len(samples), step))
+    spec = default_preprocessing(arch, cfg.get("train_size") or cfg.get("input_size"))
+    flips = (False, True) if cfg.get("flip_view", True) else (False,)
+    parts = {
+        "arch": arch,
+        "weights": cfg.get("weights", "auto"),
+        "init": cfg.get("init_checkpoint"),
+        "trainable_stages": stages,
+        "reference": float(cfg.get("imagenet_distill", 0.5)) > 0,
+    }
+    key = cache_key({**parts, "spec": spec, "flips": flips}, [samples[i] for i in used])
+    folder = cache_dir() / "features" / key
+    if not (folder / "complete").is_file():
+        raise FileNotFoundError(f"the lab's feature cache for {run_name} is not at {folder}")
+    chunks = [torch.load(p, weights_only=True) for p in sorted(folder.glob("part-*.pt"))]
+    features = torch.cat([c["features"] for c in chunks])  # N×V×C×H×W
+    imagenet = torch.cat([c["imagenet"] for c in chunks]).float()
+    model = build_breed_model(arch)
+    trunk, tail = split_backbone(model.backbone, stages)
+    net = TrainNet(trunk, tail, model, from_features=True)
+    net.load_state_dict(load_checkpoint(runs_dir() / run_name / "checkpoint.ckpt")["net"])
+    net.eval()
+    flat = features.flatten(0, 1)
+    tuned = torch.cat([net(flat[i : i + 128].float())[0] for i in range(0, len(flat), 128)])
+    rows = [c.imagenet_index for c in IMAGEWOOF_CLASSES]
+    both = torch.stack(
+        [imagenet[..., rows].mean(1), tuned.unflatten(0, features.shape[:2]).mean(1)], 1
+    )
+    logits = np.full((len(samples), 2, 10), np.nan, dtype=np.float32)
+    logits[used] = both.numpy()
+    labels = np.array([s.label for s in samples])
+    name = f"teacher-{run_name}"
+    cache = ArrayCache(name)
+    shapes = {"logits": ((2, 10), "float32"), "labels": ((), "int64")}
+    cache.create(len(samples), shapes, {"run": run_name, "lab_cache": str(folder)})
+    cache.write(0, {"logits": logits, "labels": labels})
+    agree = (both.argmax(2) == torch.from_numpy(labels[used])[:, None]).float().mean(0)
+    log.info(
+        "%s: covers %d/%d train images; top-1 there [zero-shot, fine-tuned] %s",
+        name,
+        len(used),
+        len(samples),
+        agree.round(decimals=4).tolist(),
+    )
+    return name
+
+
 def run(cfg: dict, resume: bool = True) -> dict:
     command = f"python -m training.distill --config {cfg.get('config_path', '<config>')}"
     split = int(cfg.get("split", SPLIT))
@@ -154,8 +240,9 @@ def run(cfg: dict, resume: bool = True) -> dict:
     smoothing = float(cfg.get("label_smoothing", 0.1))
     teacher = teacher_logits(cfg.get("teacher_caches", "teacher")) if alpha > 0 else None
     if teacher is not None:
-        agree = float((teacher.argmax(1) == labels).float().mean())
-        log.info("teacher top-1 on the train view: %.4f", agree)
+        covered = ~torch.isnan(teacher).any(dim=1)
+        agree = float((teacher[covered].argmax(1) == labels[covered]).float().mean())
+        log.info("teacher covers %d images, top-1 there %.4f", int(covered.sum()), agree)
     student = build_student(init_checkpoint=cfg.get("init_checkpoint"), split=split)
     crop = int(cfg.get("crop", SERVE_SPEC.input_size // MAP_SHAPE[split][1]))
 
@@ -191,13 +278,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RUN",
         help="instead: build teacher caches from the lab's run RUN (e.g. lite2_ft) and exit",
     )
-    parser.add_argument("--arch", default="tf_efficientnet_lite2", help="with --lab-teacher")
+    parser.add_argument(
+        "--full-pass",
+        action="store_true",
+        help="with --lab-teacher: run the teacher trunk over ALL train (~7 min) instead of "
+        "reading the lab run's cache (only the images that run used)",
+    )
+    parser.add_argument("--arch", default="tf_efficientnet_lite2", help="with --full-pass")
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         if args.lab_teacher:
-            build_lab_teachers(args.arch, args.lab_teacher)
+            if args.full_pass:
+                build_lab_teachers(args.arch, args.lab_teacher)
+            else:
+                teacher_from_lab_cache(args.lab_teacher)
             return 0
         if args.config is None:
             raise ValueError("--config is required")
