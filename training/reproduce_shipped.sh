@@ -15,7 +15,7 @@ for lab in lite0_ft lite2_ft; do
   [ -f "runs/$lab/metrics.json" ] || run training.train --config "training/configs/$lab.yaml" --resume
 done
 run training.tail --what val train pairs
-run training.distill --lab-teacher lite2_ft
+run training.distill --lab-teacher lite2_ft  # reads the lab run's cache
 for cfg in kd_lite0_ce kd_lite0 kd_lite0_ce_long kd_lite0_long ssl_bt_lite0_ft; do
   [ "$cfg" = ssl_bt_lite0_ft ] && run training.ssl --config training/configs/ssl_bt_lite0.yaml
   run training.distill --config "training/configs/$cfg.yaml"
