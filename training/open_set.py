@@ -5,11 +5,12 @@
 For every candidate scorer (``model.open_set.SCORERS`` with a small parameter grid fixed in
 advance) it computes scores on Imagewoof train, Imagewoof val, ood/cats and ood/dogs, and
 sets the threshold by a rule fixed in advance: the ``--target-val-refusal`` quantile of the
-TRAIN scores (never val, never the OOD pass rate). The method is chosen by measurement on
-one half of the OOD breeds (the "selection" half; the other half is reported as held out):
-highest mean of cats-refused and dogs-refused at that threshold, AUROC(train vs OOD) as
-tie-break. ``--write`` stores the rule and its figures in the artifact's metadata in place,
-leaving the weights untouched (verified).
+TRAIN scores (never the OOD pass rate). The method is chosen by measurement on one half of
+the OOD breeds (the "selection" half; the other half is reported as held out): highest mean
+of cats-refused and dogs-refused at that threshold, AUROC(train vs OOD) as tie-break.
+``--threshold-from val-crossfit`` is for models fine-tuned on train (inflated train scores):
+val quantile, with val figures measured 2-fold cross-fitted. ``--write`` stores the rule and
+its figures in the artifact's metadata in place, leaving the weights untouched (verified).
 """
 
 from __future__ import annotations
