@@ -170,8 +170,9 @@ def ours_command() -> list[str]:
 
 
 def naive_command() -> list[str]:
-    # gunicorn defaults (sync workers; WEB_CONCURRENCY from the env, as on Heroku).
-    return [sys.executable, "-m", "gunicorn", "benchmarks.naive_app:app"]
+    # gunicorn defaults (sync workers; WEB_CONCURRENCY from the env, as on Heroku), not ours.
+    config = str(ROOT / "benchmarks" / "naive_gunicorn_conf.py")
+    return [sys.executable, "-m", "gunicorn", "--config", config, "benchmarks.naive_app:app"]
 
 
 # ---------------------------------------------------------------- load
