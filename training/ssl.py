@@ -47,7 +47,10 @@ def barlow_twins_step(
     """(BT loss, breed logits view 1, view 2) for a batch of cached view pairs B×2×C×H×W."""
     f1, b1, _ = student.logits(pair[:, 0])
     f2, b2, _ = student.logits(pair[:, 1])
-    return loss_fn(head(f1).float(), head(f2).float()), b1.float(), b2.float()
+    z1, z2 = head(f1).float(), head(f2).float()
+    with torch.autocast("cpu", enabled=False):  # the cross-correlation needs float32
+        loss = loss_fn(z1, z2)
+    return loss, b1.float(), b2.float()
 
 
 def run(cfg: dict, resume: bool = True) -> dict:
