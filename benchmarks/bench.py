@@ -461,6 +461,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "naive_levels": args.naive_levels,
         "photos": len(photos),
         "upload": os.environ.get("LOCUST_UPLOAD", "multipart"),
+        "command": " ".join(["python -m benchmarks.bench", *sys.argv[1:]]),
     }
 
     def serve(name: str, command: list[str], env: dict[str, str], levels: list[int], seconds: int):

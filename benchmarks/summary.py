@@ -152,8 +152,9 @@ def write_summary(result: dict[str, Any], out: Path) -> str:
     lines = [
         "# Benchmark summary",
         "",
-        f"Written by `make bench` (benchmarks/bench.py) on {m['date']}, commit {m['commit']}, "
-        f"in {result.get('bench_seconds', '?')} s.",
+        f"Written by `{result.get('settings', {}).get('command', 'make bench')}` "
+        f"(`make bench`) on {m['date']}, commit {m['commit']}, in "
+        f"{result.get('bench_seconds', '?')} s.",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM; Python "
         f"{m['python']}; {versions}.",
         "Load: locust (headless subprocess on the same 2 cores, FastHttpUser, no wait time, "
