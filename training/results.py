@@ -104,6 +104,23 @@ def _trained(r: dict[str, Any]) -> str:
     return f"{r.get('hardware', '?')}, {r.get('world_size', 1)} proc; {r.get('budget', '')}"
 
 
+def _speed_spread(rows: list[dict[str, Any]]) -> list[str]:
+    """Speed range over artifacts of the SAME network: the measurement noise on this machine."""
+    out = []
+    for arch in sorted({r["arch"] for r in rows}):
+        same = [r for r in rows if r["arch"] == arch and "latency_ms" in r]
+        if len(same) < 2:
+            continue
+        lat = [r["latency_ms"] for r in same]
+        ips = [r["throughput_ips"] for r in same]
+        out.append(
+            f"- Noise: the {len(same)} {arch} artifacts are the same network, yet measured "
+            f"{min(lat)}–{max(lat)} ms and {min(ips)}–{max(ips)} img/s here (a CPU shared with "
+            "other jobs); speed differences inside such a range mean nothing."
+        )
+    return ["", *out] if out else []
+
+
 def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
     rows = sorted(rows, key=lambda r: (-r["top1"], r.get("latency_ms", 1e9)))
     lines = [
@@ -131,6 +148,7 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
             f"| {r.get('throughput_ips', '–')} | {_wall(r)} | {_trained(r)} "
             f"| `{r.get('command', '')}` |"
         )
+    lines += _speed_spread(rows)
     lines += ["", "Per-class val top-1 (same caveat):", ""]
     names = list(rows[0].get("per_class_top1", {}))
     lines.append("| Run | " + " | ".join(names) + " |")
