@@ -44,6 +44,13 @@ def _best(load: list[dict[str, Any]], service: str) -> dict[str, Any] | None:
     return max(rows, key=lambda r: r["rps"]) if rows else None
 
 
+def _equal_load_ratios(load: list[dict[str, Any]]) -> str:
+    ours = {r["users"]: r["rps"] for r in load if r["service"] == "ours-onnx"}
+    naive = {r["users"]: r["rps"] for r in load if r["service"] == "naive"}
+    parts = [f"{ours[u] / naive[u]:.1f}× at {u} users" for u in sorted(ours) if naive.get(u)]
+    return ", ".join(parts) or "–"
+
+
 def headline(result: dict[str, Any]) -> dict[str, Any]:
     """The numbers the targets are about."""
     load = result["load"]
@@ -168,7 +175,9 @@ def write_summary(result: dict[str, Any], out: Path) -> str:
         *_table(targets, ["target", "measured", "met"]),
         "",
         f"Our saturation rps is {_fmt(h['model_only_ratio'])}× the model-only throughput of the "
-        "same artifact with the same processes × threads (no HTTP, no decode).",
+        "same artifact with the same processes × threads (no HTTP, no decode). "
+        "The naive ratio above is best vs best (the naive service peaks at 1 user); "
+        f"at equal load, ours ÷ naive: {_equal_load_ratios(result['load'])}.",
         "",
         "## Load levels (/predict)",
         "",
