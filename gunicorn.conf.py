@@ -32,8 +32,9 @@ worker_class = "sync"
 # 2 threads runs the model in ~8.3 ms (~120 photos/s), two workers with 1 thread each in ~10-11
 # ms each (~180-200 photos/s together), so workers × threads = cores with one thread per
 # worker gives the most throughput; more threads than cores (e.g. torch's default of all
-# cores in every worker) makes it several times slower. Micro-batching concurrent requests
-# does not pay here (batch 4 costs more per photo than batch 1); see results/bench/SUMMARY.md.
+# cores in every worker) makes it several times slower (the naive baseline: ~9 rps). Micro-
+# batching concurrent requests does not pay here (batch 4 ≈ batch 1 photos/s); see
+# results/bench/SUMMARY.md.
 if not os.environ.get("MODEL_THREADS", "").strip():
     os.environ["MODEL_THREADS"] = str(max(1, _cpu_count() // workers))
 if not os.environ.get("OMP_NUM_THREADS", "").strip():
