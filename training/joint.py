@@ -11,10 +11,7 @@ measures the BT term alone.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
@@ -22,7 +19,14 @@ from lightly.loss import BarlowTwinsLoss
 
 from training.distill import lwf_loss
 from training.ssl import barlow_twins_step, pair_maps, projector
-from training.tail import build_student, finish, fit, load_config, random_crop_flip, train_maps
+from training.tail import (
+    build_student,
+    finish,
+    fit,
+    random_crop_flip,
+    run_config_cli,
+    train_maps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +70,12 @@ def run(cfg: dict, resume: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Joint CE + Barlow Twins training.")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--no-resume", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        cfg = {**load_config(args.config), "config_path": str(args.config)}
-        run(cfg, resume=not args.no_resume)
-    except Exception as exc:  # CLI: one-line cause, non-zero exit
-        print(f"joint failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_config_cli(
+        "joint",
+        "Joint CE + Barlow Twins training.",
+        lambda cfg, resume: run(cfg, resume=resume),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -12,17 +12,21 @@ the trainable tail and a lightly ``BarlowTwinsProjectionHead``, and minimises li
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
 
-from training.tail import ArrayCache, Student, build_student, finish, fit, load_config
+from training.tail import (
+    ArrayCache,
+    Student,
+    build_student,
+    finish,
+    fit,
+    run_config_cli,
+)
 
 log = logging.getLogger(__name__)
 FEATURES = 1280  # Lite0's pooled feature width
@@ -76,18 +80,12 @@ def run(cfg: dict, resume: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Barlow Twins pretraining (cached view pairs).")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--no-resume", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        cfg = {**load_config(args.config), "config_path": str(args.config)}
-        run(cfg, resume=not args.no_resume)
-    except Exception as exc:  # CLI: one-line cause, non-zero exit
-        print(f"ssl failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_config_cli(
+        "ssl",
+        "Barlow Twins pretraining (cached view pairs).",
+        lambda cfg, resume: run(cfg, resume=resume),
+        argv,
+    )
 
 
 if __name__ == "__main__":

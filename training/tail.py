@@ -581,6 +581,27 @@ def finish(cfg: dict, student: Student, out: Path, trained_on: str, command: str
     return metrics
 
 
+def run_config_cli(
+    name: str, description: str, run: Callable[[dict, bool], object], argv: list[str] | None
+) -> int:
+    """``--config X [--no-resume]`` entry point shared by the tail experiments (ssl, joint).
+
+    A failure prints one line naming its cause and exits 1, as every lab CLI does.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--no-resume", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cfg = {**load_config(args.config), "config_path": str(args.config)}
+        run(cfg, not args.no_resume)
+    except Exception as exc:  # CLI: one-line cause, non-zero exit
+        print(f"{name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build frozen-prefix feature caches.")
     parser.add_argument(
