@@ -9,6 +9,7 @@ import requests
 from PIL import Image
 
 from model.metadata import IMAGEWOOF_CLASSES
+from tests.support.artifacts import shipped_metadata
 from tests.support.images import encode, jpeg_bytes, png_bytes, textured
 
 WNIDS = {c.wnid for c in IMAGEWOOF_CLASSES}
@@ -103,7 +104,7 @@ def test_health_and_readiness(base_url: str) -> None:
     ready = requests.get(f"{base_url}/readyz", timeout=5)
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    assert ready.json()["model"]["name"] == "tf_efficientnet_lite0-imagewoof-zeroshot"
+    assert ready.json()["model"]["name"] == shipped_metadata().name
 
 
 def test_index_page_served(base_url: str) -> None:
@@ -146,7 +147,7 @@ def test_metrics_aggregate_all_workers(base_url: str) -> None:
     assert _metric(text, "breedrecognizer_inference_duration_seconds_count") >= count
     assert _metric(text, "breedrecognizer_predictions_total") >= count
     info = "breedrecognizer_model_info"
-    assert _metric(text, info, name="tf_efficientnet_lite0-imagewoof-zeroshot") == 1
+    assert _metric(text, info, name=shipped_metadata().name) == 1
     assert 'backend="torchscript"' in text
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.artifacts import shipped_metadata
 from tests.support.images import jpeg_bytes
 from tests.support.server import REPO_ROOT, start_gunicorn
 
@@ -184,7 +185,7 @@ def test_dockerfile_install_and_start_in_fresh_venv(tmp_path: Path, fresh_venv: 
             f"{server.base_url}/predict", files={"image": ("dog.jpg", jpeg_bytes())}, timeout=60
         )
         assert response.status_code == 200, response.text
-        assert response.json()["model"]["name"] == "tf_efficientnet_lite0-imagewoof-zeroshot"
+        assert response.json()["model"]["name"] == shipped_metadata().name
         assert len(response.json()["top_k"]) == 3
         if image_env.get("MODEL_URI", "").endswith(".onnx"):
             assert response.json()["model"]["backend"] == "onnxruntime"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -19,3 +20,11 @@ def rewrite_metadata(dst: Path, src: Path = SHIPPED_MODEL, **changes: Any) -> Pa
     meta = dataclasses.replace(ModelMetadata.from_json(extra[METADATA_KEY]), **changes)
     torch.jit.save(module, str(dst), _extra_files={METADATA_KEY: meta.to_json()})
     return dst
+
+
+@functools.cache
+def shipped_metadata() -> ModelMetadata:
+    """The shipped artifact's own metadata: what the service must report, whichever model ships."""
+    from model.backends import load_backend
+
+    return load_backend(SHIPPED_MODEL, threads=1).metadata
