@@ -19,19 +19,15 @@ import dataclasses
 import json
 import logging
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
 from model.backends import load_backend
-from model.predictor import Predictor
 from training.artifact_metadata import rewrite_metadata
 from training.data import load_split
 from training.engine import VAL_CAVEAT, hardware, runs_dir
 from training.evaluate import evaluate_artifact
+from training.results import measure_speed
 
 log = logging.getLogger(__name__)
 RELEASE_NAME = "tf_efficientnet_lite0-imagewoof"
@@ -52,21 +48,6 @@ def select(runs: list[str], max_params_m: float) -> tuple[str, dict[str, float]]
         raise ValueError(f"none of {runs} is finished with <= {max_params_m}M parameters")
     best = max(scores, key=lambda n: (scores[n], -runs.index(n)))
     return best, scores
-
-
-def latency_ms(artifact: Path, threads: int, runs: int = 30) -> float:
-    """Median wall time of one preprocessed 1-image batch through the served backend."""
-    predictor = Predictor(load_backend(artifact, threads))
-    size = predictor.metadata.preprocessing.input_size
-    batch = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
-    for _ in range(3):
-        predictor.predict_batch(batch)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        predictor.predict_batch(batch)
-        times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 1)
 
 
 def ship(
@@ -93,7 +74,7 @@ def ship(
         result = json.loads((runs_dir() / best / "metrics.json").read_text())
     else:
         result = evaluate_artifact(out, load_split(data_root, "val"), report)
-    latency = {f"{t}_thread": latency_ms(out, t) for t in (1, 2)}
+    latency = {f"{t}_thread": measure_speed(out, t, batch_runs=1)["latency_ms"] for t in (1, 2)}
     meta = load_backend(out, threads=1).metadata
     metrics = {
         "split": "val",
