@@ -14,46 +14,36 @@ from benchmarks.summary import headline, write_summary
 from tests.support.server import REPO_ROOT, GunicornServer
 
 
-def test_locust_runs_against_live_server_without_failures(
-    server: GunicornServer, tmp_path: Path
-) -> None:
-    prefix = tmp_path / "run"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "BREED_DATA_DIR": str(tmp_path / "no-data"),  # generated photos: no data set needed
-        "LOCUST_HEALTHZ_WEIGHT": "20",  # as many /healthz as /predict, so both surely run
-        "LOCUST_IMAGES": "8",
-    }
+def _run_locust(
+    host: str, prefix: Path, users: int, seconds: int, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess, dict[str, dict[str, str]]]:
+    """Run locustfile.py headless against ``host``; return the process and its stats rows."""
+    options = f"--headless -u {users} -r {users} -t {seconds}s --only-summary".split()
+    locust = [sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "locustfile.py")]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(REPO_ROOT / "locustfile.py"),
-            "--headless",
-            "-u",
-            "2",
-            "-r",
-            "2",
-            "-t",
-            "4s",
-            "--host",
-            server.base_url,
-            "--csv",
-            str(prefix),
-            "--only-summary",
-        ],
-        cwd=tmp_path,
-        env=env,
+        [*locust, *options, "--host", host, "--csv", str(prefix)],
+        cwd=prefix.parent,
+        env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=90,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "8 photos from generated" in result.stderr
     with Path(f"{prefix}_stats.csv").open(newline="") as fh:
         rows = {row["Name"]: row for row in csv.DictReader(fh)}
+    return result, rows
+
+
+def test_locust_runs_against_live_server_without_failures(
+    server: GunicornServer, tmp_path: Path
+) -> None:
+    env = {
+        "BREED_DATA_DIR": str(tmp_path / "no-data"),  # generated photos: no data set needed
+        "LOCUST_HEALTHZ_WEIGHT": "20",  # as many /healthz as /predict, so both surely run
+        "LOCUST_IMAGES": "8",
+    }
+    result, rows = _run_locust(server.base_url, tmp_path / "run", users=2, seconds=4, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "8 photos from generated" in result.stderr
     for route in ("/predict", "/healthz"):
         assert int(rows[route]["Request Count"]) > 0
         assert int(rows[route]["Failure Count"]) == 0
@@ -61,36 +51,11 @@ def test_locust_runs_against_live_server_without_failures(
 
 def test_locust_reports_bad_answers_as_failures(server: GunicornServer, tmp_path: Path) -> None:
     """The checks are real: /predict?top_k=0 is a 400, which must count as a failure."""
-    prefix = tmp_path / "bad"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(REPO_ROOT / "locustfile.py"),
-            "--headless",
-            "-u",
-            "1",
-            "-r",
-            "1",
-            "-t",
-            "2s",
-            "--host",
-            f"{server.base_url}/nothing-here",
-            "--csv",
-            str(prefix),
-            "--only-summary",
-        ],
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "BREED_DATA_DIR": str(tmp_path), "LOCUST_IMAGES": "2"},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    env = {"BREED_DATA_DIR": str(tmp_path), "LOCUST_IMAGES": "2"}
+    result, rows = _run_locust(
+        f"{server.base_url}/nothing-here", tmp_path / "bad", users=1, seconds=2, env=env
     )
     assert result.returncode != 0  # locust exits 1 when any request failed
-    with Path(f"{prefix}_stats.csv").open(newline="") as fh:
-        rows = {row["Name"]: row for row in csv.DictReader(fh)}
     assert int(rows["/predict"]["Failure Count"]) == int(rows["/predict"]["Request Count"]) > 0
 
 
