@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -90,29 +91,16 @@ def export_torchscript(module: nn.Module, metadata: ModelMetadata, path: Path) -
 
 
 def export_onnx(module: nn.Module, metadata: ModelMetadata, path: Path) -> Path:
-    """Export to ONNX (dynamic batch) with the metadata in ``metadata_props``; verify it."""
-    import onnx
+    """Export to ONNX the way the service derives it: TorchScript first, then
+    ``model.convert_onnx`` (same metadata, pinned pads, verified), so the lab's ONNX is
+    byte-for-byte what ``make run`` and the container would build from the ``.pt``."""
+    from model.convert_onnx import convert
 
-    module = module.eval()
-    size = metadata.preprocessing.input_size
-    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        expected = module(example).numpy()
-        torch.onnx.export(
-            module,
-            (example,),
-            str(path),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            dynamo=False,
-        )
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, metadata.to_json()
-    onnx.save(proto, str(path))
-    _verify(path, example.numpy(), expected)
+    with tempfile.TemporaryDirectory() as tmp:
+        scripted = export_torchscript(module, metadata, Path(tmp) / "model.pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        err = convert(scripted, path)
+    log.info("exported %s (max |diff| vs TorchScript %.1e)", path, err)
     return path
 
 
