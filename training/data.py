@@ -1,9 +1,9 @@
-"""Imagewoof on disk: where it is, which images make a split, and a torch Dataset over them.
+"""Imagewoof on disk: which images make a split, and a torch Dataset over them.
 
-Two sources give the same layout ``<root>/{train,val}/<wnid>/*``: the local copy
-(``$BREED_DATA_DIR`` or ``<repo>/../shared/data``, with an ``index.csv``) and the official
-fast.ai archives (160 / 320 / full), downloaded once, checksum-verified and cached. Any other
-folder of ``<wnid>/`` sub-folders can be read the same way for evaluation.
+Two sources give the same layout ``<root>/<split>/<wnid>/*``: the local copy (the data root
+of ``training.paths``, with an ``index.csv`` listing train, val, unseen and web) and the
+official fast.ai archives (160 / 320 / full; train and val only), downloaded once,
+checksum-verified and cached. Any other folder of ``<wnid>/`` sub-folders reads the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import os
 import tarfile
 import urllib.request
 from collections.abc import Callable
@@ -22,10 +21,10 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from model.metadata import IMAGEWOOF_CLASSES
+from training.paths import cache_root, data_root
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WNIDS: tuple[str, ...] = tuple(c.wnid for c in IMAGEWOOF_CLASSES)
 LABEL_OF: dict[str, int] = {wnid: i for i, wnid in enumerate(WNIDS)}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -54,12 +53,6 @@ class Sample:
     path: Path
     label: int
     wnid: str
-
-
-def data_root() -> Path:
-    """The shared data folder: $BREED_DATA_DIR, else ``<repo>/../shared/data``."""
-    env = os.environ.get("BREED_DATA_DIR", "").strip()
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
 def imagewoof_root(root: Path | None = None) -> Path:
@@ -91,7 +84,7 @@ def scan_folder(folder: Path) -> list[Sample]:
 
 
 def load_split(root: Path | None, split: str) -> list[Sample]:
-    """The samples of ``split`` (train|val) from ``index.csv`` if present, else a folder scan."""
+    """The samples of ``split`` from ``index.csv`` if present, else a folder scan."""
     root = imagewoof_root(root)
     index = root / "index.csv"
     if not index.is_file():
@@ -111,7 +104,7 @@ def class_counts(samples: list[Sample]) -> list[int]:
 
 
 class ImageDataset(Dataset):
-    """Samples → (transform(file bytes), label). Bytes, so eval can reuse the service decoder."""
+    """Samples → (transform(file bytes), label, index). Bytes: eval reuses the service decoder."""
 
     def __init__(self, samples: list[Sample], transform: Callable[[bytes], Any]) -> None:
         self.samples = samples
@@ -120,9 +113,9 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
         sample = self.samples[index]
-        return self.transform(sample.path.read_bytes()), sample.label
+        return self.transform(sample.path.read_bytes()), sample.label, index
 
 
 # --- the official fast.ai download -------------------------------------------------------------
@@ -177,15 +170,14 @@ def fetch_imagewoof(
 ) -> Path:
     """Download (once) + verify + extract the fast.ai archive; returns the folder with train/val.
 
-    Cached under ``cache_dir`` (default $BREED_DATA_CACHE or ``<repo>/cache/data``); a
-    complete extraction is marked by a ``.complete`` file so an interrupted one is redone.
+    Cached under ``cache_dir`` (default ``<cache root>/data``); a complete extraction is
+    marked by a ``.complete`` file so an interrupted one is redone.
     """
     if size not in FASTAI_ARCHIVES:
         raise DataError(f"unknown Imagewoof size {size!r}; choose one of {sorted(FASTAI_ARCHIVES)}")
     filename, published = FASTAI_ARCHIVES[size]
     accepted = accepted_md5 or published
-    default_cache = os.environ.get("BREED_DATA_CACHE") or REPO_ROOT / "cache" / "data"
-    cache_dir = Path(cache_dir or default_cache)
+    cache_dir = Path(cache_dir or cache_root() / "data")
     cache_dir.mkdir(parents=True, exist_ok=True)
     archive = cache_dir / filename
     marker = cache_dir / (filename + ".complete")
@@ -205,3 +197,29 @@ def fetch_imagewoof(
     marker.write_text(folder.name)
     log.info("Imagewoof %s ready in %s", size, folder)
     return folder
+
+
+def train_samples(fraction: float = 1.0, root: Path | None = None) -> list[Sample]:
+    """Imagewoof train, every k-th photo for ``fraction`` 1/k (sorted by class: stratified)."""
+    return load_split(root, "train")[:: round(1 / fraction)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Download the fast.ai Imagewoof archive.")
+    parser.add_argument("--download", choices=sorted(FASTAI_ARCHIVES), required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        folder = fetch_imagewoof(args.download)
+    except DataError as exc:
+        print(f"download failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"Imagewoof in {folder}: set BREED_DATA_DIR={folder} (train and val only)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

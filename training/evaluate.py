@@ -1,77 +1,173 @@
-"""Evaluate an artifact exactly as the service runs it: top-1/top-5, per class, plots.
+"""Evaluate an artifact exactly as the service runs it, on the photos the backbone never saw.
 
-The artifact is opened with ``model.predictor`` (same backend, same metadata), images go
-through ``model.preprocessing`` with the artifact's own ``Preprocessing`` and outputs through
-``Predictor.interpret``: evaluated = served. Works on a split of Imagewoof or on any folder
-of ``<wnid>/`` images.
+Photos go through ``model.preprocessing`` with the artifact's own ``Preprocessing`` and its
+own backend; raw output rows are cached per (weights, preprocessing, photos), so rewriting the
+metadata (open-set rule) or re-reporting never re-runs the network. Per split it reports:
 
-    python -m training.evaluate --artifact model/efficientnet_lite0_imagewoof.pt [--split val]
-    python -m training.evaluate --artifact runs/x/model.pt --folder some/dir --out /tmp/eval
+- top-1 with a 95% Wilson interval, top-5, per-breed top-1 (with photo counts), confusion;
+- "served accuracy": right AND accepted by the artifact's open-set rule; and the refused share.
+
+Splits: ``unseen`` (ImageNet-validation photos: the honest test), ``web`` (web photos, mostly
+beagles and golden retrievers), ``val`` (LEAKY: ~96% ImageNet-1k train photos).
+
+    python -m training.evaluate --artifact model/efficientnet_lite0_imagewoof.pt [--splits ...]
+    python -m training.evaluate --artifact runs/x/model.pt --folder some/dir
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.backends import load_backend
-from model.metadata import IMAGEWOOF_CLASSES
-from model.predictor import Predictor
-from training.data import ImageDataset, Sample, load_split, scan_folder
-from training.transforms import EvalTransform
+from model.backends import Backend, load_backend
+from model.metadata import IMAGEWOOF_CLASSES, ModelMetadata, OpenSetRule
+from model.open_set import is_known, known_scores
+from model.preprocessing import preprocess_bytes
+from training.cache import cache_folder
+from training.data import Sample, load_split, scan_folder, train_samples
+from training.open_set_data import weights_fingerprint
 
 log = logging.getLogger(__name__)
 NAMES = [c.name for c in IMAGEWOOF_CLASSES]
+SPLITS = ("unseen", "web", "val")
+LEAKY = "val"
+VAL_CAVEAT = (
+    "~96% of Imagewoof val are ImageNet-1k train photos: ImageNet-pretrained backbones have "
+    "seen them, so val accuracy is optimistic (leaky)"
+)
+MIN_PHOTOS_PER_BREED = 20  # per-breed figures only where a breed has this many photos
+# Each run's open-set rule, fixed before any run: the shipped scorer, threshold = the 2%
+# quantile of its scores on evenly spaced train photos.
+RULE_METHOD, RULE_QUANTILE, CALIBRATION_PHOTOS = "breed_mass_x_softmax", 0.02, 1000
+CHUNK = 256
 
 
-def predict_samples(
-    predictor: Predictor, samples: list[Sample], batch_size: int = 64, workers: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N×10 breed probabilities, N labels) for the samples, through the service runtime."""
-    dataset = ImageDataset(samples, EvalTransform(predictor.metadata.preprocessing))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
-    probs, labels = [], []
-    order = [c.wnid for c in predictor.metadata.classes]
-    for images, batch_labels in tqdm(loader, desc="evaluating", unit="batch"):
-        for prediction in predictor.predict_batch(images.numpy(), top_k=len(order)):
-            row = np.zeros(len(order), dtype=np.float32)
-            for score in prediction.top_k:
-                row[order.index(score.wnid)] = score.confidence
-            probs.append(row)
-        labels.append(batch_labels.numpy())
-    return np.stack(probs), np.concatenate(labels)
+def model_outputs(
+    artifact: Path, paths: list[Path], backend: Backend | None = None, batch_size: int = 32
+) -> np.ndarray:
+    """Raw output rows of ``artifact`` for the photos, through the service preprocessing.
+
+    Cached in chunks under ``<cache root>/outputs/<key>/``: an interrupted run resumes.
+    """
+    backend = backend or load_backend(artifact)
+    spec = backend.metadata.preprocessing
+    parts = {"weights": weights_fingerprint(Path(artifact)), "spec": dataclasses.asdict(spec)}
+    folder = cache_folder("outputs", parts, paths)
+    final = folder / "outputs.npy"
+    if final.is_file():
+        return np.load(final)
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for index, start in enumerate(tqdm(range(0, len(paths), CHUNK), desc="model outputs")):
+        part = folder / f"part-{index:05d}.npy"
+        if not part.is_file():
+            rows = []
+            end = min(start + CHUNK, len(paths))
+            for at in range(start, end, batch_size):
+                batch = [
+                    preprocess_bytes(p.read_bytes(), spec)
+                    for p in paths[at : min(at + batch_size, end)]
+                ]
+                rows.append(backend.run(np.stack(batch)).astype(np.float32))
+            np.save(folder / "part.tmp.npy", np.concatenate(rows))
+            (folder / "part.tmp.npy").replace(part)
+        chunks.append(np.load(part))
+    outputs = np.concatenate(chunks)
+    np.save(folder / "outputs.tmp.npy", outputs)
+    (folder / "outputs.tmp.npy").replace(final)
+    return outputs
 
 
-def summarise(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Top-1/top-5, per-class accuracy and the confusion matrix (rows = true class)."""
-    ranked = np.argsort(-probs, axis=1)
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def split_metrics(outputs: np.ndarray, labels: np.ndarray, meta: ModelMetadata) -> dict[str, Any]:
+    """Top-1 (+ Wilson CI), top-5, served accuracy, refusals, per breed, confusion."""
+    start, end = meta.outputs.breed
+    ranked = np.argsort(-outputs[:, start:end], axis=1)
     top1 = ranked[:, 0] == labels
-    top5 = (ranked[:, :5] == labels[:, None]).any(axis=1)
-    n = len(NAMES)
-    confusion = np.zeros((n, n), dtype=int)
+    accepted = is_known(known_scores(outputs, meta), meta)
+    confusion = np.zeros((len(NAMES), len(NAMES)), dtype=int)
     np.add.at(confusion, (labels, ranked[:, 0]), 1)
-    per_class = {
-        NAMES[i]: round(float(top1[labels == i].mean()), 4) if (labels == i).any() else None
-        for i in range(n)
+    per_breed = {
+        NAMES[c]: {"n": int((labels == c).sum()), "top1": round(float(top1[labels == c].mean()), 4)}
+        for c in range(len(NAMES))
+        if (labels == c).any()
     }
+    n = len(labels)
     return {
-        "n_images": len(labels),
+        "n": n,
         "top1": round(float(top1.mean()), 4),
-        "top5": round(float(top5.mean()), 4),
-        "per_class_top1": per_class,
+        "top1_ci95": [round(x, 4) for x in wilson(int(top1.sum()), n)],
+        "top5": round(float((ranked[:, :5] == labels[:, None]).any(1).mean()), 4),
+        "served": round(float((top1 & accepted).mean()), 4),
+        "served_ci95": [round(x, 4) for x in wilson(int((top1 & accepted).sum()), n)],
+        "refused": round(float((~accepted).mean()), 4),
+        "per_breed": per_breed,
         "confusion": confusion.tolist(),
     }
 
 
+def calibrate_rule(artifact: Path, backend: Backend) -> OpenSetRule:
+    """The lab's fixed open-set rule, thresholded on evenly spaced train photos."""
+    photos = train_samples()
+    picked = np.linspace(0, len(photos) - 1, min(CALIBRATION_PHOTOS, len(photos))).astype(int)
+    outputs = model_outputs(artifact, [photos[i].path for i in picked], backend)
+    trial = dataclasses.replace(backend.metadata, open_set=OpenSetRule(RULE_METHOD))
+    scores = np.sort(known_scores(outputs, trial))
+    threshold = float(scores[min(int(RULE_QUANTILE * len(scores)), len(scores) - 1)])
+    return OpenSetRule(RULE_METHOD, threshold, {})
+
+
+def evaluate_artifact(
+    artifact: Path,
+    splits: dict[str, list[Sample]],
+    out_dir: Path | None = None,
+    meta: ModelMetadata | None = None,
+    backend: Backend | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Metrics per split (``meta`` overrides the artifact's own, e.g. a new open-set rule).
+
+    With ``out_dir``: a confusion matrix and a mistake gallery per split (gallery images are
+    copies of data photos: ``out_dir`` must stay out of git).
+    """
+    backend = backend or load_backend(artifact)
+    meta = meta or backend.metadata
+    result = {}
+    for split, samples in splits.items():
+        outputs = model_outputs(artifact, [s.path for s in samples], backend)
+        labels = np.array([s.label for s in samples])
+        result[split] = split_metrics(outputs, labels, meta)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            m = result[split]
+            title = f"{meta.name} on {split}: top-1 {m['top1']:.1%} (n={m['n']})"
+            plot_confusion(np.array(m["confusion"]), out_dir / f"confusion_{split}.png", title)
+            start, end = meta.outputs.breed
+            result[split]["mistakes"] = mistake_gallery(
+                samples, outputs[:, start:end], out_dir / f"mistakes_{split}.png"
+            )
+    return result
+
+
 def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
+    """Aggregate figure (counts only, no photos): safe to publish."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,92 +180,93 @@ def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
-    threshold = confusion.max() / 2
     for (i, j), value in np.ndenumerate(confusion):
         if value:
-            color = "white" if value > threshold else "black"
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color=color)
+            colour = "white" if value > confusion.max() / 2 else "black"
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color=colour)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def plot_mistakes(
-    samples: list[Sample], probs: np.ndarray, path: Path, limit: int = 30, columns: int = 6
-) -> int:
-    """Contact sheet of the most confident mistakes: true vs predicted (confidence)."""
+def mistake_gallery(
+    samples: list[Sample], logits: np.ndarray, path: Path, limit: int = 48, columns: int = 8
+) -> list[dict[str, Any]]:
+    """Contact sheet of the mistakes, most confident first; returns them as records."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    predicted = probs.argmax(axis=1)
-    wrong = [i for i, s in enumerate(samples) if predicted[i] != s.label]
-    wrong.sort(key=lambda i: -probs[i, predicted[i]])
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    predicted = probs.argmax(1)
+    wrong = sorted(
+        (i for i, s in enumerate(samples) if predicted[i] != s.label),
+        key=lambda i: -probs[i, predicted[i]],
+    )
+    records = [
+        {
+            "photo": samples[i].path.name,
+            "true": NAMES[samples[i].label],
+            "predicted": NAMES[predicted[i]],
+            "confidence": round(float(probs[i, predicted[i]]), 3),
+        }
+        for i in wrong
+    ]
     shown = wrong[:limit]
-    if not shown:
-        return 0
-    rows = (len(shown) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.2, rows * 2.5), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, shown, strict=False):
-        with Image.open(samples[i].path) as img:
-            img.thumbnail((160, 160))
-            ax.imshow(img.convert("RGB"))
-        truth, guess = NAMES[samples[i].label], NAMES[predicted[i]]
-        ax.set_title(f"true: {truth}\npred: {guess} ({probs[i, predicted[i]]:.0%})", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return len(wrong)
-
-
-def evaluate_artifact(
-    artifact: Path,
-    samples: list[Sample],
-    out_dir: Path | None = None,
-    batch_size: int = 64,
-    split: str = "val",
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Metrics of ``artifact`` on ``samples``; with ``out_dir`` also writes the two PNGs."""
-    predictor = Predictor(load_backend(artifact, threads))
-    probs, labels = predict_samples(predictor, samples, batch_size)
-    result = {"split": split, **summarise(probs, labels)}
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        name = predictor.metadata.name
-        title = f"{name} on {split}: top-1 {result['top1']:.2%} (n={len(labels)})"
-        plot_confusion(np.array(result["confusion"]), out_dir / "confusion.png", title)
-        plot_mistakes(samples, probs, out_dir / "mistakes.png")
-    return result
+    if shown:
+        rows = -(-len(shown) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(columns * 2, rows * 2.4), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, i, rec in zip(axes.flat, shown, records, strict=False):
+            with Image.open(samples[i].path) as img:
+                img.thumbnail((160, 160))
+                ax.imshow(img.convert("RGB"))
+            ax.set_title(
+                f"{rec['photo'][:22]}\ntrue: {rec['true']}\npred: {rec['predicted']} "
+                f"({rec['confidence']:.0%})",
+                fontsize=6,
+            )
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate an artifact as the service runs it.")
     parser.add_argument("--artifact", type=Path, required=True, help=".pt or .onnx artifact")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--split", default="val", help="Imagewoof split (default val)")
-    source.add_argument("--folder", type=Path, help="any folder of <wnid>/ images")
-    parser.add_argument("--data", type=Path, default=None, help="data root (default shared)")
+    source.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    source.add_argument("--folder", type=Path, help="any folder of <wnid>/ photos")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics + PNGs")
-    parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        samples = scan_folder(args.folder) if args.folder else load_split(args.data, args.split)
-        split = str(args.folder) if args.folder else args.split
-        out = args.out or args.artifact.parent / f"eval-{Path(split).name}"
-        result = evaluate_artifact(args.artifact, samples, out, args.batch_size, split)
+        if args.folder:
+            splits = {args.folder.name: scan_folder(args.folder)}
+        else:
+            splits = {split: load_split(None, split) for split in args.splits}
+        out = args.out or args.artifact.parent / f"eval-{args.artifact.stem}"
+        result = evaluate_artifact(args.artifact, splits, out)
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"evaluate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    print(f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  on {result['n_images']} images")
-    print("note: ~96% of Imagewoof val are ImageNet-1k train photos (val is optimistic)")
-    print(f"wrote {out}/metrics.json, confusion.png, mistakes.png")
+    for split, m in result.items():
+        lo, hi = m["top1_ci95"]
+        leaky = "  (LEAKY: " + VAL_CAVEAT + ")" if split == LEAKY else ""
+        print(
+            f"{split}: top-1 {m['top1']:.1%} [95% CI {lo:.1%}-{hi:.1%}], served {m['served']:.1%}"
+            f", refused {m['refused']:.1%}, n={m['n']}{leaky}"
+        )
+        for breed, b in m["per_breed"].items():
+            if b["n"] >= MIN_PHOTOS_PER_BREED and split == "web":
+                print(f"  {breed}: {b['top1']:.1%} of {b['n']}")
+    print(f"wrote {out}/metrics.json, confusion_*.png, mistakes_*.png (photos: keep out of git)")
     return 0
 
 

@@ -30,15 +30,9 @@ from model.backends import ArtifactError, load_backend
 from model.metadata import ModelMetadata, OpenSetRule
 from model.open_set import known_scores
 from training.artifact_metadata import rewrite_metadata
-from training.open_set_data import (
-    REPO_ROOT,
-    PhotoSet,
-    cache_key,
-    cache_root,
-    data_root,
-    load_sets,
-    model_outputs,
-)
+from training.evaluate import model_outputs
+from training.open_set_data import PhotoSet, load_sets
+from training.paths import REPO_ROOT, data_root
 
 log = logging.getLogger(__name__)
 
@@ -371,9 +365,9 @@ def run(args: argparse.Namespace) -> Evaluation:
     backend = load_backend(args.artifact, args.threads)
     meta = backend.metadata
     sets = load_sets(args.data_dir or data_root(), [c.wnid for c in meta.classes], args.max_train)
-    cache_dir = cache_root() / cache_key(args.artifact, backend)
     outputs = {
-        name: model_outputs(backend, s, cache_dir, args.batch_size) for name, s in sets.items()
+        name: model_outputs(args.artifact, list(s.paths), backend, args.batch_size)
+        for name, s in sets.items()
     }
     evaluations = [
         evaluate(meta, method, params, outputs, sets, args.target_val_refusal, args.threshold_from)

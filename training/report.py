@@ -18,7 +18,8 @@ from typing import Any
 from PIL import Image
 
 from model.metadata import IMAGEWOOF_CLASSES
-from training.data import REPO_ROOT, Sample, class_counts, load_split
+from training.data import Sample, class_counts, load_split
+from training.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")

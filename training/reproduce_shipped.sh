@@ -1,27 +1,27 @@
 #!/usr/bin/env bash
-# Rebuild the shipped model from scratch (CPU, ~45 min on 2 cores; every step resumable):
+# Rebuild everything that led to the shipped model, one step at a time under the CPU lock:
 #   bash training/reproduce_shipped.sh [out.pt]
-# Dependencies first (the KD teacher is the lab's fine-tuned Lite2; lite0_ft is a candidate),
-# then the frozen-prefix caches, the SSL / joint / KD / control runs, the selection of the best
-# <= 5M-parameter run, and the open-set calibration of the result. Heavy steps take the shared
-# CPU lock one at a time. Numbers: results/RESULTS.md and model/README.md.
+# Resumable: a finished run (runs/<name>/metrics.json) is skipped, an interrupted one continues
+# from its checkpoint, caches resume by chunk; every step shows tqdm progress. Training holds
+# the lock for at most ~$HOLD_MINUTES minutes at a time (then pauses and queues again).
+# Order: zero-shot, the KD teacher (lite2_ft), the candidates, the selection by the rule in
+# training/ship.py (unseen + web, never val), the open-set calibration, the results table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-model/efficientnet_lite0_imagewoof.pt}
 PY=${PYTHON:-.venv/bin/python}
 LOCK=${BREED_CPU_LOCK:-/tmp/breedrec-cpu.lock}
-run() { echo "== $*"; flock "$LOCK" "$PY" -m "$@"; }
-for lab in lite0_ft lite2_ft; do
-  [ -f "runs/$lab/metrics.json" ] || run training.train --config "training/configs/$lab.yaml" --resume
-done
-run training.tail --what val train pairs
-run training.distill --lab-teacher lite2_ft  # reads the lab run's cache
-for cfg in kd_lite0_ce kd_lite0 kd_lite0_ce_long kd_lite0_long ssl_bt_lite0_ft; do
-  [ "$cfg" = ssl_bt_lite0_ft ] && run training.ssl --config training/configs/ssl_bt_lite0.yaml
-  run training.distill --config "training/configs/$cfg.yaml"
-done
-run training.joint --config training/configs/joint_bt_lite0.yaml
-run training.ship --runs kd_lite0_long kd_lite0 kd_lite0_ce_long kd_lite0_ce ssl_bt_lite0_ft \
-  joint_bt_lite0 lite0_ft --out "$OUT"
-run training.open_set --artifact "$OUT" --write --max-train 2000
-run training.results
+HOLD_MINUTES=${HOLD_MINUTES:-8}
+RUNS=${BREED_RUNS_DIR:-runs}
+locked() { echo "== $*"; flock "$LOCK" "$PY" -m "$@"; }
+train() {
+  until [ -f "$RUNS/$1/metrics.json" ]; do
+    locked training.train --config "training/configs/$1.yaml" --resume --max-minutes "$HOLD_MINUTES"
+  done
+}
+CANDIDATES="zeroshot_lite0 kd_lite0 kd_lite0_ce joint_bt_lite0 ssl_bt_lite0_ft kd_lite0_long kd_lite0_ce_long lite0_ft"
+for run in lite2_ft lite1_ft ssl_bt_lite0 $CANDIDATES; do train "$run"; done
+# shellcheck disable=SC2086
+locked training.ship --runs $CANDIDATES --out "$OUT"
+locked training.open_set --artifact "$OUT" --write --max-train 2000
+locked training.results

@@ -1,11 +1,14 @@
 """Image transforms: random augmentation for training, the service's own code for evaluation.
 
-Both take the raw file bytes (what ``ImageDataset`` yields). Evaluation goes through
+All take the raw file bytes (what ``ImageDataset`` reads). Evaluation goes through
 ``model.preprocessing.preprocess_bytes`` with the artifact's ``Preprocessing``, so what the lab
 measures is what the service computes; there is no second resize implementation.
 """
 
 from __future__ import annotations
+
+import random
+import zlib
 
 import numpy as np
 import torch
@@ -73,3 +76,28 @@ class EvalViews:
         array = preprocess_bytes(data, self.spec)
         views = [np.ascontiguousarray(array[:, :, ::-1]) if f else array for f in self.flips]
         return torch.from_numpy(np.stack(views))
+
+
+class PairViews:
+    """Two lightly BYOL views (Barlow Twins' augmentations), reproducible per photo.
+
+    The random state is seeded from ``seed`` and the photo's bytes, so a cache of these views
+    can be resumed and rebuilt identically.
+    """
+
+    def __init__(self, spec: Preprocessing, size: int, seed: int = 0) -> None:
+        from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+
+        norm = {"mean": list(spec.mean), "std": list(spec.std)}
+        self.size, self.seed = size, seed
+        self.transform = BYOLTransform(
+            BYOLView1Transform(input_size=size, min_scale=0.2, normalize=norm),
+            BYOLView2Transform(input_size=size, min_scale=0.2, normalize=norm),
+        )
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        seed = (self.seed * 1_000_003 + zlib.crc32(data)) % 2**32
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        return torch.stack(self.transform(decode_image(data, min_side_hint=self.size)))

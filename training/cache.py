@@ -1,0 +1,28 @@
+"""The one definition of a cache key, used by every cache of the lab.
+
+A key hashes everything that decides a cache's content (what computes it, how the photos are
+prepared, which photos in which order), so a changed input can never reuse a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from training.paths import cache_root
+
+
+def cache_key(parts: dict[str, Any], paths: Iterable[Path]) -> str:
+    """16 hex digits over ``parts`` (JSON, sorted keys) and the ordered photo paths."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for path in paths:
+        digest.update(f"{path}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_folder(kind: str, parts: dict[str, Any], paths: Iterable[Path]) -> Path:
+    """``<cache root>/<kind>/<key>``."""
+    return cache_root() / kind / cache_key(parts, paths)
