@@ -1,30 +1,22 @@
-"""The training lab end to end on a tiny generated data set, plus its data and weight helpers.
-
-Generated images (a few per class) → data report → 2 training steps → export → evaluate →
-load in the service runtime → same prediction as the eager model; a 2-process torchrun (gloo);
-the fast.ai download's checksum / extraction logic on a tarball made here.
+"""The lab's parts on generated data: splits and the fast.ai download (checksum, safe
+extraction), the data report, the network split, the offline ImageNet weights, the config
+schema (typo -> one-line error), the cache key, the feature cache, checkpoint resume and the
+honest-metrics report.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import itertools
-import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from model.metadata import IMAGEWOOF_CLASSES
-from model.predictor import Predictor
 from training.data import (
     DataError,
     Sample,
@@ -34,10 +26,8 @@ from training.data import (
     safe_extract,
     scan_folder,
 )
-from training.engine import TrainNet, build_breed_model, split_backbone, warmup_cosine
 from training.export import default_preprocessing
-
-REPO = Path(__file__).resolve().parent.parent
+from training.network import build_breed_model, split_backbone
 
 
 def make_dataset(root: Path, per_class: dict[str, int]) -> Path:
@@ -58,13 +48,6 @@ def make_dataset(root: Path, per_class: dict[str, int]) -> Path:
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("imagewoof"), {"train": 4, "val": 2})
-
-
-@pytest.fixture()
-def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("BREED_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("BREED_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -156,142 +139,20 @@ def test_split_backbone_composes_to_the_backbone() -> None:
     with torch.no_grad():
         expected = model.backbone(x)
         for stages in (0, 1, 2, -1):
-            trunk, tail = split_backbone(model.backbone, stages)
-            torch.testing.assert_close(tail(trunk(x)), expected)
+            prefix, tail = split_backbone(model.backbone, stages)
+            torch.testing.assert_close(tail(prefix(x)), expected)
     with pytest.raises(ValueError, match="trainable_stages"):
         split_backbone(model.backbone, 99)
-
-
-def test_warmup_cosine_schedule() -> None:
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = warmup_cosine(opt, warmup_steps=4, total_steps=20)
-    lrs = []
-    for _ in range(20):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.25) and lrs[3] == pytest.approx(1.0)
-    assert all(a >= b for a, b in itertools.pairwise(lrs[3:])) and lrs[-1] < 0.05
-
-
-# --- the whole pipeline -----------------------------------------------------------------------
-
-
-def _config(tmp: Path, data: Path, name: str, **overrides: object) -> Path:
-    cfg = {
-        "name": name,
-        "arch": "tf_efficientnet_lite0",
-        "data": str(data),
-        "input_size": 96,
-        "epochs": 1,
-        "max_steps": 2,
-        "batch_size": 8,
-        "workers": 0,
-        "onnx": True,
-        **overrides,
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-@pytest.mark.slow
-def test_train_export_evaluate_serve(tiny_data: Path, lab_env: Path) -> None:
-    from training.train import TrainConfig, run
-
-    config = _config(lab_env, tiny_data, "tiny")
-    metrics = run(TrainConfig.from_yaml(config), config)
-    run_dir = lab_env / "runs" / "tiny"
-    assert metrics["steps"] == 2 and metrics["n_images"] == 20
-    on_disk = json.loads((run_dir / "metrics.json").read_text())
-    assert on_disk["top1"] == metrics["top1"] and on_disk["command"].endswith("tiny.yaml")
-    for png in ("confusion.png", "mistakes.png"):
-        assert (run_dir / png).stat().st_size > 1000
-
-    # The artifact, loaded by the service runtime, answers like the eager trained model.
-    image = (tiny_data / "val" / IMAGEWOOF_CLASSES[3].wnid).iterdir().__next__().read_bytes()
-    served = Predictor.from_uri(str(run_dir / "model.pt"), threads=1)
-    onnx = Predictor.from_uri(str(run_dir / "model.onnx"), threads=1)
-    assert served.metadata.metrics["top1"] == metrics["top1"]
-    assert served.metadata.preprocessing == default_preprocessing("tf_efficientnet_lite0", 96)
-    assert served.metadata.outputs.imagenet == (10, 1010)
-    row = served.preprocess(image)
-    # Eager model = a fresh network with the trained weights from the run's checkpoint.
-    eager = build_breed_model("tf_efficientnet_lite0", weights="none")
-    trunk, tail = split_backbone(eager.backbone, 1)
-    state = torch.load(run_dir / "checkpoint.ckpt", weights_only=False)["net"]
-    TrainNet(trunk, tail, eager, from_features=True).load_state_dict(state)
-    with torch.no_grad():
-        expected = eager.eval()(torch.from_numpy(row[None]))
-    for predictor in (served, onnx):
-        raw = predictor.backend.run(row[None])
-        np.testing.assert_allclose(raw, expected.numpy(), atol=1e-3)
-        got = predictor.predict_bytes(image)
-        want = predictor.interpret(expected.numpy())[0]
-        assert got.top_k[0].wnid == want.top_k[0].wnid
-
-
-@pytest.mark.slow
-def test_resume_continues_from_the_checkpoint(tiny_data: Path, lab_env: Path) -> None:
-    from training.train import TrainConfig, run
-
-    config = _config(lab_env, tiny_data, "resume", epochs=1, max_steps=None, onnx=False)
-    first = run(TrainConfig.from_yaml(config), config)
-    config = _config(lab_env, tiny_data, "resume", epochs=2, max_steps=None, onnx=False)
-    second = run(TrainConfig.from_yaml(config), config, resume=True)
-    assert [h["epoch"] for h in second["history"]] == [1, 2]
-    assert second["history"][0] == first["history"][0]
-    assert second["steps"] == 2 * first["steps"]
-
-
-def test_cli_errors_are_one_line(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nnot_a_key: 1\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "training.train", "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("train failed: ValueError")
-    assert "not_a_key" in proc.stderr
-
-
-@pytest.mark.slow
-def test_torchrun_two_processes_gloo(tiny_data: Path, tmp_path: Path) -> None:
-    config = _config(tmp_path, tiny_data, "ddp", onnx=False, batch_size=4)
-    env = {
-        **os.environ,
-        "BREED_RUNS_DIR": str(tmp_path / "runs"),
-        "BREED_CACHE_DIR": str(tmp_path / "cache"),
-        "OMP_NUM_THREADS": "1",
-    }
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node=2", "-m", "training.train", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "DDP rank 1/2" in proc.stderr
-    metrics = json.loads((tmp_path / "runs" / "ddp" / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["steps"] == 2
 
 
 # --- pretrained weights -----------------------------------------------------------------------
 
 
 def test_weight_mapping_loads_strictly_and_zero_shot_head_is_rows() -> None:
-    from training.export import zero_shot_classifier
     from training.weights import create_pretrained, local_weight_file, map_lukemelas_to_timm
 
     model = create_pretrained("tf_efficientnet_lite0").eval()  # strict load inside
-    zero_shot = zero_shot_classifier("tf_efficientnet_lite0").eval()
+    zero_shot = build_breed_model("tf_efficientnet_lite0").eval()
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         full = model(x)
@@ -341,3 +202,215 @@ def test_mapped_weights_recognise_real_breeds() -> None:
     truth = [IMAGEWOOF_CLASSES[s.label].imagenet_index for s in samples]
     hits = sum(p == t for p, t in zip(predicted, truth, strict=True))
     assert hits >= 0.5 * len(samples), (predicted, truth)  # chance: 0.1%; 1000 classes
+
+
+# --- one config schema ------------------------------------------------------------------------
+
+
+def test_every_shipped_config_parses() -> None:
+    from training.config import load_experiment
+
+    configs = sorted((Path(__file__).resolve().parent.parent / "training" / "configs").glob("*"))
+    names = {load_experiment(path).name for path in configs}
+    assert {"zeroshot_lite0", "lite2_ft", "kd_lite0", "ssl_bt_lite0", "joint_bt_lite0"} <= names
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nsteps: 3\nlrr: 0.1\n", "lrr: unknown key"),
+        ("name: x\nsteps: 3\nlr: 1e-3\n", "lr: Input should be a valid number"),  # YAML string
+        ("name: x\nsteps: three\n", "steps: Input should be a valid integer"),
+        ("name: x\nloss: ce\n", "exactly one of 'steps' and 'epochs'"),
+        ("name: x\nsteps: 3\nloss: kd\n", "needs 'teachers'"),
+        ("- a list\n", "expected a mapping"),
+        ("name: [unclosed\n", "x.yaml"),
+    ],
+)
+def test_config_problems_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    from training.config import ConfigError, load_experiment
+
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_train_cli_refuses_a_typo_with_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
+    from training.train import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps: 2\nlearning_rate: 0.1\n")
+    assert main(["--config", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"train failed: ConfigError: {bad}: learning_rate: unknown key"]
+
+
+# --- one cache key, one feature cache, one checkpoint -----------------------------------------
+
+
+def test_cache_key_covers_every_part() -> None:
+    from training.cache import cache_key
+
+    paths = [Path("a.jpg"), Path("b.jpg")]
+    base = cache_key({"prefix": "x", "size": 224}, paths)
+    assert base == cache_key({"size": 224, "prefix": "x"}, list(paths))  # order of parts
+    assert base != cache_key({"prefix": "y", "size": 224}, paths)
+    assert base != cache_key({"prefix": "x", "size": 256}, paths)
+    assert base != cache_key({"prefix": "x", "size": 224}, paths[::-1])  # photo order
+    assert base != cache_key({"prefix": "x", "size": 224}, paths[:1])
+
+
+@pytest.fixture()
+def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: Path) -> Path:
+    monkeypatch.setenv("BREED_DATA_DIR", str(tiny_data))
+    monkeypatch.setenv("BREED_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("BREED_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_feature_cache_is_reused_and_keyed_by_weights_views_and_photos(lab_env: Path) -> None:
+    from training.distributed import DistContext
+    from training.features import Views, feature_maps
+
+    samples = load_split(None, "train")[:6]
+    prefix, _ = split_backbone(build_breed_model("tf_efficientnet_lite0").backbone, 1)
+    views = Views("eval", default_preprocessing("tf_efficientnet_lite0", 64), (False, True))
+    maps = feature_maps(prefix, samples, views, DistContext(), "fp32")
+    assert maps.shape == (6, 2, 192, 2, 2) and maps.dtype == torch.float16
+    folders = lambda: sorted((lab_env / "cache" / "features").iterdir())  # noqa: E731
+    first = folders()
+    part = first[0] / "part-00000.pt"
+    stamp = part.stat().st_mtime_ns
+    torch.testing.assert_close(feature_maps(prefix, samples, views, DistContext(), "fp32"), maps)
+    assert part.stat().st_mtime_ns == stamp and folders() == first  # reused, not recomputed
+    with torch.no_grad():
+        next(prefix.parameters()).mul_(0.5)  # other weights -> other cache
+    feature_maps(prefix, samples, views, DistContext(), "fp32")
+    feature_maps(prefix, samples[:5], views, DistContext(), "fp32")
+    assert len(folders()) == 3
+
+
+def _tiny_experiment(**overrides):
+    from training.config import parse_experiment
+
+    raw = {
+        "name": "tiny",
+        "input_size": 64,
+        "steps": 5,
+        "batch_size": 8,
+        "loss": "ce",
+        "precision": "fp32",
+        "map_crop": 1,
+        "map_flip": True,
+        "eval_splits": [],
+        **overrides,
+    }
+    return parse_experiment(raw)
+
+
+def test_paused_and_resumed_training_equals_one_uninterrupted_run(lab_env: Path) -> None:
+    from training.checkpoint import load_checkpoint
+    from training.distributed import DistContext
+    from training.fit import fit
+    from training.paths import run_dir
+
+    samples = load_split(None, "train")
+    straight = build_breed_model("tf_efficientnet_lite0")
+    done = fit(_tiny_experiment(name="straight"), straight, samples, DistContext())
+    assert done["finished"] and done["steps"] == 5
+
+    resumed, calls = build_breed_model("tf_efficientnet_lite0"), 0
+    while True:  # max_minutes=0: pause after every step, then resume from the checkpoint
+        calls += 1
+        facts = fit(_tiny_experiment(name="paused"), resumed, samples, DistContext(), True, 0.0)
+        if facts["finished"]:
+            break
+        resumed = build_breed_model("tf_efficientnet_lite0")
+    assert calls == 5 and facts["steps"] == 5
+    state = load_checkpoint(run_dir("paused") / "checkpoint.ckpt")
+    assert state["step"] == 5 and state["config"]["name"] == "paused"
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
+    assert not torch.equal(
+        straight.breed_head.weight, build_breed_model("tf_efficientnet_lite0").breed_head.weight
+    )
+
+
+# --- honest metrics ---------------------------------------------------------------------------
+
+
+def test_wilson_interval_known_values() -> None:
+    from training.evaluate import wilson
+
+    assert wilson(0, 10)[0] == 0.0 and wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    assert wilson(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+    lo, hi = wilson(232, 250)  # 92.8% of 250: about +-3 points
+    assert lo == pytest.approx(0.8889, abs=1e-3) and hi == pytest.approx(0.9540, abs=1e-3)
+
+
+def test_split_metrics_served_accuracy_needs_right_and_accepted() -> None:
+    import dataclasses
+
+    from model.metadata import OpenSetRule
+    from training.evaluate import split_metrics
+    from training.export import breed_metadata
+
+    meta = breed_metadata("t", "a", "1", default_preprocessing("tf_efficientnet_lite0"))
+    meta = dataclasses.replace(meta, open_set=OpenSetRule("max_logit", 5.0))
+    labels = np.array([0, 0, 1, 1, 2])
+    outputs = np.zeros((5, 1010), dtype=np.float32)
+    # photo: predicted class, max logit (accepted iff >= 5)
+    for i, (pred, top) in enumerate([(0, 9), (0, 1), (1, 9), (2, 9), (2, 1)]):
+        outputs[i, pred] = top
+    m = split_metrics(outputs, labels, meta)
+    assert m["n"] == 5 and m["top1"] == 0.8  # photo 3 wrong
+    assert m["served"] == 0.4  # photos 0 and 2: right and accepted
+    assert m["refused"] == 0.4  # photos 1 and 4
+    assert m["per_breed"]["Shih-Tzu"] == {"n": 2, "top1": 1.0}
+    assert m["confusion"][1][2] == 1 and sum(map(sum, m["confusion"])) == 5
+    assert m["top1_ci95"][0] < 0.8 < m["top1_ci95"][1]
+
+
+def _row(run: str, unseen: float, web: float, val: float) -> dict:
+    def split(top1: float, n: int) -> dict:
+        return {
+            "n": n,
+            "top1": top1,
+            "top1_ci95": [top1 - 0.03, top1 + 0.03],
+            "served": top1 - 0.02,
+            "refused": 0.02,
+            "confusion": np.eye(10, dtype=int).tolist(),
+            "per_breed": {"Beagle": {"n": 170, "top1": web}},
+            "mistakes": [],
+        }
+
+    return {
+        "run": run,
+        "experiment": "e",
+        "arch": "tf_efficientnet_lite0",
+        "input_size": 224,
+        "params_m": 4.67,
+        "command": f"python -m training.train --config {run}.yaml",
+        "steps": 0,
+        "train_wall_s": 0.0,
+        "_dir": Path(run),
+        "splits": {"unseen": split(unseen, 250), "web": split(web, 391), "val": split(val, 3767)},
+    }
+
+
+def test_results_table_sorts_by_unseen_then_web_and_labels_val_leaky(tmp_path: Path) -> None:
+    from training.results import render
+
+    rows = [
+        _row("high_val", 0.90, 0.95, 0.99),
+        _row("best", 0.93, 0.80, 0.95),
+        _row("tie_better_web", 0.93, 0.90, 0.90),
+    ]
+    text = render(rows, "CPU test", 2)
+    table = [line for line in text.splitlines() if line.startswith("| ") and "config" in line]
+    assert [line.split(" | ")[0][2:] for line in table] == ["tie_better_web", "best", "high_val"]
+    assert "val top-1 (leaky)" in text and "**93.0%** [90.0%, 96.0%]" in text
+    assert "| 90.0% (170) |" in text  # web beagles, >= 20 photos
+    assert "Configs not re-run yet" in text and "`lite1_ft`" in text
