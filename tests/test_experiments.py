@@ -69,10 +69,16 @@ def _run(name: str, **fields):
 
 
 def test_zero_shot_artifact_serves_the_eager_network(lab: Path) -> None:
+    from training.evaluate import main as evaluate
     from training.network import build_breed_model
 
-    metrics = _run("zs", loss="none", eval_splits=["unseen", "web", "val"])
-    assert set(metrics["splits"]) == {"unseen", "web", "val"}
+    metrics = _run("zs", loss="none", eval_splits=["unseen", "web"])
+    assert set(metrics["splits"]) == {"unseen", "web"}
+    assert evaluate(["--run", "zs", "--splits", "val"]) == 0  # adds a split to the run's record
+    on_disk = json.loads((lab / "runs" / "zs" / "metrics.json").read_text())
+    assert (
+        set(on_disk["splits"]) == {"unseen", "web", "val"} and on_disk["splits"]["val"]["n"] == 10
+    )
     assert (
         metrics["splits"]["unseen"]["n"] == 10
         and len(metrics["splits"]["unseen"]["top1_ci95"]) == 2

@@ -11,6 +11,7 @@ Splits: ``unseen`` (ImageNet-validation photos: the honest test), ``web`` (web p
 beagles and golden retrievers), ``val`` (LEAKY: ~96% ImageNet-1k train photos).
 
     python -m training.evaluate --artifact model/efficientnet_lite0_imagewoof.pt [--splits ...]
+    python -m training.evaluate --run kd_lite0 --splits val     # adds val to the run's metrics
     python -m training.evaluate --artifact runs/x/model.pt --folder some/dir
 """
 
@@ -35,6 +36,7 @@ from model.preprocessing import preprocess_bytes
 from training.cache import cache_folder
 from training.data import Sample, load_split, scan_folder, train_samples
 from training.open_set_data import weights_fingerprint
+from training.paths import run_dir
 
 log = logging.getLogger(__name__)
 NAMES = [c.name for c in IMAGEWOOF_CLASSES]
@@ -238,7 +240,9 @@ def mistake_gallery(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate an artifact as the service runs it.")
-    parser.add_argument("--artifact", type=Path, required=True, help=".pt or .onnx artifact")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--artifact", type=Path, help=".pt or .onnx artifact")
+    target.add_argument("--run", help="a finished run: adds these splits to its metrics.json")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     source.add_argument("--folder", type=Path, help="any folder of <wnid>/ photos")
@@ -250,12 +254,20 @@ def main(argv: list[str] | None = None) -> int:
             splits = {args.folder.name: scan_folder(args.folder)}
         else:
             splits = {split: load_split(None, split) for split in args.splits}
-        out = args.out or args.artifact.parent / f"eval-{args.artifact.stem}"
-        result = evaluate_artifact(args.artifact, splits, out)
+        artifact = run_dir(args.run) / "model.pt" if args.run else args.artifact
+        out = args.out or (
+            run_dir(args.run) if args.run else artifact.parent / f"eval-{artifact.stem}"
+        )
+        result = evaluate_artifact(artifact, splits, out)
+        if args.run:  # the run's own record gains the splits
+            metrics = json.loads((out / "metrics.json").read_text())
+            metrics["splits"].update(result)
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        else:
+            (out / "metrics.json").write_text(json.dumps(result, indent=2))
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"evaluate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
     for split, m in result.items():
         lo, hi = m["top1_ci95"]
         leaky = "  (LEAKY: " + VAL_CAVEAT + ")" if split == LEAKY else ""
