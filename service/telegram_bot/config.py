@@ -51,6 +51,8 @@ class TelegramConfig:
     model_workers: int = 1
     startup_timeout_s: float = 15.0
     top_k: int = 3
+    # SQLite file of update ids already taken, shared by the workers (None: this process only).
+    seen_db: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TelegramConfig:
@@ -66,6 +68,7 @@ class TelegramConfig:
             concurrent_updates=int(_number(env, "TELEGRAM_CONCURRENT_UPDATES", 8, int)),
             model_workers=int(_number(env, "TELEGRAM_MODEL_WORKERS", 1, int)),
             startup_timeout_s=_number(env, "TELEGRAM_STARTUP_TIMEOUT_S", 15.0),
+            seen_db=env.get("TELEGRAM_SEEN_DB", "").strip() or None,
         )
 
     @property

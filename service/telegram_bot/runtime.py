@@ -6,6 +6,12 @@ polling), initialised and started once on that loop. Web requests hand updates o
 ``call_soon_threadsafe`` to the application's ``update_queue``; PTB then processes up to
 ``concurrent_updates`` of them at a time. Everything starts lazily on the first update, in
 the worker, so nothing with threads or sockets is created before gunicorn forks.
+
+An update is acknowledged (200) as soon as it is queued, and Telegram never sends it again,
+so the runtime must answer every queued update before the process exits: on SIGTERM the
+worker calls ``start_draining`` (new updates are refused, so Telegram redelivers them to the
+next process) and ``finish_draining`` (the queue is worked off while the model executor is
+still up). Redelivered updates (same ``update_id``) are queued once (``SeenUpdates``).
 """
 
 from __future__ import annotations
@@ -15,18 +21,21 @@ import atexit
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from telegram import Update
 from telegram.error import InvalidToken
-from telegram.ext import Application, ApplicationBuilder, Defaults
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, TypeHandler
 
 from model.predictor import Predictor
 from model.preprocessing import DEFAULT_MAX_PIXELS
+from service.front import drain
 from service.telegram_bot.config import TelegramConfig
 from service.telegram_bot.handlers import BreedBot
+from service.telegram_bot.seen import SeenUpdates
 
 log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
@@ -34,12 +43,18 @@ for _noisy in ("httpx", "httpcore"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
+# The handler group after the bot's own: it sees each update once the bot has answered it.
+ANSWERED_GROUP = 1
+
+
 class BotUnavailableError(RuntimeError):
-    """The bot could not be started (e.g. the Bot API is unreachable); try again later."""
+    """The bot cannot take updates now (Bot API unreachable, or restarting); try again later."""
 
 
 class BotRuntime:
     """One per process: the loop thread, the Application, and the model-call executor."""
+
+    name = "telegram updates"
 
     def __init__(
         self,
@@ -56,6 +71,12 @@ class BotRuntime:
         self._thread: threading.Thread | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._application: Application | None = None
+        self._state_lock = threading.Lock()  # the four below; never held while waiting
+        self._seen = SeenUpdates(config.seen_db)
+        self._draining = False
+        self._queued = 0  # updates handed to the Application ...
+        self._answered = 0  # ... and those it has finished
+        drain.register(self)
 
     @property
     def application(self) -> Application | None:
@@ -64,16 +85,50 @@ class BotRuntime:
     def submit(self, data: dict[str, Any]) -> bool:
         """Queue one update (raw JSON) for processing; returns False if it is not an update.
 
-        Raises BotUnavailableError when the bot cannot be started right now.
+        A redelivered update (an ``update_id`` already queued) is acknowledged, not queued.
+        Raises BotUnavailableError when the bot cannot take updates right now.
         """
+        if self._draining:  # checked again below; this one avoids starting a bot to refuse
+            raise BotUnavailableError("the bot is restarting")
         loop, application = self._ensure_started()
         try:
             update = Update.de_json(data, application.bot)
         except Exception as exc:  # any shape PTB cannot read is not worth a retry
             log.debug("ignoring a body that is not a Telegram update: %r", exc)
             return False
-        loop.call_soon_threadsafe(application.update_queue.put_nowait, update)
+        with self._state_lock:
+            if self._draining:
+                raise BotUnavailableError("the bot is restarting")
+            if not self._seen.first_time(update.update_id):
+                log.info("telegram update %s delivered again; already taken", update.update_id)
+                return True
+            self._queued += 1
+            loop.call_soon_threadsafe(application.update_queue.put_nowait, update)
         return True
+
+    def start_draining(self) -> None:
+        with self._state_lock:
+            self._draining = True
+
+    def finish_draining(self, timeout_s: float) -> int:
+        """Answer every queued update (within ``timeout_s``), then stop; returns how many."""
+        with self._state_lock:
+            pending = self._queued - self._answered
+        started = time.monotonic()
+        self.close(timeout_s)
+        with self._state_lock:
+            left = self._queued - self._answered
+        log.info(
+            "telegram bot drained %d queued updates in %.2f s%s",
+            pending - left,
+            time.monotonic() - started,
+            f"; {left} NOT answered before the deadline" if left else "",
+        )
+        return pending - left
+
+    async def _count_answered(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        with self._state_lock:
+            self._answered += 1
 
     def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, Application]:
         with self._lock:
@@ -132,6 +187,7 @@ class BotRuntime:
         )
         bot = BreedBot(self._predictor, self.config, self._executor, self._max_pixels)
         bot.register(application)
+        application.add_handler(TypeHandler(object, self._count_answered), group=ANSWERED_GROUP)
         return application
 
     @staticmethod

@@ -73,9 +73,9 @@ def register_telegram(
             return jsonify(ok=True)
         try:
             runtime.submit(data)
-        except BotUnavailableError:
+        except BotUnavailableError as exc:
             response, status = error_response(
-                503, "telegram_unavailable", "the bot cannot reach the Telegram Bot API right now"
+                503, "telegram_unavailable", f"the bot cannot take updates right now: {exc}"
             )
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
             return response, status

@@ -55,6 +55,7 @@ class StoredFile:
     data: bytes
     fail_download: int | None = None  # HTTP status to answer the download with, if any
     fail_get_file: str | None = None  # Bot API error description to answer getFile with
+    delay_s: float = 0.0  # how long the download takes (a slow network, a big file)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -117,11 +118,12 @@ class FakeTelegram:
         suffix: str = "jpg",
         fail_download: int | None = None,
         fail_get_file: str | None = None,
+        delay_s: float = 0.0,
     ) -> str:
         """Make ``data`` downloadable; returns its file_id (use it in update JSON)."""
         n = next(self._ids)
         stored = StoredFile(
-            f"FILE{n:06d}", f"photos/file_{n}.{suffix}", data, fail_download, fail_get_file
+            f"FILE{n:06d}", f"photos/file_{n}.{suffix}", data, fail_download, fail_get_file, delay_s
         )
         with self._lock:
             self._files[stored.file_id] = stored
@@ -184,6 +186,7 @@ class FakeTelegram:
                 return _error(404, "Not Found")
             if stored.fail_download:
                 return _error(stored.fail_download, "Internal Server Error")
+            time.sleep(stored.delay_s)
             return Response(stored.data, mimetype="application/octet-stream")
 
         return app
@@ -279,8 +282,14 @@ def _error(status: int, description: str) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
+# Telegram numbers a bot's updates in one increasing sequence, whatever the chat; the bot
+# answers a repeated update_id once, so every Updates instance draws from this one.
+_UPDATE_IDS = itertools.count(900_001)
+
+
 class Updates:
-    """Update JSON shaped as Telegram sends it to a webhook, with unique ids per call."""
+    """Update JSON shaped as Telegram sends it to a webhook: unique update ids, and message ids
+    counted per instance (one instance per chat)."""
 
     def __init__(self, chat_id: int = 4242, language_code: str = "en") -> None:
         self.chat_id = chat_id
@@ -310,7 +319,7 @@ class Updates:
         message = {"message_id": n, "date": int(time.time()), "chat": chat, **fields}
         if key != "channel_post":
             message["from"] = self._user(language_code)
-        return {"update_id": 900_000 + n, key: message}
+        return {"update_id": next(_UPDATE_IDS), key: message}
 
     def text(self, text: str, **kw: Any) -> dict[str, Any]:
         entities = []

@@ -1,0 +1,333 @@
+"""``make soak``: the service at saturation for 5 minutes, with slow clients and Telegram traffic.
+
+    .venv/bin/python -m benchmarks.soak [--duration 300] [--model model/....onnx]
+
+Runs the service exactly as deployed (gunicorn.conf.py, 2 workers x 1 model thread on 2
+cores) against, all at once and for the whole duration:
+
+* ``--users`` clients posting real photos (Imagewoof val, else generated) back to back to
+  ``POST /predict`` on kept-alive connections: the saturating load;
+* ``--trickles`` uploads sending one byte every 3 s (replaced whenever the server cuts one
+  off), plus one client posting a photo every second (tests/support/slow_clients.py);
+* a Telegram user sending ``--telegram-rps`` photo updates per second through ``/telegram``,
+  answered via the fake Bot API (tests/support/fake_telegram.py) in this process.
+
+Prints and writes results/bench/soak.json and results/bench/soak.md: rps, errors, p50/p99
+latencies, worker RSS at the start and the end, worker restarts. Holds the shared CPU lock
+(/tmp/breedrec-cpu.lock) for the whole run. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import platform
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+from benchmarks.photos import generated_photos, load_val_photos
+from tests.support.fake_telegram import FakeTelegram, Updates
+from tests.support.server import GunicornServer, start_gunicorn
+from tests.support.slow_clients import measure_slow_clients
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "model" / "efficientnet_lite0_imagewoof.onnx"
+RESULTS = ROOT / "results" / "bench"
+LOCK_PATH = os.environ.get("BENCH_LOCK", "/tmp/breedrec-cpu.lock")
+SECRET = "soak-secret_0123456789"
+
+
+@dataclass
+class Latencies:
+    """Outcomes of one kind of request: status counts and latencies of the 200s."""
+
+    seconds: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: int | None, seconds: float) -> None:
+        key = str(status) if status is not None else "connection_error"
+        self.statuses[key] = self.statuses.get(key, 0) + 1
+        if status == 200:
+            self.seconds.append(seconds)
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get("200", 0)
+
+    @property
+    def errors(self) -> int:
+        return sum(n for key, n in self.statuses.items() if key != "200")
+
+    def percentile_ms(self, q: float) -> float:
+        values = sorted(self.seconds)
+        if not values:
+            return math.nan
+        return 1000 * values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
+
+
+def saturate(base_url: str, photos: list[bytes], stop_at: float, out: Latencies, seed: int):
+    """One client posting photos back to back on one kept-alive connection."""
+    session = requests.Session()
+    headers = {"Content-Type": "image/jpeg"}
+    i = seed
+    while time.monotonic() < stop_at:
+        photo = photos[i % len(photos)]
+        i += 7
+        started = time.monotonic()
+        try:
+            status: int | None = session.post(
+                f"{base_url}/predict", data=photo, headers=headers, timeout=30
+            ).status_code
+        except requests.RequestException:
+            status = None
+            session = requests.Session()
+        out.add(status, time.monotonic() - started)
+
+
+@dataclass
+class TelegramTraffic:
+    posted: Latencies = field(default_factory=Latencies)  # the webhook calls themselves
+    sent: dict[int, float] = field(default_factory=dict)  # chat id -> when its update was posted
+
+
+def telegram_user(
+    base_url: str, fake: FakeTelegram, photos: list[bytes], rate: float, stop_at: float, out
+) -> None:
+    """Photo updates at ``rate`` per second, one chat each (so replies are easy to match)."""
+    file_ids = [fake.add_file(photo) for photo in photos[:50]]
+    next_at, n = time.monotonic(), 0
+    while next_at < stop_at:
+        time.sleep(max(0.0, next_at - time.monotonic()))
+        chat = 500_000 + n
+        update = Updates(chat_id=chat).photo(file_ids[n % len(file_ids)])
+        started = time.monotonic()
+        try:
+            status: int | None = requests.post(
+                f"{base_url}/telegram",
+                json=update,
+                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+                timeout=30,
+            ).status_code
+        except requests.RequestException:
+            status = None
+        out.posted.add(status, time.monotonic() - started)
+        if status == 200:
+            out.sent[chat] = started
+        n += 1
+        next_at += 1 / rate
+
+
+def worker_rss_mb(server: GunicornServer) -> dict[int, float]:
+    master = psutil.Process(server.process.pid)
+    return {p.pid: round(p.memory_info().rss / 2**20, 1) for p in master.children()}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    photos = load_val_photos(200) or generated_photos(200)
+    photo_source = "Imagewoof val (200)" if len(photos) == 200 else "generated JPEGs (200)"
+    with FakeTelegram() as fake:
+        env = {
+            **fake.env(),
+            "TELEGRAM_SECRET_TOKEN": SECRET,
+            "MODEL_URI": str(args.model),
+            "WEB_CONCURRENCY": "2",
+            "MODEL_THREADS": "1",
+            "ACCESS_LOG": "",
+            "LOG_LEVEL": "warning",
+        }
+        server = start_gunicorn(env)
+        try:
+            # Warm-up: both workers answer, the bot is started in each.
+            for _ in range(20):
+                requests.post(f"{server.base_url}/predict", data=photos[0], timeout=30)
+            rss_start = worker_rss_mb(server)
+            workers_at_start = set(rss_start)
+            started = time.monotonic()
+            stop_at = started + args.duration
+            saturation = Latencies()
+            telegram = TelegramTraffic()
+            slow: dict[str, Any] = {}
+            threads = [
+                threading.Thread(
+                    target=saturate, args=(server.base_url, photos, stop_at, saturation, i)
+                )
+                for i in range(args.users)
+            ]
+            threads.append(
+                threading.Thread(
+                    target=telegram_user,
+                    args=(server.base_url, fake, photos, args.telegram_rps, stop_at, telegram),
+                )
+            )
+
+            def slow_clients() -> None:
+                slow["report"] = measure_slow_clients(
+                    server.base_url,
+                    photo=photos[1],
+                    connections=args.trickles,
+                    duration_s=args.duration,
+                )
+
+            threads.append(threading.Thread(target=slow_clients))
+            for thread in threads:
+                thread.start()
+            rss_samples = [rss_start]
+            while (now := time.monotonic()) < stop_at:
+                time.sleep(min(30.0, stop_at - now))
+                rss_samples.append(worker_rss_mb(server))
+            for thread in threads:
+                thread.join()
+            elapsed = time.monotonic() - started
+            rss_end = worker_rss_mb(server)
+            # Every acknowledged update must get its answer (allow the last ones to finish).
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                answered = {c.params["chat_id"]: c.at for c in fake.calls("sendMessage")}
+                if all(chat in answered for chat in telegram.sent):
+                    break
+                time.sleep(0.2)
+            reply_s = [answered[c] - t for c, t in telegram.sent.items() if c in answered]
+            unanswered = [c for c in telegram.sent if c not in answered]
+        finally:
+            server.stop()
+        logs = server.logs()
+    report = slow["report"]
+    restarts = len(re.findall(r"Booting worker", logs)) - len(workers_at_start)
+    reply = Latencies(seconds=reply_s)
+    return {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "make soak  (" + " ".join([sys.executable, "-m", "benchmarks.soak"]) + ")",
+        "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs",
+        "cpu_model": _cpu_model(),
+        "model": _shown(args.model),
+        "photos": photo_source,
+        "duration_s": round(elapsed, 1),
+        "load": {
+            "saturating_users": args.users,
+            "trickling_uploads": args.trickles,
+            "telegram_updates_per_s": args.telegram_rps,
+        },
+        "predict": {
+            "requests_ok": saturation.ok,
+            "rps": round(saturation.ok / elapsed, 1),
+            "errors": saturation.errors,
+            "statuses": saturation.statuses,
+            "p50_ms": round(saturation.percentile_ms(50), 1),
+            "p99_ms": round(saturation.percentile_ms(99), 1),
+            "max_ms": round(saturation.percentile_ms(100), 1),
+        },
+        "normal_client": {
+            "requests": len(report.normal),
+            "errors": sum(1 for s, _ in report.normal if s != 200),
+            "p50_ms": round(1000 * report.percentile(50), 1),
+            "p99_ms": round(1000 * report.percentile(99), 1),
+            "max_ms": round(1000 * report.percentile(100), 1),
+        },
+        "slow_clients": {
+            "uploads": len(report.trickles),
+            "cut_off": sum(1 for t in report.trickles if t.ended != "open"),
+            "answered_408": sum(1 for t in report.trickles if t.status == 408),
+            "still_open_at_end": sum(1 for t in report.trickles if t.ended == "open"),
+        },
+        "telegram": {
+            "updates_posted": sum(telegram.posted.statuses.values()),
+            "webhook_errors": telegram.posted.errors,
+            "webhook_statuses": telegram.posted.statuses,
+            "webhook_p99_ms": round(telegram.posted.percentile_ms(99), 1),
+            "acknowledged": len(telegram.sent),
+            "answered": len(reply_s),
+            "unanswered": len(unanswered),
+            "reply_p50_ms": round(reply.percentile_ms(50), 1),
+            "reply_p99_ms": round(reply.percentile_ms(99), 1),
+        },
+        "workers": {
+            "rss_mb_start": sorted(rss_start.values()),
+            "rss_mb_end": sorted(rss_end.values()),
+            "rss_mb_samples": [sorted(s.values()) for s in rss_samples],
+            "restarts": restarts,
+            "same_pids_at_end": set(rss_end) == workers_at_start,
+            "worker_timeouts_logged": logs.count("WORKER TIMEOUT"),
+        },
+    }
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    p, n, s, t, w = (
+        result[k] for k in ("predict", "normal_client", "slow_clients", "telegram", "workers")
+    )
+    load = result["load"]
+    return f"""# Soak: {result["duration_s"]:.0f} s at saturation with slow clients and Telegram traffic
+
+Generated by `{result["command"]}` on {result["when"]}; {result["cpu_model"]},
+{result["machine"]}; model `{result["model"]}`; photos: {result["photos"]}. Raw figures:
+[soak.json](soak.json).
+
+Load, all at once: {load["saturating_users"]} clients posting photos back to back,
+{load["trickling_uploads"]} uploads trickling one byte every 3 s (each replaced when cut off)
+plus one client posting a photo every second, and {load["telegram_updates_per_s"]} Telegram
+photo updates per second through `/telegram` (answered via the fake Bot API).
+
+| what | figure |
+| --- | --- |
+| `/predict` at saturation | {p["rps"]} rps ({p["requests_ok"]} answered), {p["errors"]} errors, p50 {p["p50_ms"]} ms, p99 {p["p99_ms"]} ms, max {p["max_ms"]} ms |
+| one photo a second beside it | {n["requests"]} requests, {n["errors"]} errors, p50 {n["p50_ms"]} ms, p99 {n["p99_ms"]} ms, max {n["max_ms"]} ms |
+| trickling uploads | {s["uploads"]} started, {s["cut_off"]} cut off by the server ({s["answered_408"]} with a 408), {s["still_open_at_end"]} still open at the end |
+| Telegram updates | {t["updates_posted"]} posted, {t["webhook_errors"]} webhook errors, {t["acknowledged"]} acknowledged, {t["answered"]} answered, {t["unanswered"]} unanswered; reply p50 {t["reply_p50_ms"]} ms, p99 {t["reply_p99_ms"]} ms |
+| worker RSS (MB) | start {w["rss_mb_start"]}, end {w["rss_mb_end"]} |
+| worker restarts | {w["restarts"]} (timeouts logged: {w["worker_timeouts_logged"]}) |
+"""  # noqa: E501
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds (default 300)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact to serve")
+    parser.add_argument("--users", type=int, default=8, help="saturating clients (default 8)")
+    parser.add_argument("--trickles", type=int, default=32, help="trickling uploads (32)")
+    parser.add_argument("--telegram-rps", type=float, default=2.0, help="updates/s (2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where soak.json/.md go")
+    args = parser.parse_args(argv)
+    if not args.model.is_file():
+        print(f"error: no model artifact at {args.model} (make run builds it)", file=sys.stderr)
+        return 1
+    args.model = args.model.resolve()
+    with open(LOCK_PATH, "a") as lock:
+        print(f"waiting for the CPU lock {LOCK_PATH} ...", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    (args.out / "soak.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
