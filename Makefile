@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format bench
+.PHONY: help run test lint format bench soak
 
 help:
 	@echo "make run    - install serving requirements into $(VENV) and serve http://$(HOST):$(PORT)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint   - ruff check + ruff format --check"
 	@echo "make format - ruff format + ruff check --fix"
 	@echo "make bench  - load benchmark (~5 min, under the CPU lock) -> results/bench/SUMMARY.md"
+	@echo "make soak   - 5 min at saturation + slow clients + Telegram (CPU lock) -> results/bench/soak.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +54,7 @@ format: $(VENV)/.stamp-dev
 # benchmarks/bench.py takes /tmp/breedrec-cpu.lock itself for the whole run.
 bench: $(VENV)/.stamp-dev $(ONNX_MODEL)
 	$(BIN)/python -m benchmarks.bench
+
+# benchmarks/soak.py takes /tmp/breedrec-cpu.lock itself for the whole run.
+soak: $(VENV)/.stamp-dev $(ONNX_MODEL)
+	$(BIN)/python -m benchmarks.soak --model $(ONNX_MODEL)

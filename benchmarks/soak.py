@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ACCESS_LOG": "",
             "LOG_LEVEL": "warning",
         }
-        server = start_gunicorn(env)
+        server = start_gunicorn(env, cwd=args.checkout)
         try:
             # Warm-up: both workers answer, the bot is started in each.
             for _ in range(20):
@@ -165,12 +165,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 for i in range(args.users)
             ]
-            threads.append(
-                threading.Thread(
-                    target=telegram_user,
-                    args=(server.base_url, fake, photos, args.telegram_rps, stop_at, telegram),
+            if args.telegram_rps > 0:
+                threads.append(
+                    threading.Thread(
+                        target=telegram_user,
+                        args=(server.base_url, fake, photos, args.telegram_rps, stop_at, telegram),
+                    )
                 )
-            )
 
             def slow_clients() -> None:
                 slow["report"] = measure_slow_clients(
@@ -212,6 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs",
         "cpu_model": _cpu_model(),
         "model": _shown(args.model),
+        "checkout": _shown(args.checkout.resolve()) or ".",
         "photos": photo_source,
         "duration_s": round(elapsed, 1),
         "load": {
@@ -312,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trickles", type=int, default=32, help="trickling uploads (32)")
     parser.add_argument("--telegram-rps", type=float, default=2.0, help="updates/s (2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where soak.json/.md go")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        default=ROOT,
+        help="serve the code of this checkout instead (for before/after comparisons)",
+    )
     args = parser.parse_args(argv)
     if not args.model.is_file():
         print(f"error: no model artifact at {args.model} (make run builds it)", file=sys.stderr)

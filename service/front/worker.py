@@ -5,6 +5,10 @@ read and buffer request bodies (``Front``), while the Flask app, the model and t
 bot's asyncio loop keep running in ordinary OS threads with the unpatched standard library.
 That keeps the bot's own event loop and thread pools exactly as they are under a sync worker.
 
+The heartbeat to the master (``timeout``) also watches the app thread: when one request has
+held it for longer than ``timeout`` the heartbeat stops and the master replaces the worker,
+as it would kill a stuck sync worker.
+
 On SIGTERM (what Heroku and ``docker stop`` send) the worker drains instead of stopping:
 new requests get 503 + Retry-After, requests already in the app finish, then every
 registered component (the bot) finishes what it accepted; all within ``graceful_timeout``
@@ -38,6 +42,7 @@ POLL_S = 0.05
 
 class FrontWorker(GeventWorker):
     front: Front
+    _stuck_logged = False
 
     def patch(self) -> None:
         """Make the listening sockets cooperative; patch nothing else (see module doc)."""
@@ -45,6 +50,17 @@ class FrontWorker(GeventWorker):
             gevent_socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach())
             for s in self.sockets
         ]
+
+    def notify(self) -> None:
+        """Heartbeat, unless the app thread is stuck: then the master replaces this worker."""
+        front = getattr(self, "front", None)
+        stuck = front.app_stuck_s() if front is not None else 0.0
+        if stuck > self.cfg.timeout:
+            if not self._stuck_logged:
+                log.critical("app thread stuck for %.0f s: the master will replace me", stuck)
+                self._stuck_logged = True
+            return
+        super().notify()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

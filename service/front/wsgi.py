@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class Front:
         self.in_flight = 0  # requests that arrived before the drain and are not answered yet
         self.in_app = 0  # of those, the ones queued for or running in the app thread
         self.draining = False
+        self.app_busy_since: float | None = None  # when the app thread took its current request
 
     def __call__(
         self, environ: MutableMapping[str, Any], start_response: Callable[..., Any]
@@ -122,18 +124,27 @@ class Front:
     def _run_app(self, environ: MutableMapping[str, Any]) -> _Collected:
         """In the app thread: call the app and read its whole (small) response."""
         collected = _Collected()
+        self.app_busy_since = time.monotonic()
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
             collected.status, collected.headers = status, headers
             return collected.body.append
 
-        result = self.app(environ, start_response)
         try:
-            collected.body.extend(result)
+            result = self.app(environ, start_response)
+            try:
+                collected.body.extend(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
         finally:
-            if hasattr(result, "close"):
-                result.close()
+            self.app_busy_since = None
         return collected
+
+    def app_stuck_s(self) -> float:
+        """How long the app thread has been on its current request (0 when idle)."""
+        since = self.app_busy_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def _refuse(
         self,

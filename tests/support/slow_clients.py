@@ -5,7 +5,8 @@
 
 For ``duration_s`` it keeps ``connections`` sockets busy uploading a photo to ``POST /predict``
 one byte every ``trickle_interval_s`` (a new one replaces each that the server cuts off),
-while a normal client posts the whole photo every ``normal_interval_s``. It passes when every
+while a normal client posts the whole photo every ``normal_interval_s`` (each request on its
+own schedule, answered or not, as independent users would). It passes when every
 normal request got 200 within ``max_latency_s`` and every trickling upload was cut off by the
 server (a response such as 408, or a closed connection), within ``cut_off_within_s`` of its
 start when given. ``measure_slow_clients`` runs the same scenario and only reports, for
@@ -29,6 +30,9 @@ from urllib.parse import urlsplit
 import requests
 
 from tests.support.images import jpeg_bytes
+
+# A normal request not answered within this long counts as failed.
+NORMAL_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -155,19 +159,31 @@ def _normal_client(
     stop_at: float,
     results: list[tuple[int | None, float]],
 ) -> None:
-    headers = {"Content-Type": "image/jpeg"}
-    next_at = time.monotonic()
-    while next_at < stop_at:
-        time.sleep(max(0.0, next_at - time.monotonic()))
+    """A photo every ``interval_s`` whether or not earlier ones were answered (open loop)."""
+
+    def one() -> None:
         started = time.monotonic()
         try:
             status: int | None = requests.post(
-                f"{base_url}/predict", data=photo, headers=headers, timeout=30
+                f"{base_url}/predict", data=photo, headers=headers, timeout=NORMAL_TIMEOUT_S
             ).status_code
         except requests.RequestException:
             status = None
-        results.append((status, time.monotonic() - started))
+        with lock:
+            results.append((status, time.monotonic() - started))
+
+    headers = {"Content-Type": "image/jpeg"}
+    lock = threading.Lock()
+    senders = []
+    next_at = time.monotonic()
+    while next_at < stop_at:
+        time.sleep(max(0.0, next_at - time.monotonic()))
+        sender = threading.Thread(target=one, daemon=True)
+        sender.start()
+        senders.append(sender)
         next_at += interval_s
+    for sender in senders:
+        sender.join(NORMAL_TIMEOUT_S + 5)
 
 
 @dataclass
@@ -249,3 +265,23 @@ def trickle_uploads(
             conn.trickle.after_s = time.monotonic() - conn.started
         key.fileobj.close()
     selector.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.support.slow_clients URL [seconds]``: run the check, print the summary."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m tests.support.slow_clients BASE_URL [DURATION_S]", file=sys.stderr)
+        return 2
+    duration = float(args[1]) if len(args) > 1 else 40.0
+    report = measure_slow_clients(args[0], duration_s=duration)
+    print(report.summary())
+    for problem in report.problems():
+        print(f"problem: {problem}")
+    return 1 if report.problems() else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
