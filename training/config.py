@@ -55,7 +55,7 @@ class Experiment(BaseModel):
     weight_decay: float = Field(default=0.05, ge=0)
     warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
     layer_decay: float | None = Field(default=None, gt=0, le=1)  # lower lr for earlier layers
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["bf16", "fp32"] = "fp32"  # bf16 autocast: for GPUs / CPUs with bf16 units
     max_train_minutes: float | None = None  # safety stop; a stopped run says so
     seed: int = 0
     workers: int = Field(default=1, ge=0)  # image decoding processes ("images" inputs)

@@ -67,7 +67,7 @@ def feature_maps(
     samples: list[Sample],
     views: Views,
     ctx: DistContext,
-    precision: str = "bf16",
+    precision: str = "fp32",
     batch_size: int = 32,
     workers: int = 1,
 ) -> torch.Tensor:
