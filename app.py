@@ -18,6 +18,7 @@ from service import metrics
 from service.api import register_api
 from service.config import Settings, SettingsError
 from service.errors import register_error_handlers
+from service.openapi import register_openapi
 from service.telegram_bot import register_telegram
 
 log = logging.getLogger("breedrecognizer")
@@ -72,6 +73,7 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     register_error_handlers(app)
     metrics.init_app(app, predictor)
     register_api(app, predictor, settings)
+    register_openapi(app)
 
     # --- Telegram bot (issue 3): POST /telegram, see service/telegram_bot/
     register_telegram(app, predictor, settings)
