@@ -58,3 +58,10 @@ bench: $(VENV)/.stamp-dev $(ONNX_MODEL)
 # benchmarks/soak.py takes /tmp/breedrec-cpu.lock itself for the whole run.
 soak: $(VENV)/.stamp-dev $(ONNX_MODEL)
 	$(BIN)/python -m benchmarks.soak --model $(ONNX_MODEL)
+
+# Builds the Dockerfile with podman and runs the image (tests/test_container.py; ~6 min, heavy):
+# writes results/container.md. container/tools.sh installs podman, runc and debootstrap.
+.PHONY: container-test
+container-test: $(VENV)/.stamp-dev
+	container/tools.sh
+	$(BIN)/python -m pytest -rs -s tests/test_container.py

@@ -1,0 +1,350 @@
+"""The image, built from the Dockerfile with podman and run for real.
+
+One build (module fixture), then the running container is checked the way a platform uses it:
+``-e PORT=…``, the image's own HEALTHCHECK command until it succeeds, a prediction on a
+generated JPEG, the processes' user and the model's readability, a graceful stop, the
+TorchScript override (``MODEL_URI=…pt``) and a bad ``MODEL_SHA256`` (non-zero exit, one line
+naming the cause). Build time, image size, its biggest parts, cold start and the prediction go
+to results/container.md. Containers and images are removed afterwards; the local base image
+stays cached (container/base-image.sh).
+
+How the build differs from a build elsewhere, and why:
+- The base is a local Debian 12 + Python 3.11 image made by debootstrap (no image registry is
+  reachable here), passed in as ``BASE_IMAGE``; the default stays ``python:3.11-slim``.
+- The CPU-only torch index (download.pytorch.org/whl/cpu) is not reachable from this machine,
+  so ``TORCH_INDEX_URL`` is the normal index: the same pinned torch version, but the CUDA build
+  (it runs on CPU just the same; the image is several GB bigger, see results/container.md).
+- TLS to the package registries passes through this machine's certificate bundle, and pip here
+  has a local mirror (file:// indexes). Both reach the build as read-only ``podman build
+  --volume`` mounts with a pip.conf that names them: build-time only, nothing of it is
+  written into the image, and the Dockerfile needs no line for it.
+- ``podman --runtime runc`` and ulimits no higher than the current ones (crun and raised
+  rlimits fail on this kernel); ``--network host`` because only the host network reaches the
+  registries.
+
+Slow: the first build takes several minutes (torch with its CUDA wheels). `.ci/run` installs
+podman, runc and debootstrap; without them, or without a working podman, the test skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import requests
+
+from tests.support.artifacts import shipped_metadata
+from tests.support.images import jpeg_bytes
+from tests.support.server import REPO_ROOT, free_port
+
+BASE_IMAGE_SCRIPT = REPO_ROOT / "container" / "base-image.sh"
+RESULTS = REPO_ROOT / "results" / "container.md"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+NORMAL_INDEX = "https://pypi.org/simple"
+# Not above this machine's limits: runc may not raise rlimits beyond the current ones.
+ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+PODMAN = ["podman", "--runtime", "runc"]
+BUILD_TIMEOUT_S = 1800
+START_TIMEOUT_S = 120
+BAD_SHA256 = "0" * 64
+
+
+def in_container(test: Callable) -> Callable:
+    """Marks a test that needs the built image: slow, and it may pay for the whole build."""
+    return pytest.mark.slow(pytest.mark.timeout(BUILD_TIMEOUT_S + 600)(test))
+
+
+def test_heroku_runs_what_the_image_runs() -> None:
+    """heroku.yml's ``run: web:`` repeats the CMD (Heroku does not use the image's CMD)."""
+    cmd_line = next(
+        line
+        for line in (REPO_ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("CMD ")
+    )
+    heroku = (REPO_ROOT / "heroku.yml").read_text().splitlines()
+    web = next(line for line in heroku if line.strip().startswith("web: gunicorn"))
+    assert shlex.split(web.split("web:", 1)[1]) == json.loads(cmd_line.removeprefix("CMD "))
+
+
+def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} -> {result.returncode}\n{result.stderr}")
+    return result
+
+
+def podman_unusable() -> str | None:
+    """Why podman cannot build and run images here, or None when it can."""
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        return "podman and runc are not installed (.ci/run installs them with apt)"
+    info = subprocess.run([*PODMAN, "info"], capture_output=True, text=True, check=False)
+    if info.returncode != 0:
+        return f"podman cannot run here: {info.stderr.strip()[-300:]}"
+    return None
+
+
+def local_pip_mirrors() -> list[Path]:
+    """Folders of this machine's file:// pip indexes (each holds ``simple/`` and the files)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.extra-index-url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    urls = result.stdout.split() if result.returncode == 0 else []
+    paths = [Path(urlparse(url).path) for url in urls if url.startswith("file://")]
+    return [path.parent for path in paths if path.is_dir()]
+
+
+def build_mounts(tmp: Path) -> list[str]:
+    """``--volume`` options: the CA bundle, the local mirrors and a pip.conf that uses them."""
+    mirrors = local_pip_mirrors()
+    lines = ["[global]"]
+    volumes: list[str] = []
+    if HOST_CA_BUNDLE.is_file():
+        lines.append(f"cert = {HOST_CA_BUNDLE}")
+        volumes.append(f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro")
+    if mirrors:
+        lines.append("extra-index-url = " + " ".join(f"file://{m}/simple" for m in mirrors))
+        volumes += [f"{m}:{m}:ro" for m in mirrors]
+    pip_conf = tmp / "pip.conf"
+    pip_conf.write_text("\n".join(lines) + "\n")
+    volumes.append(f"{pip_conf}:/etc/pip.conf:ro")
+    return [option for volume in volumes for option in ("--volume", volume)]
+
+
+@dataclass
+class BuiltImage:
+    name: str
+    base: str
+    build_seconds: float
+    size_bytes: int
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
+    reason = podman_unusable()
+    if reason:
+        pytest.skip(reason)
+    base = subprocess.run(
+        [str(BASE_IMAGE_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert base.returncode == 0, f"base image: {base.stderr[-3000:]}"
+    base_image = base.stdout.strip().splitlines()[-1]
+
+    name = f"localhost/breedrecognizer-test:{uuid.uuid4().hex[:12]}"
+    tmp = tmp_path_factory.mktemp("container-build")
+    started = time.monotonic()
+    build = podman(
+        "build",
+        "--format=docker",  # the OCI format has no HEALTHCHECK
+        "--layers=false",  # no intermediate images left behind
+        "--network=host",
+        *ULIMITS,
+        *build_mounts(tmp),
+        "--build-arg",
+        f"BASE_IMAGE={base_image}",
+        "--build-arg",
+        f"TORCH_INDEX_URL={NORMAL_INDEX}",  # the CPU index is unreachable here: see above
+        "--tag",
+        name,
+        str(REPO_ROOT),
+        timeout=BUILD_TIMEOUT_S,
+        check=False,
+    )
+    build_seconds = time.monotonic() - started
+    try:
+        assert build.returncode == 0, f"build failed:\n{build.stdout[-4000:]}\n{build.stderr}"
+        size = int(podman("image", "inspect", "--format", "{{.Size}}", name).stdout)
+        yield BuiltImage(name, base_image, build_seconds, size)
+    finally:
+        podman("rmi", "--force", name, check=False)
+
+
+def run_detached(image: BuiltImage, *env: str) -> tuple[str, int]:
+    """Start the image with ``-e PORT=<free port>`` (and ``env``); (container id, port)."""
+    port = free_port()
+    env_options = [option for item in env for option in ("--env", item)]
+    cid = podman(
+        "run",
+        "--detach",
+        "--network=host",  # the service's own bind on $PORT is what the host reaches
+        *ULIMITS,
+        "--env",
+        f"PORT={port}",
+        *env_options,
+        image.name,
+    ).stdout.strip()
+    return cid, port
+
+
+def wait_healthy(cid: str, timeout: float = START_TIMEOUT_S) -> float:
+    """Run the image's HEALTHCHECK command until it succeeds; seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        state = podman("inspect", "--format", "{{.State.Status}}", cid).stdout.strip()
+        if state != "running":
+            logs = podman("logs", cid, check=False)
+            raise AssertionError(f"container {state} before healthy:\n{logs.stdout}{logs.stderr}")
+        if podman("healthcheck", "run", cid, check=False).returncode == 0:
+            return time.monotonic() - started
+    raise AssertionError(f"not healthy after {timeout:.0f}s:\n{podman('logs', cid).stderr}")
+
+
+@dataclass
+class Served:
+    cid: str
+    base_url: str
+    cold_start_seconds: float
+
+
+@pytest.fixture(scope="module")
+def served(image: BuiltImage) -> Iterator[Served]:
+    started = time.monotonic()
+    cid, port = run_detached(image)
+    try:
+        wait_healthy(cid)
+        yield Served(cid, f"http://127.0.0.1:{port}", time.monotonic() - started)
+    finally:
+        podman("rm", "--force", "--time=0", cid, check=False)
+
+
+def predict(base_url: str) -> dict:
+    response = requests.post(
+        f"{base_url}/predict", files={"image": ("dog.jpg", jpeg_bytes())}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@in_container
+def test_predicts_a_breed_on_port_from_env(served: Served) -> None:
+    body = predict(served.base_url)
+    assert body["model"]["name"] == shipped_metadata().name
+    assert body["model"]["backend"] == "onnxruntime"
+    breeds = {breed.name for breed in shipped_metadata().classes}
+    assert len(body["top_k"]) == 3 and all(item["name"] in breeds for item in body["top_k"])
+
+
+@in_container
+def test_holds_no_training_dependencies(served: Served) -> None:
+    for package in ("timm", "torchvision", "onnx", "pip"):
+        probe = podman("exec", served.cid, "python", "-c", f"import {package}", check=False)
+        assert probe.returncode != 0, f"{package} must not be in the served image"
+
+
+@in_container
+def test_runs_as_non_root_and_reads_the_model(served: Served) -> None:
+    users = podman("top", served.cid, "user", "args").stdout.splitlines()[1:]
+    assert users and all(line.split()[0] == "app" for line in users), users
+    probe = podman(
+        "exec",
+        served.cid,
+        "python",
+        "-c",
+        "import os, pathlib; print(os.getuid()); "
+        "[p.read_bytes() for p in pathlib.Path('/app/model').iterdir() if p.is_file()]",
+    )
+    assert int(probe.stdout) != 0
+
+
+@in_container
+def test_stops_gracefully(image: BuiltImage) -> None:
+    cid, _ = run_detached(image)
+    try:
+        wait_healthy(cid)
+        podman("stop", "--time=30", cid, timeout=60)
+        exit_code = podman("inspect", "--format", "{{.State.ExitCode}}", cid).stdout.strip()
+        assert exit_code == "0", podman("logs", cid).stderr
+    finally:
+        podman("rm", "--force", "--time=0", cid, check=False)
+
+
+@in_container
+def test_serves_the_torchscript_artifact_on_request(image: BuiltImage) -> None:
+    cid, port = run_detached(image, "MODEL_URI=/app/model/efficientnet_lite0_imagewoof.pt")
+    try:
+        wait_healthy(cid)
+        assert predict(f"http://127.0.0.1:{port}")["model"]["backend"] == "torchscript"
+    finally:
+        podman("rm", "--force", "--time=0", cid, check=False)
+
+
+@in_container
+def test_bad_model_sha256_exits_non_zero_with_the_cause(image: BuiltImage) -> None:
+    run = podman(
+        "run",
+        "--rm",
+        "--network=host",
+        *ULIMITS,
+        "--env",
+        f"PORT={free_port()}",
+        "--env",
+        f"MODEL_SHA256={BAD_SHA256}",
+        image.name,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+    assert run.returncode != 0
+    causes = [line for line in (run.stdout + run.stderr).splitlines() if "MODEL_SHA256" in line]
+    assert any("refusing to start" in line and BAD_SHA256 in line for line in causes), causes
+
+
+def size_breakdown(image: BuiltImage) -> dict[str, int]:
+    """MB of the image's venv, of torch, and of the CUDA-only packages the CUDA torch pulls in."""
+    site = "/opt/venv/lib/python3.11/site-packages"
+    # Separate du runs: one du counts a folder inside an already counted one as nothing.
+    script = (
+        f"cd {site} && du -sm /opt/venv && du -sm torch && du -smc nvidia* triton cuda* | tail -1"
+    )
+    out = podman("run", "--rm", *ULIMITS, "--entrypoint", "sh", image.name, "-c", script)
+    venv, torch_mb, cuda_only = (int(line.split()[0]) for line in out.stdout.splitlines())
+    return {"venv": venv, "torch": torch_mb, "cuda_only": cuda_only}
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+@in_container
+def test_write_results(image: BuiltImage, served: Served) -> None:
+    """Runs last (file order): everything above passed, so the figures describe a good image."""
+    body = predict(served.base_url)
+    parts = size_breakdown(image)
+    top = body["top_k"][0]
+    podman_version = podman("version", "--format", "{{.Client.Version}}").stdout.strip()
+    RESULTS.write_text(
+        "# Container image (generated by `make container-test`; do not edit)\n\n"
+        f"Built with podman {podman_version} (runc) from the Dockerfile on {cpu_model()}, "
+        f"{os.cpu_count()} cores; base `{image.base}` (Debian 12, Python 3.11, "
+        "debootstrap), torch from the normal index (the CUDA build: the CPU index is not "
+        "reachable here).\n\n"
+        "| Figure | Value |\n|---|---|\n"
+        f"| Build time (no layer cache, base image cached) | {image.build_seconds:.0f} s |\n"
+        f"| Image size | {image.size_bytes / 1e6:,.0f} MB |\n"
+        f"| of which the virtualenv | {parts['venv']:,} MB |\n"
+        f"| of which torch | {parts['torch']:,} MB |\n"
+        f"| of which CUDA-only packages (nvidia-*, triton, cuda-*) | {parts['cuda_only']:,} MB |\n"
+        f"| Cold start (`podman run` to first passing HEALTHCHECK) | "
+        f"{served.cold_start_seconds:.1f} s |\n"
+        f"| `/predict` on a generated 320x240 JPEG (random texture, not a dog) | top-1 "
+        f"{top['name']} ({top['confidence']:.3f}), known: {body['known']} |\n"
+    )
+    print(RESULTS.read_text())
