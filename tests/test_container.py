@@ -2,7 +2,8 @@
 
 One build (module fixture), then the running container is checked the way a platform uses it:
 ``-e PORT=…``, the image's own HEALTHCHECK command until it succeeds, a prediction on a
-generated JPEG, the processes' user and the model's readability, a graceful stop, the
+generated JPEG, the processes' user and the model's readability, slow uploads
+(tests/support/slow_clients.py) not stopping the service, a graceful stop, the
 TorchScript override (``MODEL_URI=…pt``) and a bad ``MODEL_SHA256`` (non-zero exit, one line
 naming the cause). Build time, image size, its biggest parts, cold start and the prediction go
 to results/container.md. Containers and images are removed afterwards; the local base image
@@ -48,6 +49,7 @@ import requests
 from tests.support.artifacts import shipped_metadata
 from tests.support.images import jpeg_bytes
 from tests.support.server import REPO_ROOT, free_port
+from tests.support.slow_clients import check_slow_clients
 
 BASE_IMAGE_SCRIPT = REPO_ROOT / "container" / "base-image.sh"
 RESULTS = REPO_ROOT / "results" / "container.md"
@@ -260,6 +262,12 @@ def test_runs_as_non_root_and_reads_the_model(served: Served) -> None:
         "[p.read_bytes() for p in pathlib.Path('/app/model').iterdir() if p.is_file()]",
     )
     assert int(probe.stdout) != 0
+
+
+@in_container
+def test_slow_uploads_do_not_stop_the_service(served: Served) -> None:
+    """Through the image's own gunicorn config and worker, as a platform runs it."""
+    print(check_slow_clients(served.base_url).summary())
 
 
 @in_container
