@@ -41,7 +41,11 @@ def load_predictor(settings: Settings) -> Predictor:
     """Fetch, verify, load and warm up the model; exit with one clear log line if impossible."""
     try:
         predictor = Predictor.from_uri(
-            settings.model_uri, sha256=settings.model_sha256, threads=settings.model_threads
+            settings.model_uri,
+            sha256=settings.model_sha256,
+            threads=settings.model_threads,
+            top_k=settings.top_k,
+            max_pixels=settings.max_image_pixels,
         )
         predictor.warmup()
     except (ArtifactError, OSError, ValueError) as exc:
@@ -67,19 +71,13 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     app = Flask(__name__, root_path=str(SERVICE_DIR))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False
-    app.extensions["breedrecognizer.settings"] = settings
-    app.extensions["breedrecognizer.predictor"] = predictor
 
     register_error_handlers(app)
     metrics.init_app(app, predictor)
     register_api(app, predictor, settings)
     register_openapi(app)
 
-    # --- Telegram bot (issue 3): POST /telegram, see service/telegram_bot/
     register_telegram(app, predictor, settings)
-    # --- end Telegram bot
-
-    app.extensions["breedrecognizer.ready"] = True
     log.info("ready: serving %s %s", predictor.metadata.name, predictor.metadata.version)
     return app
 

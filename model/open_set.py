@@ -15,7 +15,8 @@ import numpy as np
 
 from model.metadata import ModelMetadata
 
-Scorer = Callable[[np.ndarray, ModelMetadata], np.ndarray]
+# (raw outputs, metadata, softmax of the breed logits at temperature 1) -> one score per row
+Scorer = Callable[[np.ndarray, ModelMetadata, np.ndarray], np.ndarray]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -52,41 +53,51 @@ def _imagenet_parts(outputs: np.ndarray, meta: ModelMetadata) -> tuple[np.ndarra
     return outputs[:, start:end], indices  # type: ignore[return-value]
 
 
-def _always_known(outputs: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+def _always_known(outputs: np.ndarray, meta: ModelMetadata, breed_probs: np.ndarray) -> np.ndarray:
     return np.ones(outputs.shape[0], dtype=np.float32)
 
 
-def _max_softmax(outputs: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+def _max_softmax(outputs: np.ndarray, meta: ModelMetadata, breed_probs: np.ndarray) -> np.ndarray:
     """Baseline (Hendrycks & Gimpel): top breed probability of the 10-way head."""
-    return softmax(_breed_logits(outputs, meta) / _temperature(meta)).max(axis=-1)
+    t = _temperature(meta)
+    probs = breed_probs if t == 1.0 else softmax(_breed_logits(outputs, meta) / t)
+    return probs.max(axis=-1)
 
 
-def _max_logit(outputs: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+def _max_logit(outputs: np.ndarray, meta: ModelMetadata, breed_probs: np.ndarray) -> np.ndarray:
     return _breed_logits(outputs, meta).max(axis=-1)
 
 
-def _energy(outputs: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+def _energy(outputs: np.ndarray, meta: ModelMetadata, breed_probs: np.ndarray) -> np.ndarray:
     """Negative free energy of the 10-way head (Liu et al. 2020): T·logsumexp(l/T)."""
     t = _temperature(meta)
     return t * logsumexp(_breed_logits(outputs, meta) / t)
 
 
-def _imagenet_breed_mass(outputs: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+def _imagenet_breed_mass(
+    outputs: np.ndarray, meta: ModelMetadata, breed_probs: np.ndarray
+) -> np.ndarray:
     """Share of ImageNet-1k probability on the ten breeds: cats and other dogs go elsewhere."""
     logits, indices = _imagenet_parts(outputs, meta)
     return softmax(logits / _temperature(meta))[:, indices].sum(axis=-1)
 
 
-def _imagenet_breed_margin(outputs: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+def _imagenet_breed_margin(
+    outputs: np.ndarray, meta: ModelMetadata, breed_probs: np.ndarray
+) -> np.ndarray:
     """Best breed logit minus best other ImageNet logit (> 0: a breed is the top class)."""
     logits, indices = _imagenet_parts(outputs, meta)
     others = np.delete(logits, indices, axis=1)
     return logits[:, indices].max(axis=-1) - others.max(axis=-1)
 
 
-def _breed_mass_x_softmax(outputs: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+def _breed_mass_x_softmax(
+    outputs: np.ndarray, meta: ModelMetadata, breed_probs: np.ndarray
+) -> np.ndarray:
     """P(one of the ten | ImageNet head) × P(top breed | breed head): both must agree."""
-    return _imagenet_breed_mass(outputs, meta) * _max_softmax(outputs, meta)
+    return _imagenet_breed_mass(outputs, meta, breed_probs) * _max_softmax(
+        outputs, meta, breed_probs
+    )
 
 
 SCORERS: dict[str, Scorer] = {
@@ -100,12 +111,21 @@ SCORERS: dict[str, Scorer] = {
 }
 
 
-def known_scores(outputs: np.ndarray, meta: ModelMetadata) -> np.ndarray:
-    """Per-row "known breed" score for a batch of raw model outputs."""
+def known_scores(
+    outputs: np.ndarray, meta: ModelMetadata, breed_probs: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-row "known breed" score for a batch of raw model outputs.
+
+    ``breed_probs`` is the softmax of the breed logits when the caller has it already (the
+    predictor does), so a request computes it once.
+    """
     method = meta.open_set.method
     if method not in SCORERS:
         raise ValueError(f"unknown open-set method {method!r}; known: {sorted(SCORERS)}")
-    return SCORERS[method](outputs.astype(np.float32, copy=False), meta).astype(np.float32)
+    outputs = outputs.astype(np.float32, copy=False)
+    if breed_probs is None:
+        breed_probs = softmax(_breed_logits(outputs, meta))
+    return SCORERS[method](outputs, meta, breed_probs).astype(np.float32, copy=False)
 
 
 def is_known(scores: np.ndarray, meta: ModelMetadata) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,9 @@ class BreedScore:
     name: str
     confidence: float
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"wnid": self.wnid, "name": self.name, "confidence": self.confidence}
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -35,28 +38,42 @@ class Prediction:
     known_score: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON answer's fields, in the order the API documents them."""
         return {
+            "breed": self.breed.to_dict() if self.breed else None,
             "known": self.known,
-            "breed": asdict(self.breed) if self.breed else None,
-            "top_k": [asdict(b) for b in self.top_k],
             "known_score": self.known_score,
+            "top_k": [b.to_dict() for b in self.top_k],
         }
 
 
 class Predictor:
-    """A loaded model plus the metadata that says how to feed it and read it."""
+    """A loaded model, the metadata that says how to feed and read it, and the answer settings.
 
-    def __init__(self, backend: Backend) -> None:
+    ``top_k`` (breeds listed per answer) and ``max_pixels`` (largest image decoded) are set
+    once here, so callers pass only the photo.
+    """
+
+    def __init__(
+        self, backend: Backend, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         self.backend = backend
         self.metadata: ModelMetadata = backend.metadata
+        self.top_k = top_k
+        self.max_pixels = max_pixels
 
     @classmethod
     def from_uri(
-        cls, uri: str | None = None, sha256: str | None = None, threads: int | None = None
+        cls,
+        uri: str | None = None,
+        sha256: str | None = None,
+        threads: int | None = None,
+        top_k: int = 3,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Predictor:
         started = time.perf_counter()
         path = resolve_model_uri(uri, expected_sha256=sha256)
-        predictor = cls(load_backend(path, threads))
+        predictor = cls(load_backend(path, threads), top_k=top_k, max_pixels=max_pixels)
         meta = predictor.metadata
         log.info(
             "model loaded: %s version %s (%s, backend %s) from %s in %.2fs",
@@ -75,28 +92,30 @@ class Predictor:
         for _ in range(runs):
             self.backend.run(dummy)
 
-    def preprocess(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        return preprocess_bytes(data, self.metadata.preprocessing, max_pixels=max_pixels)
+    def preprocess(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        return preprocess_bytes(
+            data, self.metadata.preprocessing, max_pixels=max_pixels or self.max_pixels
+        )
 
-    def predict_batch(self, batch: np.ndarray, top_k: int = 3) -> list[Prediction]:
+    def predict_batch(self, batch: np.ndarray, top_k: int | None = None) -> list[Prediction]:
         """Predict for preprocessed rows (N×3×S×S float32)."""
-        outputs = self.backend.run(batch)
-        return self.interpret(outputs, top_k)
+        return self.interpret(self.backend.run(batch), top_k)
 
-    def interpret(self, outputs: np.ndarray, top_k: int = 3) -> list[Prediction]:
+    def interpret(self, outputs: np.ndarray, top_k: int | None = None) -> list[Prediction]:
         """Raw model outputs → predictions; also used by the lab's evaluation."""
         meta = self.metadata
+        classes = meta.classes
         start, end = meta.outputs.breed
-        probs = softmax(outputs[:, start:end].astype(np.float32))
-        scores = known_scores(outputs.astype(np.float32), meta)
+        outputs = outputs.astype(np.float32, copy=False)
+        probs = softmax(outputs[:, start:end])
+        scores = known_scores(outputs, meta, breed_probs=probs)
         known = is_known(scores, meta)
-        k = max(1, min(top_k, len(meta.classes)))
+        k = max(1, min(top_k or self.top_k, len(classes)))
         results = []
         for row, row_known, score in zip(probs, known, scores, strict=True):
-            order = np.argsort(-row)[:k]
             ranked = tuple(
-                BreedScore(meta.classes[i].wnid, meta.classes[i].name, round(float(row[i]), 6))
-                for i in order
+                BreedScore(classes[i].wnid, classes[i].name, round(float(row[i]), 6))
+                for i in np.argsort(-row)[:k]
             )
             results.append(
                 Prediction(
@@ -109,6 +128,7 @@ class Predictor:
         return results
 
     def predict_bytes(
-        self, data: bytes, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
+        self, data: bytes, top_k: int | None = None, max_pixels: int | None = None
     ) -> Prediction:
+        """One photo's answer; ``top_k``/``max_pixels`` override the predictor's settings."""
         return self.predict_batch(self.preprocess(data, max_pixels)[None], top_k)[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from flask import Flask, jsonify, render_template, request
 
@@ -56,33 +55,23 @@ def register_api(app: Flask, predictor: Predictor, settings: Settings) -> None:
 
     @app.get("/readyz")
     def readyz():
-        """Readiness: the model is loaded and has run its warm-up inferences."""
-        if not app.extensions.get("breedrecognizer.ready"):
-            return jsonify({"status": "loading", "model": model_info}), 503
+        """Readiness: routes exist only once the model is loaded and warmed up (create_app)."""
         return jsonify({"status": "ready", "model": model_info})
 
     @app.post("/predict")
     def predict():
-        top_k = parse_top_k(request.args.get("top_k"), settings.top_k)
+        top_k = parse_top_k(request.args.get("top_k"), predictor.top_k)
         data = extract_image(request)
         started = time.perf_counter()
         try:
-            prediction = predictor.predict_bytes(
-                data, top_k=top_k, max_pixels=settings.max_image_pixels
-            )
+            prediction = predictor.predict_bytes(data, top_k)
         except ImageDecodeError as exc:
             raise ApiError(DECODE_STATUS.get(exc.code, 422), exc.code, exc.message) from None
         seconds = time.perf_counter() - started
         metrics.observe_prediction(prediction, seconds)
-        result = prediction.to_dict()
-        body: dict[str, Any] = {
-            "breed": result["breed"],
-            "known": result["known"],
-            "known_score": result["known_score"],
-            "top_k": result["top_k"],
-            "model": model_info,
-        }
-        log.info(
+        # DEBUG, not INFO: the access log already records every request; this line would
+        # cost a formatted record per photo on the hot path.
+        log.debug(
             "predicted %s (known=%s, %.3f) for %d bytes in %.1f ms",
             prediction.top_k[0].name,
             prediction.known,
@@ -90,4 +79,6 @@ def register_api(app: Flask, predictor: Predictor, settings: Settings) -> None:
             len(data),
             seconds * 1000,
         )
+        body = prediction.to_dict()
+        body["model"] = model_info
         return jsonify(body)

@@ -9,6 +9,7 @@ registry is used.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -58,9 +59,25 @@ MODEL_INFO = Gauge(
 )
 
 
+@functools.lru_cache(maxsize=256)  # bounded: a client may send any method to an unknown path
+def _requests_child(route: str, method: str, status: int):
+    """The labelled counter for one (route, method, status): looked up once, not per request."""
+    return HTTP_REQUESTS.labels(route, method, str(status))
+
+
+@functools.lru_cache(maxsize=64)
+def _latency_child(route: str):
+    return HTTP_LATENCY.labels(route)
+
+
+@functools.lru_cache(maxsize=64)
+def _predictions_child(breed: str):
+    return PREDICTIONS.labels(breed)
+
+
 def observe_prediction(prediction: Prediction, seconds: float) -> None:
     INFERENCE_LATENCY.observe(seconds)
-    PREDICTIONS.labels(prediction.breed.wnid if prediction.breed else "unknown").inc()
+    _predictions_child(prediction.breed.wnid if prediction.breed else "unknown").inc()
 
 
 def render() -> Response:
@@ -85,10 +102,10 @@ def init_app(app: Flask, predictor: Predictor) -> None:
     def _record(response: Response) -> Response:
         # The URL rule, not the raw path, keeps label cardinality bounded (404s are "unmatched").
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        _requests_child(route, request.method, response.status_code).inc()
         started = g.get("request_started")
         if started is not None:
-            HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+            _latency_child(route).observe(time.perf_counter() - started)
         return response
 
     app.add_url_rule("/metrics", "metrics", render, methods=["GET"])
