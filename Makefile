@@ -29,14 +29,17 @@ $(VENV)/.stamp-dev: requirements.txt requirements-train.txt requirements-dev.txt
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $@
 
-# The served ONNX artifact is derived from the shipped TorchScript one (never committed).
+# The served artifact: static-int8 ONNX, committed, made from the shipped TorchScript one by
+# `python -m model.quantize` (see docs/benchmark.md). The fp32 ONNX artifact is derived from
+# the .pt when needed (never committed); make bench compares the two.
+INT8_MODEL := model/efficientnet_lite0_imagewoof.int8.onnx
 ONNX_MODEL := model/efficientnet_lite0_imagewoof.onnx
 $(ONNX_MODEL): model/efficientnet_lite0_imagewoof.pt model/convert_onnx.py | $(VENV)/.stamp-serving
 	$(BIN)/python -m model.convert_onnx $< $@
 
-# Serves the ONNX artifact like the container does; MODEL_URI=... overrides it.
-run: $(VENV)/.stamp-serving $(ONNX_MODEL)
-	HOST=$(HOST) PORT=$(PORT) MODEL_URI=$${MODEL_URI:-$(ONNX_MODEL)} \
+# Serves the int8 artifact like the container does; MODEL_URI=... overrides it.
+run: $(VENV)/.stamp-serving
+	HOST=$(HOST) PORT=$(PORT) MODEL_URI=$${MODEL_URI:-$(INT8_MODEL)} \
 		$(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
 
 test: $(VENV)/.stamp-dev
@@ -53,7 +56,7 @@ format: $(VENV)/.stamp-dev
 
 # benchmarks/bench.py takes /tmp/breedrec-cpu.lock itself for the whole run.
 bench: $(VENV)/.stamp-dev $(ONNX_MODEL)
-	$(BIN)/python -m benchmarks.bench
+	$(BIN)/python -m benchmarks.bench --int8 $(INT8_MODEL) --fp32 $(ONNX_MODEL)
 
 # benchmarks/soak.py takes /tmp/breedrec-cpu.lock itself for the whole run.
 soak: $(VENV)/.stamp-dev $(ONNX_MODEL)

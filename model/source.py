@@ -18,7 +18,11 @@ from model.backends import ArtifactError
 
 log = logging.getLogger(__name__)
 
+# The lab's shipped TorchScript artifact (the source every other artifact is derived from)
+# and the static-int8 ONNX one made from it by ``python -m model.quantize``: the one served
+# when MODEL_URI is not set.
 SHIPPED_MODEL = Path(__file__).resolve().parent / "efficientnet_lite0_imagewoof.pt"
+SERVED_MODEL = SHIPPED_MODEL.with_suffix(".int8.onnx")
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "breedrecognizer-models"
 
 
@@ -36,8 +40,8 @@ def resolve_model_uri(
     cache_dir: Path | None = None,
     timeout_s: float = 10.0,
 ) -> Path:
-    """Return a local path to the artifact named by ``uri`` (default: the shipped model)."""
-    uri = uri or str(SHIPPED_MODEL)
+    """Return a local path to the artifact named by ``uri`` (default: the served int8 model)."""
+    uri = uri or str(SERVED_MODEL)
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         path = _download_s3(parsed.netloc, parsed.path.lstrip("/"), cache_dir, timeout_s)

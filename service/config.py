@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from model.preprocessing import DEFAULT_MAX_PIXELS
-from model.source import SHIPPED_MODEL
+from model.source import SERVED_MODEL
 
 MAX_TOP_K = 10
 
@@ -51,7 +51,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 class Settings:
     """Everything the web layer is configured with (see the README's table)."""
 
-    model_uri: str = str(SHIPPED_MODEL)
+    model_uri: str = str(SERVED_MODEL)
     model_sha256: str | None = None
     model_threads: int | None = None
     max_upload_mb: float = 10.0
@@ -72,7 +72,7 @@ class Settings:
             raise SettingsError(f"TOP_K must be <= {MAX_TOP_K}, got {top_k}")
         threads = env.get("MODEL_THREADS", "").strip()
         return cls(
-            model_uri=env.get("MODEL_URI", "").strip() or str(SHIPPED_MODEL),
+            model_uri=env.get("MODEL_URI", "").strip() or str(SERVED_MODEL),
             model_sha256=env.get("MODEL_SHA256", "").strip() or None,
             model_threads=_int(env, "MODEL_THREADS", 1) if threads else None,
             max_upload_mb=_float(env, "MAX_UPLOAD_MB", 10.0),

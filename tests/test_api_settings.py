@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from model.source import SHIPPED_MODEL
+from model.source import SERVED_MODEL
 from service.config import Settings, SettingsError
 from tests.support.server import REPO_ROOT, run_gunicorn_until_exit
 
 
 def test_defaults() -> None:
     settings = Settings.from_env({})
-    assert settings.model_uri == str(SHIPPED_MODEL)
+    assert settings.model_uri == str(SERVED_MODEL)
     assert settings.model_sha256 is None
     assert settings.model_threads is None
     assert settings.max_upload_bytes == 10 * 1024 * 1024
