@@ -1,17 +1,20 @@
-"""The benchmark behind ``make bench``: our service vs the artifact alone vs a naive first version.
+"""The benchmark behind ``make bench``: the served int8 artifact vs fp32 vs a naive first version.
 
-    .venv/bin/python -m benchmarks.bench            # ~5 min; results/bench/SUMMARY.md
+    .venv/bin/python -m benchmarks.bench            # ~6 min; results/bench/SUMMARY.md
 
 One run, one machine, under the shared CPU lock (/tmp/breedrec-cpu.lock):
 
-1. in-process profile of one request's stages (decode, resize, normalise, model, read-out);
-2. model-only throughput: the deployed number of processes × threads running the artifact
-   back to back (no HTTP), and the same with decode + preprocessing included;
-3. our service under gunicorn exactly as deployed (gunicorn.conf.py, ONNX artifact derived
-   from the shipped TorchScript one): cold start, then locust (a subprocess, headless, no
-   wait time) at 1, 2, 4, 8 users for a fixed time each; worker RSS and CPU per request;
-4. the same service on the TorchScript artifact (one load level), for the backend choice;
-5. the naive baseline (benchmarks/naive_app.py) at the same load levels.
+1. our service under gunicorn exactly as deployed (gunicorn.conf.py) on the static-int8
+   ONNX artifact: cold start, then locust (a subprocess, headless, no wait time) at 1, 2, 4,
+   8 users for a fixed time each; worker RSS and server CPU per request; a /healthz-only
+   load (the HTTP stack alone);
+2. the same service on the fp32 ONNX artifact (derived from the shipped TorchScript one);
+3. in-process profile of one request's stages (decode, resize, normalise, model, read-out);
+4. model-only throughput: the deployed number of processes × threads running each artifact
+   back to back (no HTTP, no decode) — the fp32 figure is the ceiling the service is
+   compared with — and the whole request path without HTTP on the int8 artifact;
+5. the TorchScript artifact (one load level) and the naive baseline
+   (benchmarks/naive_app.py) at the same load levels.
 
 Ratios measured within one run are the comparison that counts: absolute numbers on these
 shared machines are noisy. Traffic goes to 127.0.0.1 only.
@@ -41,13 +44,14 @@ from typing import Any
 
 import psutil
 
-from benchmarks.summary import write_summary
+from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, SERVED, write_summary
 
 log = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PT = ROOT / "model" / "efficientnet_lite0_imagewoof.pt"
 DEFAULT_ONNX = SHIPPED_PT.with_suffix(".onnx")
+DEFAULT_INT8 = SHIPPED_PT.with_suffix(".int8.onnx")
 LOCK_PATH = os.environ.get("BENCH_LOCK", "/tmp/breedrec-cpu.lock")
 # Settings of the developer's shell that would change what the benchmarked servers do.
 SCRUBBED = (
@@ -75,6 +79,7 @@ class Server:
     all_ready_s: float = float("nan")
     workers: int = 0
     threads: str = ""
+    worker_class: str = ""
 
     def worker_processes(self) -> list[psutil.Process]:
         try:
@@ -155,6 +160,8 @@ def start_server(
     match = re.search(r"workers=(\d+), MODEL_THREADS=(\d+)", text)
     server.workers = int(match.group(1)) if match else workers
     server.threads = match.group(2) if match else "torch default"
+    worker = re.search(r"Using worker: (\S+)", text)
+    server.worker_class = worker.group(1) if worker else "?"
     log.info(
         "%s ready: first /readyz 200 after %.2f s, all %d workers after %.2f s",
         name,
@@ -310,7 +317,9 @@ def load_photos(limit: int = 200) -> list[bytes]:
     return load_val_photos(limit) or generated_photos(50)
 
 
-def profile_stages(model_path: Path, photos: list[bytes], threads: int) -> list[dict[str, Any]]:
+def profile_stages(
+    model_path: Path, photos: list[bytes], threads: int, label: str
+) -> list[dict[str, Any]]:
     """Median time of each step of one /predict, in this process, batch of one."""
     from model.predictor import Predictor
     from model.preprocessing import decode_image, normalise, resize_and_crop
@@ -337,6 +346,7 @@ def profile_stages(model_path: Path, photos: list[bytes], threads: int) -> list[
             times[key].append((b - a) * 1000)
     rows = [
         {
+            "artifact": label,
             "stage": k,
             "median_ms": round(statistics.median(v), 3),
             "mean_ms": round(statistics.mean(v), 3),
@@ -345,6 +355,7 @@ def profile_stages(model_path: Path, photos: list[bytes], threads: int) -> list[
     ]
     rows.append(
         {
+            "artifact": label,
             "stage": "total",
             "median_ms": round(sum(r["median_ms"] for r in rows), 3),
             "mean_ms": round(sum(r["mean_ms"] for r in rows), 3),
@@ -451,7 +462,10 @@ def _levels(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    onnx_path = ensure_onnx(args.model)
+    int8_path = args.int8
+    if not int8_path.is_file():
+        raise RuntimeError(f"int8 artifact {int8_path} not found (python -m model.quantize)")
+    fp32_path = ensure_onnx(args.fp32)
     photos = load_photos()
     workdir = Path(tempfile.mkdtemp(prefix="breedrec-bench-"))
     result: dict[str, Any] = {"machine": machine_info(), "load": [], "startup": []}
@@ -461,6 +475,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "naive_levels": args.naive_levels,
         "photos": len(photos),
         "upload": os.environ.get("LOCUST_UPLOAD", "multipart"),
+        "artifacts": {"int8": _relative(int8_path), "fp32": _relative(fp32_path)},
         "command": " ".join(["python -m benchmarks.bench", *sys.argv[1:]]),
     }
 
@@ -475,6 +490,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "cold_start_s": round(server.cold_start_s, 2),
                     "all_workers_ready_s": round(server.all_ready_s, 2),
                     "workers": server.workers,
+                    "worker_class": server.worker_class,
                     "threads_per_worker": server.threads,
                     "idle_worker_rss_mb": round(max(idle_rss, default=float("nan")), 1),
                 }
@@ -484,7 +500,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row = run_locust(server, users, seconds, workdir)
                 log.info("%s", row)
                 result["load"].append(row)
-            if name == "ours-onnx" and args.http_floor_seconds:
+            if name == SERVED and args.http_floor_seconds:
                 row = run_locust(server, max(levels), args.http_floor_seconds, workdir, "/healthz")
                 log.info("%s", row)
                 result["load"].append(row)
@@ -494,23 +510,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     base_env = {"WEB_CONCURRENCY": str(args.workers)}
     ours = serve(
-        "ours-onnx",
+        SERVED, ours_command(), {**base_env, "MODEL_URI": str(int8_path)}, args.levels, args.seconds
+    )
+    serve(
+        "ours-fp32",
         ours_command(),
-        {**base_env, "MODEL_URI": str(onnx_path)},
+        {**base_env, "MODEL_URI": str(fp32_path)},
         args.levels,
         args.seconds,
     )
     threads = int(ours.threads) if ours.threads.isdigit() else 1
 
     log.info("profiling stages and model-only throughput")
-    result["stages"] = profile_stages(onnx_path, photos[:100], threads)
+    result["stages"] = [
+        *profile_stages(int8_path, photos[:100], threads, "int8"),
+        *profile_stages(fp32_path, photos[:100], threads, "fp32"),
+    ]
     result["model_only"] = []
-    for what, batch in (
-        ("model only (batch 1)", 1),
-        ("model only (batch 4: micro-batching)", 4),
-        ("decode + preprocess + model + read-out", 0),
+    for what, path, batch in (
+        (FP32_MODEL_ONLY, fp32_path, 1),
+        (INT8_MODEL_ONLY, int8_path, 1),
+        ("int8: decode + preprocess + model + read-out", int8_path, 0),
     ):
-        rate = throughput(onnx_path, ours.workers, threads, args.model_seconds, photos, batch)
+        rate = throughput(path, ours.workers, threads, args.model_seconds, photos, batch)
         result["model_only"].append(
             {"what": what, "processes": ours.workers, "threads": threads, "per_s": round(rate, 1)}
         )
@@ -529,9 +551,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_ONNX, help="ONNX artifact")
+    parser.add_argument("--int8", type=Path, default=DEFAULT_INT8, help="served int8 artifact")
+    parser.add_argument(
+        "--fp32", type=Path, default=DEFAULT_ONNX, help="fp32 ONNX (built from the .pt if missing)"
+    )
     parser.add_argument("--levels", type=_levels, default=[1, 2, 4, 8], help="users, e.g. 1,2,4,8")
     parser.add_argument("--seconds", type=int, default=20, help="per load level")
     parser.add_argument("--naive-levels", type=_levels, default=[1, 2, 4, 8])
@@ -546,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-lock", action="store_true", help="do not take the shared CPU lock")
     args = parser.parse_args(argv)
     args.ready_markers = {
-        "ours-onnx": "ready: serving",
+        SERVED: "ready: serving",
+        "ours-fp32": "ready: serving",
         "ours-torchscript": "ready: serving",
         "naive": "naive app ready",
     }

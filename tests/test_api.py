@@ -58,7 +58,7 @@ def _check_prediction(body: dict, top_k: int = 3) -> None:
     else:
         assert body["breed"] is None
     assert set(body["model"]) == {"name", "version", "architecture", "backend"}
-    assert body["model"]["backend"] == "torchscript"
+    assert body["model"]["backend"] == "onnxruntime"  # the default: the int8 artifact
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
@@ -105,6 +105,7 @@ def test_health_and_readiness(base_url: str) -> None:
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
     assert ready.json()["model"]["name"] == shipped_metadata().name
+    assert ready.json()["model"]["version"] == shipped_metadata().version + "+int8"
 
 
 def test_index_page_served(base_url: str) -> None:
@@ -148,7 +149,7 @@ def test_metrics_aggregate_all_workers(base_url: str) -> None:
     assert _metric(text, "breedrecognizer_predictions_total") >= count
     info = "breedrecognizer_model_info"
     assert _metric(text, info, name=shipped_metadata().name) == 1
-    assert 'backend="torchscript"' in text
+    assert 'backend="onnxruntime"' in text
 
 
 def test_predict_chunked_raw_body(base_url: str) -> None:

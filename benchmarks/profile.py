@@ -1,0 +1,148 @@
+"""Where a worker's CPU goes at saturation: py-spy on the deployed service under locust load.
+
+    .venv/bin/python -m benchmarks.profile [--users 4] [--seconds 20]   # ~1 min, CPU lock
+
+Starts the service as deployed (gunicorn.conf.py, two workers, the int8 artifact), loads it
+with locust at ``--users`` (no wait time) and samples both workers with py-spy meanwhile:
+one as collapsed stacks (turned into the top-20 table ``results/bench/profile_top20.md``:
+self and inclusive share of the worker's busy samples per function), the other as a flame
+graph (``results/bench/profile_flame.svg``). Idle time (waiting for a request) is not sampled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import fcntl
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.bench import (
+    DEFAULT_INT8,
+    LOCK_PATH,
+    ROOT,
+    machine_info,
+    ours_command,
+    run_locust,
+    start_server,
+)
+
+log = logging.getLogger("profile")
+
+
+def py_spy(pid: int, seconds: int, fmt: str, out: Path, rate: int) -> subprocess.Popen:
+    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [binary, "record", "--pid", str(pid), "--duration", str(seconds)]
+    command += ["--rate", str(rate), "--format", fmt, "--output", str(out), "--nonblocking"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _frame(raw: str) -> str:
+    """``func (path/to/file.py:12)`` → ``func (file.py)``: one row per function, not per line."""
+    name, _, where = raw.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    if "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    elif str(ROOT) in path:
+        path = path.split(str(ROOT) + "/", 1)[1]
+    return f"{name} ({path})" if path else name
+
+
+def top_table(collapsed: Path, limit: int = 20) -> tuple[list[dict[str, object]], int]:
+    """Self and inclusive share of samples per function from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        frames = [_frame(f) for f in stack.split(";")]
+        total += samples
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    rows = [
+        {
+            "function": name,
+            "self_%": round(100 * own[name] / total, 1),
+            "inclusive_%": round(100 * inclusive[name] / total, 1),
+        }
+        for name, _ in own.most_common(limit)
+    ]
+    return rows, total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_INT8, help="artifact to serve")
+    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    parser.add_argument("--no-lock", action="store_true", help="do not take the CPU lock")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    workdir = Path(tempfile.mkdtemp(prefix="breedrec-profile-"))
+    collapsed = workdir / "worker.txt"
+    with open(LOCK_PATH, "a") as lock:
+        if not args.no_lock:
+            log.info("waiting for the CPU lock %s", LOCK_PATH)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        env = {"WEB_CONCURRENCY": "2", "MODEL_URI": str(args.model)}
+        server = start_server("ours", ours_command(), env, 2, "ready: serving")
+        try:
+            run_locust(server, 2, 3, workdir)  # warm-up
+            workers = server.worker_processes()
+            if len(workers) < 2:
+                print("profile: the service has fewer than two workers", file=sys.stderr)
+                return 1
+            spies = [
+                py_spy(workers[0].pid, args.seconds, "raw", collapsed, args.rate),
+                py_spy(
+                    workers[1].pid, args.seconds, "flamegraph", workdir / "flame.svg", args.rate
+                ),
+            ]
+            started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            load = run_locust(server, args.users, args.seconds, workdir)
+            for spy in spies:
+                _, err = spy.communicate(timeout=60)
+                if spy.returncode != 0:
+                    print(f"profile: py-spy failed: {err.strip()[-300:]}", file=sys.stderr)
+                    return 1
+        finally:
+            server.stop()
+    rows, total = top_table(collapsed)
+    machine = machine_info()
+    lines = [
+        "# Where a worker's CPU goes at saturation (py-spy)",
+        "",
+        f"Written by `python -m benchmarks.profile {' '.join(sys.argv[1:])}` on {started}, "
+        f"commit {machine['commit']}; {machine['cpu']}, {machine['cores']} cores.",
+        f"Service as deployed: {server.workers} `{server.worker_class}` workers × "
+        f"{server.threads} model thread, `{args.model.name}`; locust {args.users} users, "
+        f"{args.seconds} s: {load['rps']} rps, p50 {load['p50_ms']} ms, "
+        f"{load['server_cpu_ms_per_req']} ms server CPU per request, {load['failures']} failures.",
+        f"{total} busy samples of one worker at {args.rate}/s (idle waits not sampled); the "
+        "other worker's flame graph: [profile_flame.svg](profile_flame.svg).",
+        "",
+        "| function | self % | inclusive % |",
+        "|---|---|---|",
+        *(f"| `{r['function']}` | {r['self_%']} | {r['inclusive_%']} |" for r in rows),
+        "",
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "profile_top20.md").write_text("\n".join(lines))
+    shutil.copyfile(workdir / "flame.svg", args.out / "profile_flame.svg")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

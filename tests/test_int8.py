@@ -1,0 +1,168 @@
+"""The static-int8 artifact: refused when badly calibrated, consistent with the .pt, served."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from model.backends import OnnxBackend, load_backend, onnx_session_options
+from model.convert_onnx import convert
+from model.metadata import ModelMetadata
+from model.quantize import compare, labelled_photos, quantize, refusals
+from model.source import SERVED_MODEL, SHIPPED_MODEL
+from tests.support.artifacts import shipped_metadata
+from tests.support.data import imagewoof_dir
+from tests.support.images import encode, jpeg_bytes
+from tests.support.server import REPO_ROOT
+
+WNIDS = [c.wnid for c in shipped_metadata().classes]
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fp32") / "model.onnx"
+    convert(SHIPPED_MODEL, path)
+    return path
+
+
+def _generated_data_root(root: Path, per_class: int, constant_train: bool) -> Path:
+    """A data root in the lab's layout, filled with generated photos (textures, no dogs)."""
+    seed = 0
+    for split in ("train", "unseen", "web", "val"):
+        for wnid in WNIDS:
+            folder = root / "imagewoof" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                seed += 1
+                if split == "train" and constant_train:
+                    data = _flat_jpeg(value=128)
+                else:
+                    data = jpeg_bytes(288, 224, seed=seed)
+                (folder / f"{i}.jpg").write_bytes(data)
+    ood = root / "ood" / "cats" / "Generated"
+    ood.mkdir(parents=True)
+    for i in range(per_class * 3):
+        (ood / f"{i}.jpg").write_bytes(jpeg_bytes(256, 256, seed=10_000 + i))
+    return root
+
+
+def _flat_jpeg(value: int) -> bytes:
+    return encode(Image.new("RGB", (64, 64), (value, value, value)), "JPEG")
+
+
+def test_constant_calibration_is_refused_by_the_acceptance_check(
+    fp32_onnx: Path, tmp_path: Path
+) -> None:
+    root = _generated_data_root(tmp_path / "data", per_class=3, constant_train=True)
+    fp32 = OnnxBackend(fp32_onnx, threads=1)
+    flat = np.zeros((8, 3, 224, 224), np.float32)  # every calibration photo one grey level
+    broken = tmp_path / "broken.onnx"
+    quantize(fp32_onnx, broken, iter(flat))
+    results = compare(fp32, OnnxBackend(broken, threads=1), root)
+    assert {r.split for r in results} == {"unseen", "web", "val", "ood"}
+    problems = refusals(results)
+    assert any("top-1 agreement with fp32" in p for p in problems), problems
+
+
+def test_cli_refuses_and_writes_nothing(tmp_path: Path) -> None:
+    root = _generated_data_root(tmp_path / "data", per_class=2, constant_train=True)
+    out = tmp_path / "int8.onnx"
+    command = [sys.executable, "-m", "model.quantize", str(SHIPPED_MODEL), "--out", str(out)]
+    command += ["--data-root", str(root), "--calibration-photos", "10"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("quantize: refused: ") and "agreement" in last
+    assert "fp32_top1" in done.stdout  # the comparison is printed before refusing
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_cli_without_calibration_photos_exits_with_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "model.quantize", str(SHIPPED_MODEL)]
+    command += ["--out", str(tmp_path / "x.onnx"), "--data-root", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("quantize: no calibration photos")
+
+
+def test_served_artifact_is_the_shipped_model_quantized() -> None:
+    """Same classes, preprocessing, open-set rule as the .pt: a stale int8 file fails here."""
+    int8 = load_backend(SERVED_MODEL, threads=1).metadata
+    fp32 = shipped_metadata()
+    assert int8.version == f"{fp32.version}+int8"
+
+    def core(meta: ModelMetadata) -> ModelMetadata:
+        return dataclasses.replace(meta, version="", metrics={}, extra={})
+
+    assert core(int8) == core(fp32)
+    calibration = int8.extra["quantization"]
+    assert calibration["split"] == "imagewoof/train" and calibration["photos"] >= 100
+    assert "per breed" in calibration["selection"]
+    measured = int8.metrics["int8"]
+    assert measured["top1_agreement_unseen_web_val"] >= 99.0
+    assert set(measured["splits"]) == {"unseen", "web", "val", "ood"}
+    assert SERVED_MODEL.stat().st_size < 25 * 2**20
+
+
+def test_quantized_graph_runs_integer_kernels(tmp_path: Path) -> None:
+    """After ONNX Runtime's optimisations the QDQ pairs are gone into QLinearConv kernels."""
+    import onnx
+    import onnxruntime as ort
+
+    options = onnx_session_options(1)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(SERVED_MODEL), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("QLinearConv") >= 40  # EfficientNet-Lite0 has 49 convolutions
+    assert "Conv" not in ops and "FusedConv" not in ops
+
+
+def test_session_options_for_shared_cores() -> None:
+    options = onnx_session_options(3)
+    assert options.intra_op_num_threads == 3
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_served_int8_artifact_under_gunicorn(base_url: str) -> None:
+    """The session's server runs with no MODEL_URI: the default is the int8 artifact."""
+    ready = requests.get(f"{base_url}/readyz", timeout=5).json()
+    assert ready["model"]["version"].endswith("+int8")
+    assert ready["model"]["backend"] == "onnxruntime"
+    files = {"image": ("dog.jpg", jpeg_bytes(seed=5))}
+    body = requests.post(f"{base_url}/predict", files=files, timeout=30).json()
+    assert body["model"] == ready["model"]
+    assert body["top_k"][0]["wnid"] in WNIDS
+
+
+@pytest.mark.data
+def test_served_int8_names_real_breeds_under_gunicorn(base_url: str) -> None:
+    root = imagewoof_dir()
+    if root is None:
+        pytest.skip("needs ../shared/data (Imagewoof unseen photos)")
+    photos = labelled_photos(root / "unseen", shipped_metadata())[::25]  # one per breed
+    right = 0
+    for path, index in photos:
+        files = {"image": (path.name, path.read_bytes())}
+        body = requests.post(f"{base_url}/predict", files=files, timeout=30).json()
+        right += body["breed"] is not None and body["breed"]["wnid"] == WNIDS[index]
+    assert right >= len(photos) - 2, f"{right}/{len(photos)} named right"
+
+
+@pytest.mark.data
+def test_served_int8_meets_acceptance_on_honest_splits(fp32_onnx: Path) -> None:
+    """Re-measured here: top-1 and open-set verdicts of int8 vs fp32 on unseen, web and ood."""
+    root = imagewoof_dir()
+    if root is None:
+        pytest.skip("needs ../shared/data (Imagewoof unseen/web, ood)")
+    fp32 = OnnxBackend(fp32_onnx, threads=2)
+    int8 = OnnxBackend(SERVED_MODEL, threads=2)
+    results = compare(fp32, int8, root.parent, splits=("unseen", "web", "ood"))
+    assert refusals(results, required=("unseen", "web", "ood")) == []
