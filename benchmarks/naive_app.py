@@ -17,13 +17,13 @@ from PIL import Image
 from torchvision import transforms
 
 from model.metadata import IMAGEWOOF_CLASSES
-from training.export import zero_shot_classifier
+from training.network import build_breed_model
 from training.weights import pretrained_mean_std
 
 ARCH = "tf_efficientnet_lite0"
 
 app = Flask(__name__)
-model = zero_shot_classifier(ARCH).eval()
+model = build_breed_model(ARCH).eval()  # untrained breed head = the zero-shot model
 mean, std = pretrained_mean_std(ARCH)
 transform = transforms.Compose(
     [
