@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.summary import headline, write_summary
+from benchmarks.summary import (
+    FP32_MODEL_ONLY,
+    INT8_MODEL_ONLY,
+    SERVED,
+    headline,
+    write_summary,
+)
 from tests.support.server import REPO_ROOT, GunicornServer
 
 
@@ -92,24 +98,45 @@ def test_summary_headline_and_files(tmp_path: Path) -> None:
             "versions": {"onnxruntime": "1"},
         },
         "load": [
-            _row("ours-onnx", 1, 70.0, p50_ms=14.0),
-            _row("ours-onnx", 8, 160.0),
-            _row("ours-onnx /healthz only", 8, 1500.0, server_cpu_ms_per_req=0.5),
+            _row(SERVED, 1, 140.0, p50_ms=7.0),
+            _row(SERVED, 8, 240.0, worker_rss_max_mb=120.0),
+            _row(f"{SERVED} /healthz only", 8, 1500.0, server_cpu_ms_per_req=0.5),
+            _row("ours-fp32", 8, 150.0),
             _row("naive", 2, 18.0),
             _row("naive", 8, 16.0),
         ],
-        "startup": [{"service": "ours-onnx", "cold_start_s": 0.6}],
-        "stages": [{"stage": "model", "median_ms": 9.0}, {"stage": "total", "median_ms": 11.0}],
-        "model_only": [{"what": "model only (batch 1)", "per_s": 200.0}],
+        "startup": [{"service": SERVED, "cold_start_s": 0.6, "worker_class": "sync"}],
+        "stages": [
+            {"artifact": "int8", "stage": "model", "median_ms": 4.0},
+            {"artifact": "int8", "stage": "total", "median_ms": 6.0},
+            {"artifact": "fp32", "stage": "model", "median_ms": 9.0},
+        ],
+        "model_only": [
+            {"what": FP32_MODEL_ONLY, "per_s": 200.0},
+            {"what": INT8_MODEL_ONLY, "per_s": 400.0},
+        ],
     }
     h = headline(result)
-    assert h["rps"] == 160.0 and h["rps_users"] == 8
-    assert h["naive_rps"] == 18.0 and h["naive_ratio"] == pytest.approx(8.9)
-    assert h["p50_1user_ms"] == 14.0 and h["model_only_ratio"] == 0.8
-    assert h["rss_mb"] == 160.0 and h["failures"] == 0
+    assert h["rps"] == 240.0 and h["rps_users"] == 8 and h["fp32_rps"] == 150.0
+    assert h["naive_rps"] == 18.0 and h["naive_ratio"] == pytest.approx(13.3)
+    assert h["p50_1user_ms"] == 7.0 and h["model_only_ratio"] == 1.2  # ÷ the fp32 ceiling
+    assert h["rss_mb"] == 160.0 and h["failures"] == 0 and h["worker_class"] == "sync"
     text = write_summary(result, tmp_path)
     assert "| yes |" in text and "**no**" not in text
+    assert "| int8 model (ONNX Runtime, 1 thread) | 4.0 |" in text  # int8 stages, not fp32
     assert (tmp_path / "SUMMARY.md").read_text() == text
     with (tmp_path / "load.csv").open() as fh:
-        assert len(list(csv.DictReader(fh))) == 5
+        assert len(list(csv.DictReader(fh))) == 6
     json.dumps(result)  # the bench stores the same dict as latest.json
+
+
+def test_summary_flags_missed_targets(tmp_path: Path) -> None:
+    result = {
+        "machine": {"date": "d", "cpu": "c", "cores": 2, "memory_gb": 1.0, "python": "3"}
+        | {"commit": "c", "versions": {}},
+        "load": [_row(SERVED, 1, 60.0, p50_ms=15.0, failures=1)],
+        "startup": [{"service": SERVED, "cold_start_s": 2.0}],
+        "model_only": [{"what": FP32_MODEL_ONLY, "per_s": 200.0}],
+    }
+    text = write_summary(result, tmp_path)
+    assert text.count("**no**") == 4  # rps (and failures), ratio, p50, cold start; RSS is met
