@@ -132,7 +132,7 @@ def test_session_options_for_shared_cores() -> None:
 
 
 def test_served_int8_artifact_under_gunicorn(base_url: str) -> None:
-    """The session's server runs with no MODEL_URI: the default is the int8 artifact."""
+    """The suite's server runs with no MODEL_URI: the default is the int8 artifact."""
     ready = requests.get(f"{base_url}/readyz", timeout=5).json()
     assert ready["model"]["version"].endswith("+int8")
     assert ready["model"]["backend"] == "onnxruntime"

@@ -1,4 +1,4 @@
-"""Start the real service under gunicorn on a free port, for tests of any helper.
+"""Start the real service under gunicorn on a free port, for tests that need it over HTTP.
 
     server = start_gunicorn({"MODEL_URI": ...})   # waits for /readyz
     base_url, process = server                    # it unpacks like a pair
