@@ -55,7 +55,11 @@ def load_predictor(settings: Settings) -> Predictor:
 
 
 def create_app(predictor: Predictor | None = None, settings: Settings | None = None) -> Flask:
-    """Build the app; loads the model from ``MODEL_URI`` unless a predictor is given."""
+    """Build the app; loads the model from ``MODEL_URI`` unless a predictor is given.
+
+    A given predictor keeps its own answer settings (``top_k``, ``max_pixels``); a loaded one
+    takes them from ``settings``.
+    """
     try:
         settings = settings or Settings.from_env()
     except SettingsError as exc:

@@ -91,3 +91,17 @@ def test_gunicorn_conf_sizes_workers_and_threads() -> None:
     assert conf["preload"] is False  # the model loads after the fork
     assert _gunicorn_conf({"WEB_CONCURRENCY": "1", "MODEL_THREADS": ""})["threads"] == str(cores)
     assert _gunicorn_conf({"MODEL_THREADS": "7"})["threads"] == "7"
+
+
+def test_top_k_and_pixel_limit_configure_the_served_predictor() -> None:
+    """TOP_K and MAX_IMAGE_PIXELS reach the answers without being passed per call."""
+    from app import create_app
+    from tests.support.images import jpeg_bytes
+
+    env = {"TOP_K": "5", "MAX_IMAGE_PIXELS": "100000", "MODEL_THREADS": "1"}
+    client = create_app(settings=Settings.from_env(env)).test_client()
+    small = client.post("/predict", data=jpeg_bytes(320, 240), content_type="image/jpeg")
+    assert small.status_code == 200 and len(small.get_json()["top_k"]) == 5
+    assert list(small.get_json()) == ["breed", "known", "known_score", "top_k", "model"]
+    big = client.post("/predict", data=jpeg_bytes(400, 300), content_type="image/jpeg")
+    assert big.status_code == 413 and big.get_json()["error"]["code"] == "image_too_large"
