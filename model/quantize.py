@@ -5,11 +5,17 @@
         [--calibration-photos 300] [--seed 0] [--report results/bench/int8.json]
 
 Steps: derive the fp32 ONNX (``model.convert_onnx``), quantize it with ONNX Runtime's
-``quantize_static`` (QDQ; int8 weights per output channel, 7-bit range so the AVX2 u8×s8
-kernels cannot saturate on CPUs without VNNI; uint8 activations, MinMax ranges) calibrated
+``quantize_static`` (QDQ; int8 weights per output channel, uint8 activations, MinMax
+ranges) calibrated
 on Imagewoof TRAIN photos, then compare it with the fp32 artifact on ``unseen``, ``web`` and
 ``val`` (top-1, open-set verdicts) and on ``ood`` (verdicts). The int8 file is written only
 when the comparison passes ``ACCEPTANCE``; otherwise the command exits 1 with the reason.
+
+Weight precision: full 8-bit weights. On x86 CPUs without VNNI (AVX2, like the EPYC this
+runs on) ONNX Runtime's fast u8×s8 kernels add pairs of products in 16 bits, which saturates
+for such weights and changes answers, so the service runs int8 graphs with the exact kernels
+(``session.x64quantprecision``, see ``model.backends``). 7-bit weights (``reduce_range``) would
+let the fast kernels run exactly, but lost too much accuracy here (see docs/benchmark.md).
 The artifact carries the fp32 metadata with version ``<version>+int8``, how it was calibrated
 (``extra.quantization``) and what was measured (``metrics.int8``).
 
@@ -41,7 +47,7 @@ from model.metadata import METADATA_KEY, ModelMetadata
 from model.open_set import is_known, known_scores
 from model.preprocessing import ImageDecodeError, preprocess_bytes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("model.quantize")  # the same name when run as __main__
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "model" / "efficientnet_lite0_imagewoof.int8.onnx"
@@ -153,7 +159,7 @@ def quantize(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> None:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            reduce_range=True,
+            reduce_range=False,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"CalibMaxIntermediateOutputs": 16},
         )
@@ -388,8 +394,8 @@ def build(
         row = next(preprocessed([sample[0][0]], meta))
         timing = {"fp32": median_ms(fp32, row), "int8": median_ms(int8, row)}
         calibration = {
-            "method": "onnxruntime quantize_static, QDQ, MinMax; int8 weights per channel "
-            "(reduce_range: 7 bit), uint8 activations",
+            "method": "onnxruntime quantize_static, QDQ, MinMax; int8 weights per channel, "
+            "uint8 activations",
             "photos": len(sample),
             "split": "imagewoof/train",
             "selection": f"{len(sample) // len(meta.classes)} per breed: random.Random({seed})"
@@ -427,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     parser.add_argument("--report", type=Path, help="also write the measured figures here (JSON)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # ONNX Runtime's quantizer logs every scale it adjusts at INFO: keep only ours.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("model").setLevel(logging.INFO)
     if args.out.suffix != ".onnx":
         print(f"quantize: {args.out} must end in .onnx", file=sys.stderr)
         return 2
