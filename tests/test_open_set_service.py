@@ -7,14 +7,12 @@ guesses still listed. Skips cleanly when the shared data folder is absent.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import requests
 
 from model.backends import load_backend
 from model.predictor import Predictor
-from model.source import SHIPPED_MODEL
+from model.source import SERVED_MODEL, SHIPPED_MODEL
 from tests.support.data import data_dir
 
 # Fixed photos (first by path of their folder), not picked by score.
@@ -68,8 +66,8 @@ def test_predict_cat_photo_is_not_a_known_breed(base_url: str, rel: str) -> None
 @pytest.mark.data
 @needs_data
 def test_served_verdict_equals_lab_verdict(base_url: str) -> None:
-    """The service and the lab's code path (Predictor on the artifact) agree on the score."""
-    predictor = Predictor(load_backend(Path(SHIPPED_MODEL), threads=1))
+    """The service and the lab's code path (Predictor on the served artifact) agree."""
+    predictor = Predictor(load_backend(SERVED_MODEL, threads=1))
     for rel in [*VAL_PHOTOS, *CAT_PHOTOS]:
         data = _photo(rel)
         served = requests.post(f"{base_url}/predict", files={"image": ("x.jpg", data)}).json()
