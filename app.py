@@ -15,11 +15,12 @@ from flask import Flask
 from model.backends import ArtifactError
 from model.predictor import Predictor
 from service import metrics
-from service.api import register_api
+from service.api import api
 from service.config import Settings, SettingsError
+from service.context import init_context
 from service.errors import register_error_handlers
-from service.openapi import register_openapi
-from service.telegram_bot import register_telegram
+from service.page import page
+from service.telegram_bot import init_telegram, telegram
 
 log = logging.getLogger("breedrecognizer")
 
@@ -76,12 +77,12 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False
 
+    init_context(app, predictor, settings)
+    init_telegram(app, predictor, settings)
     register_error_handlers(app)
     metrics.init_app(app, predictor)
-    register_api(app, predictor, settings)
-    register_openapi(app)
-
-    register_telegram(app, predictor, settings)
+    for blueprint in (api, page, telegram):
+        app.register_blueprint(blueprint)
     log.info("ready: serving %s %s", predictor.metadata.name, predictor.metadata.version)
     return app
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
 
@@ -29,7 +28,7 @@ from telegram.ext import (
 )
 
 from model.predictor import Prediction, Predictor
-from model.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError
+from model.preprocessing import ImageDecodeError
 from service.metrics import observe_prediction
 from service.telegram_bot.config import TelegramConfig
 from service.telegram_bot.texts import (
@@ -63,15 +62,13 @@ class BreedBot:
 
     def __init__(
         self,
-        predictor: Callable[[], Predictor],
+        predictor: Predictor,
         config: TelegramConfig,
         executor: Executor,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        self._predictor = predictor
+        self.predictor = predictor
         self.config = config
         self.executor = executor
-        self.max_pixels = max_pixels
 
     def register(self, application: Application) -> None:
         application.add_handler(CommandHandler(["start", "help"], self.on_help, NEW_MESSAGE))
@@ -92,7 +89,7 @@ class BreedBot:
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         lang = _lang(update)
-        classes = self._predictor().metadata.classes
+        classes = self.predictor.metadata.classes
         await _reply(update.message, "help", help_text(classes, lang, self.config.top_k))
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -172,7 +169,7 @@ class BreedBot:
             log.exception("telegram update %s: model failed", update.update_id)
             await _reply(message, "failed", text("failed", lang))
             return
-        breeds = len(self._predictor().metadata.classes)
+        breeds = len(self.predictor.metadata.classes)
         kind_answer = "breed" if prediction.known else "unknown"
         await _reply(message, kind_answer, prediction_text(prediction, lang, breeds))
         log.info(
@@ -187,8 +184,7 @@ class BreedBot:
 
     async def _predict(self, data: bytes) -> Prediction:
         """Run the CPU-bound decode + model call off the event loop."""
-        predictor = self._predictor()
-        call = partial(predictor.predict_bytes, data, self.config.top_k, max_pixels=self.max_pixels)
+        call = partial(self.predictor.predict_bytes, data, self.config.top_k)
         started = time.perf_counter()
         prediction = await asyncio.get_running_loop().run_in_executor(self.executor, call)
         observe_prediction(prediction, time.perf_counter() - started)

@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,7 +30,6 @@ from telegram.error import InvalidToken
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, TypeHandler
 
 from model.predictor import Predictor
-from model.preprocessing import DEFAULT_MAX_PIXELS
 from service.front import drain
 from service.telegram_bot.config import TelegramConfig
 from service.telegram_bot.handlers import BreedBot
@@ -59,12 +57,10 @@ class BotRuntime:
     def __init__(
         self,
         config: TelegramConfig,
-        predictor: Callable[[], Predictor],
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        predictor: Predictor,
     ) -> None:
         self.config = config
         self._predictor = predictor
-        self._max_pixels = max_pixels
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -185,7 +181,7 @@ class BotRuntime:
             .defaults(Defaults(allow_sending_without_reply=True))
             .build()
         )
-        bot = BreedBot(self._predictor, self.config, self._executor, self._max_pixels)
+        bot = BreedBot(self._predictor, self.config, self._executor)
         bot.register(application)
         application.add_handler(TypeHandler(object, self._count_answered), group=ANSWERED_GROUP)
         return application

@@ -1,0 +1,43 @@
+"""What every blueprint reads from the app: the loaded predictor, the settings, the model card.
+
+``create_app()`` stores one ``ServiceContext`` in ``app.extensions``; views read it through
+``service_context()`` instead of closing over objects, so routes live in plain blueprints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from model.predictor import Predictor
+from service.config import Settings
+
+EXTENSION_KEY = "breedrecognizer"
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    predictor: Predictor
+    settings: Settings
+    model: dict[str, str]  # the model summary every answer carries
+
+
+def model_summary(predictor: Predictor) -> dict[str, str]:
+    meta = predictor.metadata
+    return {
+        "name": meta.name,
+        "version": meta.version,
+        "architecture": meta.architecture,
+        "backend": predictor.backend.name,
+    }
+
+
+def init_context(app: Flask, predictor: Predictor, settings: Settings) -> ServiceContext:
+    context = ServiceContext(predictor, settings, model_summary(predictor))
+    app.extensions[EXTENSION_KEY] = context
+    return context
+
+
+def service_context() -> ServiceContext:
+    return current_app.extensions[EXTENSION_KEY]
