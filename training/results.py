@@ -78,14 +78,15 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
 def shipped_row(artifact: Path) -> dict[str, Any]:
     """The artifact the service ships, evaluated like a run (its own open-set rule)."""
     from training.data import load_split
-    from training.evaluate import SPLITS, evaluate_artifact
+    from training.evaluate import evaluate_artifact
     from training.network import build_breed_model
 
     backend = load_backend(artifact, 2)
     meta = backend.metadata
     network = build_breed_model(meta.architecture, "none")  # the same network: its size
+    honest = ("unseen", "web")  # its leaky val figure is in the git history of this file
     splits = evaluate_artifact(
-        artifact, {s: load_split(None, s) for s in SPLITS}, None, meta, backend
+        artifact, {s: load_split(None, s) for s in honest}, None, meta, backend
     )
     return {
         "run": f"**shipped** `{artifact.relative_to(REPO_ROOT)}`",
