@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "RESULTS.md")
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    parser.add_argument(
+        "--no-shipped", action="store_true", help="skip the shipped artifact's row and card"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rows = load_runs(runs_root())
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
-    if SHIPPED.is_file():
+    if SHIPPED.is_file() and not args.no_shipped:
         rows.append(shipped_row(SHIPPED))
         update_card(CARD, card_block(rows[-1]))
     for row in rows:
