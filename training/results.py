@@ -219,8 +219,8 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
         "anything but the ship rule (`training/ship.py`).",
         "- Top-1 with its 95% Wilson interval. **Served** = right AND accepted by the run's "
         "open-set rule (the shipped scorer `breed_mass_x_softmax`, threshold = 2% quantile of "
-        "500 evenly spaced train photos); refused = share of the split's photos called "
-        '"not one of my breeds".',
+        "evenly spaced train photos, `training/evaluate.py`); refused = share of the split's "
+        'photos called "not one of my breeds".',
         f"- **val (leaky)**: {VAL_CAVEAT}. Kept only to compare with the original table.",
         f"- Speed: TorchScript, {threads} threads, measured one model after another in the same "
         f"run on {machine}; latency = median of 30 single-photo calls (model only).",
