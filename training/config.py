@@ -30,12 +30,18 @@ class Experiment(BaseModel):
     arch: str = "tf_efficientnet_lite0"
     weights: str = "auto"  # auto | hub | none | path to a checkpoint
     init_from: str | None = None  # run whose trained network this one starts from
+    # WiSE-FT (training.wise): mix init_from's weights with the zero-shot network's; the alpha
+    # is the best of these on the train photos init_from held out (its holdout_every).
+    wise_alphas: list[float] = []
     input_size: int | None = None  # serving size; default: the pretrained size
 
     # What is trained: 0 = linear probe, N = last N stages + head conv, -1 = everything.
     trainable_stages: int = Field(default=1, ge=-1)
     train_bn: bool = False  # False: BatchNorm keeps its pretrained statistics
     train_fraction: float = Field(default=1.0, gt=0, le=1)  # every k-th train image
+    # Every k-th train photo is held out of training: the open-set threshold is set on these
+    # photos the network has not memorised (training.holdout).
+    holdout_every: int | None = Field(default=None, ge=2)
 
     # Inputs. "cached": the frozen prefix runs once per fixed view and the maps are cached
     # (CPU-affordable); "images": every step augments and runs the photos end to end.
@@ -46,6 +52,10 @@ class Experiment(BaseModel):
     map_crop: int | None = None  # random crop of the cached maps (cells); None = whole map
     map_flip: bool = False  # random horizontal flip of the cached maps
     pair_size: int = 128  # Barlow Twins view pairs (lightly BYOL views), cached at this size
+    # "images" inputs: crop + flip, or "photo": also thumbnail / JPEG / blur / colour
+    # degradations like the photos people send (training.photo_augment).
+    augment: Literal["crop_flip", "photo"] = "crop_flip"
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)  # exported weights: their EMA
 
     # Schedule: exactly one of steps / epochs.
     steps: int | None = Field(default=None, ge=0)
@@ -92,6 +102,10 @@ class Experiment(BaseModel):
             raise ValueError("Barlow Twins needs trainable backbone layers (trainable_stages != 0)")
         if self.inputs == "images" and self.loss in ("barlow_twins", "joint"):
             raise ValueError("Barlow Twins runs on cached view pairs (inputs: cached)")
+        if self.wise_alphas and not (self.init_from and self.holdout_every):
+            raise ValueError("wise_alphas needs init_from and the same holdout_every")
+        if self.augment != "crop_flip" and self.inputs != "images":
+            raise ValueError("'augment' applies to photos (inputs: images)")
         return self
 
 

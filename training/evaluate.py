@@ -128,9 +128,14 @@ def split_metrics(outputs: np.ndarray, labels: np.ndarray, meta: ModelMetadata) 
     }
 
 
-def calibrate_rule(artifact: Path, backend: Backend) -> OpenSetRule:
-    """The lab's fixed open-set rule, thresholded on evenly spaced train photos."""
-    photos = train_samples()
+def calibrate_rule(
+    artifact: Path, backend: Backend, photos: list[Sample] | None = None
+) -> OpenSetRule:
+    """The lab's fixed open-set rule, thresholded on evenly spaced train photos.
+
+    ``photos``: calibrate on these instead (e.g. train photos held out of training).
+    """
+    photos = photos or train_samples()
     picked = np.linspace(0, len(photos) - 1, min(CALIBRATION_PHOTOS, len(photos))).astype(int)
     outputs = model_outputs(artifact, [photos[i].path for i in picked], backend)
     trial = dataclasses.replace(backend.metadata, open_set=OpenSetRule(RULE_METHOD))

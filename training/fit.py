@@ -18,10 +18,9 @@ import time
 from typing import Any
 
 import torch
-from lightly.loss import BarlowTwinsLoss
-from lightly.models.modules import BarlowTwinsProjectionHead
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
@@ -36,6 +35,7 @@ from training.features import feature_maps, pair_views, train_views
 from training.losses import kd_loss, lwf_loss
 from training.network import BreedClassifier, TrainNet
 from training.paths import run_dir
+from training.photo_augment import PhotoTransform
 from training.teachers import OnlineTeacher, teacher_table
 from training.transforms import TrainTransform
 
@@ -105,7 +105,10 @@ class Objective(nn.Module):
         if exp.lwf > 0 and exp.loss in SUPERVISED:  # the ImageNet logits the run started with
             self.original_tail = copy.deepcopy(net.tail).eval().requires_grad_(False)
         self.projector = None
-        if exp.loss in BARLOW_TWINS:
+        if exp.loss in BARLOW_TWINS:  # lightly only where needed: photo runs go without it
+            from lightly.loss import BarlowTwinsLoss
+            from lightly.models.modules import BarlowTwinsProjectionHead
+
             width = net.breed_head.in_features
             self.projector = BarlowTwinsProjectionHead(width, exp.projector_dim, exp.projector_dim)
             self.bt_loss = BarlowTwinsLoss(lambda_param=exp.lambda_param)
@@ -162,7 +165,8 @@ def build_inputs(
     if exp.inputs == "images":
         if exp.loss == "kd":
             teacher = OnlineTeacher(exp.teachers, exp.teacher_zero_shot).to(ctx.device)
-        return Photos(samples, TrainTransform(spec)), teacher
+        augment = PhotoTransform(spec) if exp.augment == "photo" else TrainTransform(spec)
+        return Photos(samples, augment), teacher
     labels = torch.tensor([s.label for s in samples])
     maps = pairs = None
     if exp.loss in SUPERVISED:
@@ -209,13 +213,18 @@ def fit(
     )
     path = run_dir(exp.name) / "checkpoint.ckpt"
     step, wall, stopped_early = 0, 0.0, False
+    # Exponential moving average of the weights; it becomes the trained model at the end.
+    ema = ModelEmaV3(model, decay=exp.ema_decay, use_warmup=True) if exp.ema_decay else None
     if resume and path.is_file():
         state = load_checkpoint(path)
         model.load_state_dict(state["model"])
         if objective.projector is not None:
             objective.projector.load_state_dict(state["extra"]["projector"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:  # a slim checkpoint's weights already are the EMA
+            ema.module.load_state_dict(state["extra"].get("ema", state["model"]))
+        if "optimizer" in state:  # absent from a slim (finished) checkpoint
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
         step, wall, stopped_early = state["step"], state["train_wall_s"], state["stopped_early"]
         log.info("resumed %s at step %d of %d", exp.name, step, steps)
     ddp = {
@@ -228,6 +237,8 @@ def fit(
     def save() -> None:
         if ctx.is_main:
             extra = {"projector": objective.projector.state_dict()} if objective.projector else {}
+            if ema is not None:
+                extra["ema"] = ema.module.state_dict()
             save_checkpoint(
                 path,
                 {
@@ -266,6 +277,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update(model, step)
             step += 1
             scheduler.step(step)
             wall += time.perf_counter() - tick
@@ -283,6 +296,8 @@ def fit(
     if step == 0 and steps == 0:
         save()
     bar.close()
+    if ema is not None and not paused:
+        model.load_state_dict(ema.module.state_dict())
     ctx.barrier()
     if stopped_early:
         log.warning(

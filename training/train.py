@@ -29,18 +29,25 @@ from model.backends import load_backend
 from training.artifact_metadata import rewrite_metadata
 from training.checkpoint import load_checkpoint
 from training.config import Experiment, load_experiment
-from training.data import load_split, train_samples
+from training.data import load_split
 from training.distributed import cleanup_distributed, hardware, setup_distributed
 from training.evaluate import VAL_CAVEAT, calibrate_rule, evaluate_artifact
 from training.export import breed_metadata, default_preprocessing, export_onnx, export_torchscript
 from training.fit import fit
+from training.holdout import split_train
 from training.network import BreedClassifier, build_breed_model
 from training.paths import run_dir
+from training.wise import wise_ft
 
 log = logging.getLogger(__name__)
 
 
 def describe_training(exp: Experiment, facts: dict[str, Any]) -> str:
+    if exp.wise_alphas:
+        return (
+            f"WiSE-FT: (1 - a) x zero-shot + a x run {exp.init_from}, a = {facts['wise_alpha']:g}"
+            f" (best held-out train top-1 of {exp.wise_alphas})"
+        )
     if exp.loss == "none":
         return "ImageNet-1k only (no Imagewoof training): the ten breed rows of its head"
     what = {
@@ -74,7 +81,9 @@ def finish(
     artifact = export_torchscript(model.cpu().eval(), metadata, out / "model.pt")
     started = time.perf_counter()
     backend = load_backend(artifact)
-    metadata = dataclasses.replace(metadata, open_set=calibrate_rule(artifact, backend))
+    held_out = split_train(exp)[1] or None
+    rule = calibrate_rule(artifact, backend, held_out)
+    metadata = dataclasses.replace(metadata, open_set=rule)
     splits = {split: load_split(None, split) for split in exp.eval_splits}
     honest = evaluate_artifact(artifact, splits, out, metadata, backend)
     summary = {
@@ -109,27 +118,39 @@ def finish(
 
 
 def run(
-    exp: Experiment, config_path: Path | None = None, resume: bool = False, max_minutes=None
+    exp: Experiment,
+    config_path: Path | None = None,
+    resume: bool = False,
+    max_minutes=None,
+    train_only: bool = False,
 ) -> dict[str, Any] | None:
-    """Train + finish; returns the metrics on the main process of a finished run, else None."""
+    """Train + finish; returns the metrics on the main process of a finished run, else None.
+
+    ``train_only``: stop at the checkpoint (e.g. on a GPU machine without the evaluation
+    photos); ``--resume`` on the finished checkpoint later exports and evaluates it.
+    """
     ctx = setup_distributed()
     random.seed(exp.seed)
     np.random.seed(exp.seed)
     torch.manual_seed(exp.seed)
     try:
-        samples = train_samples(exp.train_fraction)
+        samples, _ = split_train(exp)
         model = build_breed_model(exp.arch, exp.weights)
         if exp.init_from:
             start = load_checkpoint(run_dir(exp.init_from) / "checkpoint.ckpt")
             model.load_state_dict(start["model"])
         facts: dict[str, Any] = {"finished": True, "steps": 0, "train_wall_s": 0.0}
+        if exp.wise_alphas:
+            zero = build_breed_model(exp.arch, exp.weights)
+            model, mix = wise_ft(zero, model, exp.wise_alphas, split_train(exp)[1], exp.arch)
+            facts.update(mix)
         if exp.loss != "none":
             facts = fit(exp, model, samples, ctx, resume, max_minutes)
         facts["world_size"] = ctx.world_size
         if not facts["finished"]:
             log.info("%s paused at step %d: rerun with --resume", exp.name, facts["steps"])
             return None
-        if not ctx.is_main:
+        if not ctx.is_main or train_only:
             return None
         command = "python -m training.train --config " + shlex.quote(str(config_path or "<config>"))
         return finish(exp, model, facts, command)
@@ -142,13 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="training/configs/<x>.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--max-minutes", type=float, default=None, help="pause after M minutes")
+    parser.add_argument(
+        "--train-only", action="store_true", help="checkpoint only: no export or evaluation"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         exp = load_experiment(args.config)
-        metrics = run(exp, args.config, args.resume, args.max_minutes)
+        metrics = run(exp, args.config, args.resume, args.max_minutes, args.train_only)
     except Exception as exc:  # CLI: one-line cause, non-zero exit; traceback at DEBUG
         log.debug("train failed", exc_info=True)
         print(f"train failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,0 +1,25 @@
+"""Train photos held out of training, so thresholds are set on photos the network never fit.
+
+A network's scores on the photos it trained on are inflated (it memorised them), so an
+open-set threshold set on them refuses more new photos than intended. With
+``holdout_every: k`` every k-th train photo (index.csv order, i.e. stratified by breed) is
+left out of training and used instead to calibrate the run's open-set rule.
+"""
+
+from __future__ import annotations
+
+from training.config import Experiment
+from training.data import Sample, train_samples
+
+
+def split_train(exp: Experiment) -> tuple[list[Sample], list[Sample]]:
+    """(photos to train on, held-out photos); no held-out photos without ``holdout_every``."""
+    photos = train_samples(exp.train_fraction)
+    if not exp.holdout_every:
+        return photos, []
+    k = exp.holdout_every
+    held = [i % k == k - 1 for i in range(len(photos))]
+    return (
+        [p for p, h in zip(photos, held, strict=True) if not h],
+        [p for p, h in zip(photos, held, strict=True) if h],
+    )
