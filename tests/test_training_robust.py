@@ -121,3 +121,23 @@ def test_new_keys_are_checked() -> None:
         parse_experiment({"name": "w", "loss": "none", "wise_alphas": [0.5]})
     with pytest.raises(ConfigError, match="inputs: images"):
         parse_experiment({"name": "p", "steps": 1, "augment": "photo"})
+
+
+def test_gpu_bundle_packs_only_the_photos_trained_on(lab_env: Path) -> None:
+    import tarfile
+
+    from training.gpu_bundle import build
+    from training.holdout import split_train
+
+    config = lab_env / "real_x.yaml"
+    config.write_text("name: real_x\nsteps: 2\ninputs: images\nholdout_every: 4\n")
+    build([config], lab_env / "bundle", side=64, quality=60)
+    with tarfile.open(lab_env / "bundle" / "data.tgz") as tar:
+        names = [n for n in tar.getnames() if n.endswith(".webp")]
+        index = tar.extractfile("data/imagewoof/index.csv").read().decode().splitlines()
+    trained = split_train(_tiny_experiment(holdout_every=4))[0]
+    assert sorted(Path(n).stem for n in names) == sorted(s.path.stem for s in trained)
+    assert len(index) == 1 + len(load_split(None, "train"))  # every row: held-out stay listed
+    bundled = (lab_env / "bundle" / "configs" / "real_x.yaml").read_text()
+    assert "weights: __BUNDLE__/tf_efficientnet_lite0_fp16.pt" in bundled
+    assert (lab_env / "bundle" / "code" / "training" / "fit.py").is_file()
