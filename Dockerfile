@@ -1,7 +1,7 @@
 # BreedRecognizer web service: one CPU-only container (Heroku container stack or plain Docker).
-# Two stages: `build` installs the serving requirements into a virtualenv and derives the ONNX
-# artifact; the served image gets only that virtualenv and the app, with no pip cache and no
-# build-only packages. docs/deploy.md has the build and run commands.
+# Two stages: `build` installs the serving requirements into a virtualenv; the served image gets
+# only that virtualenv (no pip, no pip cache, no build-only packages) and the app.
+# docs/deploy.md has the build and run commands.
 
 # Any Debian-based image with Python 3.11 works (`podman build --build-arg BASE_IMAGE=...`).
 ARG BASE_IMAGE=python:3.11-slim
@@ -18,17 +18,8 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt /tmp/
 RUN pip install --index-url "$TORCH_INDEX_URL" "$(grep '^torch==' /tmp/requirements.txt)" \
-    && pip install -r /tmp/requirements.txt
-WORKDIR /app
-COPY app.py gunicorn.conf.py ./
-COPY model/ model/
-COPY service/ service/
-# Derive the served ONNX artifact from the shipped TorchScript one (outputs checked equal),
-# then drop what only this step needs.
-RUN python -m model.convert_onnx model/efficientnet_lite0_imagewoof.pt \
-        model/efficientnet_lite0_imagewoof.onnx \
-    && pip uninstall --yes onnx \
-    && pip uninstall --yes pip setuptools
+    && pip install -r /tmp/requirements.txt \
+    && pip uninstall --yes onnx pip setuptools
 
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -37,12 +28,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORT=8000
 RUN useradd --create-home --uid 10001 app
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
 WORKDIR /app
-# Workers serve the ONNX artifact: ~165 MB RSS per worker and ~1 s cold start, against
-# ~600 MB and ~3.5 s for TorchScript (torch is never imported). MODEL_URI=... overrides it,
-# e.g. MODEL_URI=/app/model/efficientnet_lite0_imagewoof.pt serves the TorchScript artifact.
-ENV MODEL_URI=/app/model/efficientnet_lite0_imagewoof.onnx
+COPY app.py gunicorn.conf.py ./
+COPY model/ model/
+COPY service/ service/
+# Workers serve the shipped static-int8 ONNX artifact (torch is never imported; figures in
+# docs/benchmark.md). MODEL_URI=... overrides it, e.g.
+# MODEL_URI=/app/model/efficientnet_lite0_imagewoof.pt serves the TorchScript artifact.
+ENV MODEL_URI=/app/model/efficientnet_lite0_imagewoof.int8.onnx
 
 USER app
 EXPOSE 8000

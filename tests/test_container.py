@@ -46,6 +46,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
+from model.source import SERVED_MODEL
 from tests.support.artifacts import shipped_metadata
 from tests.support.images import jpeg_bytes
 from tests.support.server import REPO_ROOT, free_port
@@ -238,6 +239,8 @@ def test_predicts_a_breed_on_port_from_env(served: Served) -> None:
     body = predict(served.base_url)
     assert body["model"]["name"] == shipped_metadata().name
     assert body["model"]["backend"] == "onnxruntime"
+    logs = podman("logs", served.cid)
+    assert f"from /app/model/{SERVED_MODEL.name}" in logs.stdout + logs.stderr  # the int8 one
     breeds = {breed.name for breed in shipped_metadata().classes}
     assert len(body["top_k"]) == 3 and all(item["name"] in breeds for item in body["top_k"])
 
