@@ -30,7 +30,7 @@ telegram = Blueprint("telegram", __name__)
 
 
 def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRuntime | None:
-    """Build this worker's bot runtime (None when the bot is disabled) and store it on the app."""
+    """Build this worker's bot runtime and keep it on the app; None (route answers 404) if off."""
     env = settings.environ or os.environ
     runtime = None
     try:
@@ -40,17 +40,17 @@ def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRu
         reason = f"bad configuration: {exc}"
     if reason is None:
         runtime = BotRuntime(config, predictor)
+        app.extensions[EXTENSION_KEY] = runtime
         log.info("telegram bot enabled on POST /telegram (Bot API %s)", config.api_base_url)
     else:
         level = logging.INFO if not env.get("TELEGRAM_TOKEN", "").strip() else logging.ERROR
         log.log(level, "telegram bot disabled: %s; POST /telegram answers 404", reason)
-    app.extensions[EXTENSION_KEY] = runtime
     return runtime
 
 
 @telegram.post("/telegram")
 def telegram_webhook():
-    runtime: BotRuntime | None = current_app.extensions[EXTENSION_KEY]
+    runtime: BotRuntime | None = current_app.extensions.get(EXTENSION_KEY)
     if runtime is None:
         return error_response(404, "telegram_disabled", "the Telegram bot is not enabled here")
     secret = runtime.config.secret_token.encode()
