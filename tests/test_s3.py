@@ -10,6 +10,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
+from model.predictor import Predictor
 from model.source import SHIPPED_MODEL
 from tests.support.images import jpeg_bytes
 from tests.support.server import free_port, run_gunicorn_until_exit, start_gunicorn
@@ -53,18 +54,23 @@ def _refusal_lines(logs: str) -> list[str]:
     return [line for line in logs.splitlines() if REFUSAL in line]
 
 
-def test_serves_model_from_s3_with_checksum(s3_endpoint: str, base_url: str) -> None:
+def test_serves_model_from_s3_with_checksum(s3_endpoint: str) -> None:
     sha = hashlib.sha256(SHIPPED_MODEL.read_bytes()).hexdigest()
     env = _env(s3_endpoint, f"s3://{BUCKET}/models/lite0.pt", MODEL_SHA256=sha)
+    photo = jpeg_bytes(seed=7)
     server = start_gunicorn(env)
     try:
-        photo = {"image": ("a.jpg", jpeg_bytes(seed=7))}
-        from_s3 = requests.post(f"{server.base_url}/predict", files=photo, timeout=30)
-        from_disk = requests.post(f"{base_url}/predict", files=photo, timeout=30)
-        assert from_s3.status_code == 200
-        assert from_s3.json() == from_disk.json()  # the same artifact gives the same answer
+        from_s3 = requests.post(
+            f"{server.base_url}/predict", files={"image": ("a.jpg", photo)}, timeout=30
+        )
     finally:
         server.stop()
+    assert from_s3.status_code == 200
+    body = from_s3.json()
+    assert body["model"]["backend"] == "torchscript"
+    # The same artifact read from disk gives the same answer.
+    from_disk = Predictor.from_uri(str(SHIPPED_MODEL), threads=1).predict_bytes(photo).to_dict()
+    assert {key: body[key] for key in from_disk} == from_disk
     assert f"model s3://{BUCKET}/models/lite0.pt downloaded to" in server.logs()
 
 
