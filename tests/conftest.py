@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite. Helpers live in tests/support/ (import them freely)."""
+"""Fixtures shared by the whole suite; the code they build on lives in tests/support/."""
 
 from __future__ import annotations
 

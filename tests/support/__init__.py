@@ -1,1 +1,1 @@
-"""Shared test helpers: real gunicorn servers, generated images, data-set lookup."""
+"""What the tests build on: real gunicorn servers, generated images, data-set lookup."""
