@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from model.preprocessing import DEFAULT_MAX_PIXELS
 from model.source import SERVED_MODEL
+from service.env import env_int, env_positive
 
 MAX_TOP_K = 10
 
@@ -22,29 +23,11 @@ class SettingsError(ValueError):
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return env_int(env, name, default, minimum, error=SettingsError)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be > 0, got {value}")
-    return value
+    return env_positive(env, name, default, error=SettingsError)
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from service.env import env_positive
+
 
 class FrontConfigError(ValueError):
     """A front setting holds a value the server cannot use."""
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise FrontConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise FrontConfigError(f"{name} must be > 0, got {raw!r}")
-    return value
+    return env_positive(env, name, default, error=FrontConfigError)
 
 
 @dataclass(frozen=True)
