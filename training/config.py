@@ -64,7 +64,6 @@ class Experiment(BaseModel):
     lr: float = Field(default=3e-4, ge=0)
     weight_decay: float = Field(default=0.05, ge=0)
     warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
-    layer_decay: float | None = Field(default=None, gt=0, le=1)  # lower lr for earlier layers
     precision: Literal["bf16", "fp32"] = "fp32"  # bf16 autocast: for GPUs / CPUs with bf16 units
     max_train_minutes: float | None = None  # safety stop; a stopped run says so
     seed: int = 0

@@ -198,9 +198,7 @@ def fit(
     trainable = nn.ModuleDict({"net": net})
     if objective.projector is not None:
         trainable["projector"] = objective.projector
-    optimizer = create_optimizer_v2(
-        trainable, "adamw", lr=exp.lr, weight_decay=exp.weight_decay, layer_decay=exp.layer_decay
-    )
+    optimizer = create_optimizer_v2(trainable, "adamw", lr=exp.lr, weight_decay=exp.weight_decay)
     steps, per_epoch = planned_steps(exp, len(dataset), ctx.world_size)
     warmup = round(exp.warmup_fraction * steps)
     scheduler, _ = create_scheduler_v2(
