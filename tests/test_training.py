@@ -414,3 +414,18 @@ def test_results_table_sorts_by_unseen_then_web_and_labels_val_leaky(tmp_path: P
     assert "val top-1 (leaky)" in text and "**93.0%** [90.0%, 96.0%]" in text
     assert "| 90.0% (170) |" in text  # web beagles, >= 20 photos
     assert "Configs not re-run yet" in text and "`lite1_ft`" in text
+
+
+@pytest.mark.parametrize("threads", [2, None])
+def test_results_table_has_a_latency_column_only_when_speed_was_measured(threads) -> None:
+    from training.results import render
+
+    row = {**_row("run_a", 0.93, 0.90, 0.95), "latency_ms": 12.5}
+    text = render([row], "CPU test", threads)
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| Run |"))
+    body = next(line for line in lines if line.startswith("| run_a |"))
+    assert header.count("|") == body.count("|")  # every row fills every column
+    assert ("latency b=1 (ms)" in header) == (threads is not None)
+    assert ("| 12.5 |" in body) == (threads is not None)
+    assert ("not measured" in text) == (threads is None)

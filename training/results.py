@@ -205,7 +205,15 @@ def label_noise_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
+def render(rows: list[dict[str, Any]], machine: str, threads: int | None) -> str:
+    """The results page; ``threads`` None = speed not measured (no latency column)."""
+    speed = (
+        f"- Speed: TorchScript, {threads} threads, measured one model after another in the same "
+        f"run on {machine}; latency = median of 30 single-photo calls (model only)."
+        if threads
+        else "- Speed: not measured in this run (`--no-speed`: the shared CPU was busy)."
+    )
+    latency = " latency b=1 (ms) |" if threads else ""
     lines = [
         "# Results",
         "",
@@ -222,13 +230,14 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
         "evenly spaced train photos, `training/evaluate.py`); refused = share of the split's "
         'photos called "not one of my breeds".',
         f"- **val (leaky)**: {VAL_CAVEAT}. Kept only to compare with the original table.",
-        f"- Speed: TorchScript, {threads} threads, measured one model after another in the same "
-        f"run on {machine}; latency = median of 30 single-photo calls (model only).",
+        speed,
         "",
         "| Run | Experiment | Input | Params (M) | unseen top-1 [95% CI] | unseen served "
-        "| unseen refused | web top-1 [95% CI] | web Beagle | web Golden | val top-1 (leaky) "
-        "| latency b=1 (ms) | train time | Reproduce |",
-        "|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
+        f"| unseen refused | web top-1 [95% CI] | web Beagle | web Golden | val top-1 (leaky) |"
+        f"{latency} train time | Reproduce |",
+        "|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|"
+        + ("---:|" if threads else "")
+        + "---:|---|",
     ]
     for r in sorted(rows, key=sort_key):
         train = "–" if not r.get("steps") else f"{r['train_wall_s'] / 60:.1f} min"
@@ -238,7 +247,9 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int) -> str:
             f"| {_with_ci(r, 'unseen')} | {_pct(score(r, 'unseen', 'served'))} "
             f"| {_pct(score(r, 'unseen', 'refused'))} | {_with_ci(r, 'web')} "
             f"| {_breed(r, 'web', WEB_BREEDS[0])} | {_breed(r, 'web', WEB_BREEDS[1])} "
-            f"| {_pct(score(r, 'val'))} | {r.get('latency_ms', '–')} | {train} "
+            f"| {_pct(score(r, 'val'))} |"
+            + (f" {r.get('latency_ms', '–')} |" if threads else "")
+            + f" {train} "
             f"| `{r['command']}` |"
         )
     missing = not_rerun(rows)
@@ -308,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 np.array(m["confusion"]), args.out.parent / f"confusion_{split}.png", title
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(rows, hardware(), threads))
+    args.out.write_text(render(rows, hardware(), None if args.no_speed else threads))
     print(f"wrote {args.out} ({len(rows)} runs)")
     return 0
 
