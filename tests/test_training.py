@@ -429,3 +429,12 @@ def test_results_table_has_a_latency_column_only_when_speed_was_measured(threads
     assert ("latency b=1 (ms)" in header) == (threads is not None)
     assert ("| 12.5 |" in body) == (threads is not None)
     assert ("not measured" in text) == (threads is None)
+
+
+def test_a_stored_run_config_with_a_retired_unset_option_still_reads() -> None:
+    from training.config import ConfigError, parse_experiment, stored_experiment
+
+    saved = parse_experiment({"name": "old", "steps": 3}).model_dump()
+    assert stored_experiment({**saved, "layer_decay": None}, "run old").name == "old"
+    with pytest.raises(ConfigError, match="layer_decay: unknown key"):
+        stored_experiment({**saved, "layer_decay": 0.7}, "run old")  # it would change the run

@@ -135,3 +135,13 @@ def load_experiment(path: Path) -> Experiment:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: {first}") from None
     return parse_experiment(raw, str(path))
+
+
+def stored_experiment(raw: dict, source: str) -> Experiment:
+    """A run's experiment as its checkpoint saved it, read by the current schema.
+
+    A key the schema no longer has is dropped if it holds None (an option that was off then
+    changes nothing now); any other unknown key is still a ``ConfigError``.
+    """
+    kept = {k: v for k, v in raw.items() if k in Experiment.model_fields or v is not None}
+    return parse_experiment(kept, source)

@@ -18,7 +18,7 @@ import logging
 import torch
 from torch import nn
 
-from training.config import Experiment, parse_experiment
+from training.config import Experiment, stored_experiment
 from training.data import Sample, train_samples
 from training.distributed import DistContext
 from training.export import default_preprocessing
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def _teacher_networks(name: str, zero_shot: bool) -> tuple[list[nn.Module], Experiment]:
     model, config = load_run_network(name)
-    exp = parse_experiment(config, f"run {name}")
+    exp = stored_experiment(config, f"run {name}")
     nets = [model]
     if zero_shot:
         nets.append(build_breed_model(exp.arch, exp.weights).eval())
