@@ -63,7 +63,7 @@ class TorchScriptBackend:
             return self.module(self._torch.from_numpy(batch)).float().numpy()
 
 
-def onnx_session_options(threads: int):
+def onnx_session_options(threads: int, exact_int8: bool = True):
     """ONNX Runtime settings for one serving process among several on the same cores.
 
     All graph optimisations (for a QDQ int8 graph this is what fuses QuantizeLinear /
@@ -72,10 +72,11 @@ def onnx_session_options(threads: int):
     inter-op pool); and idle pool threads sleep instead of spinning, so a worker waiting for
     its next request never burns the core another worker is computing on.
 
-    ``session.x64quantprecision``: on x86 CPUs without VNNI (AVX2, like the EPYC these
-    figures come from) the fast u8×s8 kernels add pairs of products in 16 bits, which
-    saturates for full-range int8 weights and changes answers; this makes ONNX Runtime use
-    its exact u8×u8 kernels (no effect on float graphs; CPUs with VNNI are exact anyway).
+    ``exact_int8`` (``session.x64quantprecision``): on x86 CPUs without VNNI (AVX2, like the
+    EPYC these figures come from) the fast u8×s8 kernels add pairs of products in 16 bits,
+    which saturates for full-range 8-bit weights and changes answers; the option makes ONNX
+    Runtime use its exact but slower u8×u8 kernels. Artifacts quantized with 7-bit weights
+    cannot saturate, so they may run on the fast kernels (``fast_int8_is_exact``).
     """
     import onnxruntime as ort
 
@@ -86,8 +87,18 @@ def onnx_session_options(threads: int):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.add_session_config_entry("session.x64quantprecision", "1")
+    options.add_session_config_entry("session.x64quantprecision", "1" if exact_int8 else "0")
     return options
+
+
+def fast_int8_is_exact(meta: ModelMetadata) -> bool:
+    """True for int8 artifacts with 7-bit weights, which the fast kernels run exactly.
+
+    ``model.quantize`` records ``weight_bits`` in ``extra.quantization``. Every other artifact
+    (float, full 8-bit, or one that does not say) runs with the exact kernels.
+    """
+    quantization = meta.extra.get("quantization")
+    return isinstance(quantization, dict) and quantization.get("weight_bits") == 7
 
 
 class OnnxBackend:
@@ -95,27 +106,37 @@ class OnnxBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = onnx_session_options(threads or default_threads())
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ArtifactError(f"cannot load ONNX artifact {path}: {exc}") from exc
+    def __init__(self, path: Path | bytes, threads: int | None = None) -> None:
+        """``path``: the artifact's file, or a whole ONNX model in memory (the lab's checks)."""
+        self._session = self._open(path, threads, exact_int8=True)
+        where = path if isinstance(path, Path) else "in-memory model"
         props = self._session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
-            raise ArtifactError(f"{path} has no {METADATA_KEY} metadata; export it with the lab")
-        self.metadata = _parse_metadata(props[METADATA_KEY], path)
+            raise ArtifactError(f"{where} has no {METADATA_KEY} metadata; export it with the lab")
+        self.metadata = _parse_metadata(props[METADATA_KEY], where)
+        if fast_int8_is_exact(self.metadata):  # only known once loaded: load it again, fast
+            self._session = self._open(path, threads, exact_int8=False)
         self._input = self._session.get_inputs()[0].name
+
+    @staticmethod
+    def _open(path: Path | bytes, threads: int | None, exact_int8: bool):
+        import onnxruntime as ort
+
+        options = onnx_session_options(threads or default_threads(), exact_int8)
+        model = path if isinstance(path, bytes) else str(path)
+        try:
+            return ort.InferenceSession(
+                model, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            where = path if isinstance(path, Path) else "in-memory model"
+            raise ArtifactError(f"cannot load ONNX artifact {where}: {exc}") from exc
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: batch})[0]
 
 
-def _parse_metadata(text: str | bytes, path: Path) -> ModelMetadata:
+def _parse_metadata(text: str | bytes, path: Path | str) -> ModelMetadata:
     try:
         return ModelMetadata.from_json(text)
     except (ValueError, KeyError, TypeError) as exc:

@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,24 @@ class Acceptance:
 ACCEPTANCE = Acceptance()
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How the int8 artifact is made; stored in its metadata (``extra.quantization``).
+
+    ``weight_bits`` 8 is the default because it is the recipe that passes ``ACCEPTANCE`` for
+    the shipped model (docs/benchmark.md lists what was tried). 7-bit weights run exactly on
+    the fast u8×s8 kernels of CPUs without VNNI (8-bit ones need the slower exact kernels
+    there, see ``model.backends``); with 7 bits the nodes that suffer most from the lost bit
+    are found on held-out train photos and keep float weights.
+    """
+
+    weight_bits: int = 8
+    calibration_method: str = "MinMax"  # ONNX Runtime CalibrationMethod name
+    calibration_photos: int = 300
+    sensitivity_photos: int = 300  # train photos outside the calibration sample
+    max_float_nodes: int = 8  # most nodes left in float
+
+
 class QuantizationRefusedError(RuntimeError):
     """The int8 model does not match the fp32 one closely enough to be shipped."""
 
@@ -98,11 +116,18 @@ def _is_image(path: Path) -> bool:
 
 
 def calibration_sample(
-    train_dir: Path, meta: ModelMetadata, count: int, seed: int
+    train_dir: Path,
+    meta: ModelMetadata,
+    count: int,
+    seed: int,
+    taken: frozenset[Path] = frozenset(),
 ) -> list[tuple[Path, int]]:
-    """``count`` train photos, the same number per breed, a seeded sample of sorted lists."""
+    """``count`` train photos, the same number per breed, a seeded sample of sorted lists.
+
+    Photos in ``taken`` (another sample's) are never drawn.
+    """
     per_class = max(1, count // len(meta.classes))
-    everything = labelled_photos(train_dir, meta)
+    everything = [(p, i) for p, i in labelled_photos(train_dir, meta) if p not in taken]
     rng = random.Random(seed)
     sample = []
     for index in range(len(meta.classes)):
@@ -129,8 +154,21 @@ def preprocessed(paths: Iterable[Path], meta: ModelMetadata) -> Iterator[np.ndar
 # ---------------------------------------------------------------- quantization
 
 
-def quantize(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> None:
-    """Write the static-int8 (QDQ) version of ``fp32`` to ``out``, calibrated on the rows given."""
+def quantize(
+    fp32: Path,
+    out: Path,
+    calibration: Iterable[np.ndarray] | None,
+    weight_bits: int = 7,
+    method: str = "MinMax",
+    exclude: Iterable[str] = (),
+    ranges: Path | None = None,
+) -> None:
+    """Write the static-int8 (QDQ) version of ``fp32`` to ``out``, calibrated on the rows given.
+
+    ``weight_bits`` 7 (``reduce_range``) or 8; ``exclude``: nodes left in float. ``ranges``
+    caches the calibrated activation ranges: when the file exists, ``calibration`` may be
+    None and is not read, so variants of one calibration cost no second pass.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -139,6 +177,9 @@ def quantize(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> None:
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
 
     class Rows(CalibrationDataReader):
         def __init__(self, rows: Iterable[np.ndarray]) -> None:
@@ -154,15 +195,142 @@ def quantize(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> None:
         quantize_static(
             str(prepared),
             str(out),
-            Rows(calibration),
+            Rows(calibration) if calibration is not None else None,
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            reduce_range=False,
-            calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=weight_bits == 7,
+            calibrate_method=CalibrationMethod[method],
+            nodes_to_exclude=list(exclude),
             extra_options={"CalibMaxIntermediateOutputs": 16},
+            calibration_cache_path=ranges,
         )
+
+
+# ---------------------------------------------------------------- sensitivity
+
+
+def distance(want: np.ndarray, got: np.ndarray, meta: ModelMetadata) -> float:
+    """How far int8 outputs are from fp32 ones: mean KL divergence of each head's softmax.
+
+    Both heads count: the breed head names the breed, and the ImageNet head (when the
+    artifact has one) feeds the open-set verdict.
+    """
+    heads = [meta.outputs.breed] + ([meta.outputs.imagenet] if meta.outputs.imagenet else [])
+    total = 0.0
+    for start, end in heads:
+        p, q = _log_softmax(want[:, start:end]), _log_softmax(got[:, start:end])
+        total += float((np.exp(p) * (p - q)).sum(axis=1).mean())
+    return total
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def with_float_weights(qdq: Path, fp32: Path, nodes: Collection[str]) -> bytes:
+    """``qdq`` with the weights of ``nodes`` put back to their fp32 values (a whole model).
+
+    ONNX Runtime then runs those nodes as float convolutions between the quantized
+    activations around them. Unknown names are an error, so a recipe never silently
+    keeps a node quantized.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    source = onnx.load(str(fp32)).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in source.initializer}
+    for constant in (n for n in source.node if n.op_type == "Constant"):  # torch's exporter
+        value = next((a.t for a in constant.attribute if a.name == "value"), None)
+        if value is not None:
+            weights[constant.output[0]] = numpy_helper.to_array(value)
+    model = onnx.load(str(qdq))
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    left = set(nodes)
+    for node in graph.node:
+        if node.name not in left:
+            continue
+        dequantize = producers.get(node.input[1]) if len(node.input) > 1 else None
+        original = None
+        if dequantize is not None and dequantize.op_type == "DequantizeLinear":
+            original = weights.get(dequantize.input[0].removesuffix("_quantized"))
+        if original is None:
+            raise ValueError(f"node {node.name!r} has no quantized weight to put back")
+        name = f"{dequantize.input[0].removesuffix('_quantized')}_float"
+        graph.initializer.append(numpy_helper.from_array(original, name))
+        node.input[1] = name
+        left.discard(node.name)
+    if left:
+        raise ValueError(f"no such node(s) in the quantized graph: {sorted(left)}")
+    return model.SerializeToString()
+
+
+def quantized_weight_nodes(qdq: Path) -> list[str]:
+    """Convolutions and matrix products whose weight comes through a DequantizeLinear."""
+    import onnx
+
+    graph = onnx.load(str(qdq)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    weighted = (n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul"))
+    return [n.name for n in weighted if len(n.input) > 1 and n.input[1] in dequantized]
+
+
+@dataclass
+class Sensitivity:
+    """Which nodes keep float weights, and the distances to fp32 (held-out train photos)."""
+
+    float_nodes: list[str]
+    target: float  # distance of the same calibration with full 8-bit weights
+    all_quantized: float  # distance with every weight at ``recipe.weight_bits``
+    chosen: float  # distance with ``float_nodes`` back in float
+
+
+def find_sensitive_nodes(
+    fp32_path: Path, qdq: Path, rows: np.ndarray, ranges: Path, recipe: Recipe, workdir: Path
+) -> Sensitivity:
+    """Nodes to give back float weights so ``qdq`` (7-bit) ends as close to fp32 as 8-bit.
+
+    Measured on ``rows`` (train photos not used for calibration; never the test splits):
+    each quantized node gets its float weight back on its own and is ranked by how much
+    closer to fp32 that brings the outputs; then the top ones get theirs back, one more at a
+    time, until the distance is at most the 8-bit model's (or ``recipe.max_float_nodes``).
+    """
+    fp32 = OnnxBackend(fp32_path, threads=None)
+    meta = fp32.metadata
+    want = _outputs(fp32, _batches(rows))
+
+    def measure(model: Path | bytes) -> float:
+        return distance(want, _outputs(OnnxBackend(model, threads=None), _batches(rows)), meta)
+
+    eight = workdir / "eight.onnx"
+    quantize(fp32_path, eight, None, 8, recipe.calibration_method, ranges=ranges)
+    with_metadata(eight, _tagged(meta, 8))  # so it runs on the kernels serving would use
+    target, base = measure(eight), measure(qdq)
+    log.info("distance to fp32: %.5f with 8-bit weights, %.5f with %d-bit", target, base,
+             recipe.weight_bits)  # fmt: skip
+    if base <= target or recipe.max_float_nodes == 0:
+        return Sensitivity([], target, base, base)
+    nodes = quantized_weight_nodes(qdq)
+    gains = {n: base - measure(with_float_weights(qdq, fp32_path, [n])) for n in nodes}
+    ranked = sorted(nodes, key=lambda n: -gains[n])
+    chosen, count = base, 0
+    while count < min(recipe.max_float_nodes, len(ranked)) and chosen > target:
+        count += 1
+        chosen = measure(with_float_weights(qdq, fp32_path, ranked[:count]))
+        log.info("float weights for %d node(s): distance %.5f", count, chosen)
+    return Sensitivity(ranked[:count], target, base, chosen)
+
+
+def _tagged(meta: ModelMetadata, weight_bits: int) -> ModelMetadata:
+    return dataclasses.replace(meta, extra={"quantization": {"weight_bits": weight_bits}})
+
+
+def _batches(rows: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, len(rows), BATCH):
+        yield rows[start : start + BATCH]
 
 
 # ---------------------------------------------------------------- comparison
@@ -364,10 +532,10 @@ def build(
     src: Path,
     out: Path,
     data_root: Path,
-    calibration_photos: int = 300,
+    recipe: Recipe = Recipe(),
     seed: int = 0,
 ) -> tuple[ModelMetadata, list[SplitResult]]:
-    """The whole command: fp32 ONNX, calibration, int8, comparison, acceptance, artifact.
+    """The whole command: fp32 ONNX, calibration, sensitive nodes, int8, comparison, artifact.
 
     Raises QuantizationRefusedError (nothing written) when the int8 model falls short.
     """
@@ -377,14 +545,32 @@ def build(
     if not train_dir.is_dir():
         raise ArtifactError(f"no calibration photos: {train_dir} is not a folder")
     with tempfile.TemporaryDirectory(prefix="breedrec-quantize-") as tmp:
-        fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        work = Path(tmp)
+        fp32_path, int8_path, ranges = work / "fp32.onnx", work / "int8.onnx", work / "ranges"
         convert(src, fp32_path)
         fp32 = OnnxBackend(fp32_path, threads=1)
         meta = fp32.metadata
-        sample = calibration_sample(train_dir, meta, calibration_photos, seed)
+        sample = calibration_sample(train_dir, meta, recipe.calibration_photos, seed)
+        held_out = calibration_sample(
+            train_dir, meta, recipe.sensitivity_photos, seed + 1, frozenset(p for p, _ in sample)
+        )
         log.info("calibrating on %d train photos", len(sample))
         rows = (row for batch in preprocessed([p for p, _ in sample], meta) for row in batch)
-        quantize(fp32_path, int8_path, rows)
+        quantize(fp32_path, int8_path, rows, recipe.weight_bits, recipe.calibration_method,
+                 ranges=ranges)  # fmt: skip
+        sensitivity = None
+        if recipe.weight_bits == 7 and held_out:
+            with_metadata(int8_path, _tagged(meta, 7))
+            held_out_rows = np.concatenate(list(preprocessed([p for p, _ in held_out], meta)))
+            sensitivity = find_sensitive_nodes(
+                fp32_path, int8_path, held_out_rows, ranges, recipe, work
+            )
+            if sensitivity.float_nodes:
+                model = with_float_weights(int8_path, fp32_path, sensitivity.float_nodes)
+                int8_path.write_bytes(model)
+        calibration = _recipe_record(recipe, meta, sample, held_out, seed, sensitivity)
+        # Tagged before measuring, so it runs on the kernels the service will use.
+        with_metadata(int8_path, dataclasses.replace(meta, extra={"quantization": calibration}))
         int8 = OnnxBackend(int8_path, threads=1)
         results = compare(fp32, int8, data_root)
         print(comparison_table(results))
@@ -393,15 +579,6 @@ def build(
             raise QuantizationRefusedError("; ".join(problems))
         row = next(preprocessed([sample[0][0]], meta))
         timing = {"fp32": median_ms(fp32, row), "int8": median_ms(int8, row)}
-        calibration = {
-            "method": "onnxruntime quantize_static, QDQ, MinMax; int8 weights per channel, "
-            "uint8 activations",
-            "photos": len(sample),
-            "split": "imagewoof/train",
-            "selection": f"{len(sample) // len(meta.classes)} per breed: random.Random({seed})"
-            ".sample of each breed's sorted file list",
-            "seed": seed,
-        }
         int8_meta = int8_metadata(meta, calibration, results, timing)
         with_metadata(int8_path, int8_meta)
         OnnxBackend(int8_path, threads=1)  # the finished file loads and its metadata parses
@@ -417,6 +594,42 @@ def build(
     return int8_meta, results
 
 
+def _recipe_record(
+    recipe: Recipe,
+    meta: ModelMetadata,
+    sample: list[tuple[Path, int]],
+    held_out: list[tuple[Path, int]],
+    seed: int,
+    sensitivity: Sensitivity | None,
+) -> dict[str, object]:
+    """What the artifact says about how it was made (``extra.quantization``)."""
+    per_class = len(sample) // len(meta.classes)
+    record: dict[str, object] = {
+        "method": f"onnxruntime quantize_static, QDQ, {recipe.calibration_method}; "
+        f"{recipe.weight_bits}-bit int8 weights per channel, uint8 activations",
+        "weight_bits": recipe.weight_bits,
+        "calibration_method": recipe.calibration_method,
+        "photos": len(sample),
+        "split": "imagewoof/train",
+        "selection": f"{per_class} per breed: random.Random({seed}).sample of each breed's "
+        "sorted file list",
+        "seed": seed,
+    }
+    if sensitivity is not None:
+        record["float_nodes"] = sensitivity.float_nodes
+        record["sensitivity"] = {
+            "photos": len(held_out),
+            "selection": f"train photos outside the calibration sample, "
+            f"{len(held_out) // len(meta.classes)} per breed: random.Random({seed + 1})",
+            "distance": "mean KL divergence from fp32, breed head + ImageNet head",
+            "target_8bit": round(sensitivity.target, 6),
+            "all_quantized": round(sensitivity.all_quantized, 6),
+            "chosen": round(sensitivity.chosen, 6),
+            "max_float_nodes": recipe.max_float_nodes,
+        }
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Shipped TorchScript artifact -> accepted static-int8 ONNX artifact."
@@ -429,7 +642,28 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_DATA_ROOT,
         help="folder with imagewoof/{train,unseen,web,val}/<wnid>/ and ood/",
     )
-    parser.add_argument("--calibration-photos", type=int, default=300, help="train photos")
+    defaults = Recipe()
+    parser.add_argument(
+        "--calibration-photos", type=int, default=defaults.calibration_photos, help="train photos"
+    )
+    parser.add_argument(
+        "--calibration-method",
+        choices=("MinMax", "Entropy", "Percentile", "Distribution"),
+        default=defaults.calibration_method,
+    )
+    parser.add_argument(
+        "--weight-bits",
+        type=int,
+        choices=(7, 8),
+        default=defaults.weight_bits,
+        help="8 needs the slow exact kernels on CPUs without VNNI",
+    )
+    parser.add_argument(
+        "--max-float-nodes",
+        type=int,
+        default=defaults.max_float_nodes,
+        help="most nodes left in float when 7-bit weights cost accuracy",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     parser.add_argument("--report", type=Path, help="also write the measured figures here (JSON)")
     args = parser.parse_args(argv)
@@ -439,12 +673,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.suffix != ".onnx":
         print(f"quantize: {args.out} must end in .onnx", file=sys.stderr)
         return 2
-    if args.calibration_photos < 1:
-        print("quantize: --calibration-photos must be >= 1", file=sys.stderr)
+    if args.calibration_photos < 1 or args.max_float_nodes < 0:
+        message = "--calibration-photos must be >= 1 and --max-float-nodes >= 0"
+        print(f"quantize: {message}", file=sys.stderr)
         return 2
     started = time.perf_counter()
     try:
-        meta, _ = build(args.src, args.out, args.data_root, args.calibration_photos, args.seed)
+        recipe = Recipe(
+            weight_bits=args.weight_bits,
+            calibration_method=args.calibration_method,
+            calibration_photos=args.calibration_photos,
+            max_float_nodes=args.max_float_nodes,
+        )
+        meta, _ = build(args.src, args.out, args.data_root, recipe, args.seed)
     except QuantizationRefusedError as exc:
         print(f"quantize: refused: {exc}", file=sys.stderr)
         return 1

@@ -12,10 +12,20 @@ import pytest
 import requests
 from PIL import Image
 
-from model.backends import OnnxBackend, load_backend, onnx_session_options
+from model.backends import OnnxBackend, fast_int8_is_exact, load_backend, onnx_session_options
 from model.convert_onnx import convert
 from model.metadata import ModelMetadata
-from model.quantize import ACCEPTANCE, compare, labelled_photos, quantize, refusals
+from model.quantize import (
+    ACCEPTANCE,
+    calibration_sample,
+    compare,
+    distance,
+    labelled_photos,
+    quantize,
+    quantized_weight_nodes,
+    refusals,
+    with_float_weights,
+)
 from model.source import SERVED_MODEL, SHIPPED_MODEL
 from tests.support.artifacts import shipped_metadata
 from tests.support.data import imagewoof_dir
@@ -71,6 +81,22 @@ def test_constant_calibration_is_refused_by_the_acceptance_check(
     assert any("top-1 agreement with fp32" in p for p in problems), problems
 
 
+def test_float_weights_put_back_only_where_asked(fp32_onnx: Path, tmp_path: Path) -> None:
+    """The 7-bit recipe's sensitive nodes keep float weights; every other node stays int8."""
+    seven = tmp_path / "seven.onnx"
+    rows = np.random.default_rng(0).normal(size=(4, 3, 224, 224)).astype(np.float32)
+    quantize(fp32_onnx, seven, iter(rows), weight_bits=7)
+    nodes = quantized_weight_nodes(seven)
+    assert len(nodes) == 51  # 49 convolutions + the two heads
+    mixed = tmp_path / "mixed.onnx"
+    mixed.write_bytes(with_float_weights(seven, fp32_onnx, [nodes[1]]))
+    before, after = _optimized_ops(seven, tmp_path), _optimized_ops(mixed, tmp_path)
+    assert after.count("QLinearConv") == before.count("QLinearConv") - 1
+    assert _float_convs(before) == 0 and _float_convs(after) == 1
+    with pytest.raises(ValueError, match="no such node"):
+        with_float_weights(seven, fp32_onnx, ["not-a-node"])
+
+
 def test_cli_refuses_and_writes_nothing(tmp_path: Path) -> None:
     root = _generated_data_root(tmp_path / "data", per_class=2, constant_train=True)
     out = tmp_path / "int8.onnx"
@@ -111,17 +137,39 @@ def test_served_artifact_is_the_shipped_model_quantized() -> None:
     assert SERVED_MODEL.stat().st_size < 25 * 2**20
 
 
-def test_quantized_graph_runs_integer_kernels(tmp_path: Path) -> None:
-    """After ONNX Runtime's optimisations the QDQ pairs are gone into QLinearConv kernels."""
+def _optimized_ops(model: Path, tmp_path: Path) -> list[str]:
+    """Operator types ONNX Runtime runs for ``model`` after its graph optimisations."""
     import onnx
     import onnxruntime as ort
 
     options = onnx_session_options(1)
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(SERVED_MODEL), options, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    options.optimized_model_filepath = str(tmp_path / f"optimized-{model.name}")
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def _float_convs(ops: list[str]) -> int:
+    return ops.count("Conv") + ops.count("FusedConv")
+
+
+def test_quantized_graph_runs_integer_kernels(tmp_path: Path) -> None:
+    """After ONNX Runtime's optimisations the QDQ pairs are gone into QLinearConv kernels;
+    only nodes the recipe gave float weights (7-bit recipe) may still run float Convs."""
+    served = load_backend(SERVED_MODEL, threads=1).metadata.extra["quantization"]
+    ops = _optimized_ops(SERVED_MODEL, tmp_path)
     assert ops.count("QLinearConv") >= 40  # EfficientNet-Lite0 has 49 convolutions
-    assert "Conv" not in ops and "FusedConv" not in ops
+    assert _float_convs(ops) <= len(served.get("float_nodes", []))
+
+
+def test_only_seven_bit_weights_run_on_the_fast_kernels() -> None:
+    """7-bit artifacts may use the fast (saturating) kernels; everything else, the served
+    8-bit artifact included, runs on the exact ones."""
+    served = load_backend(SERVED_MODEL, threads=1).metadata
+    seven = dataclasses.replace(served, extra={"quantization": {"weight_bits": 7}})
+    eight = dataclasses.replace(served, extra={"quantization": {"weight_bits": 8}})
+    assert fast_int8_is_exact(seven)
+    assert not fast_int8_is_exact(eight) and not fast_int8_is_exact(served)
+    assert not fast_int8_is_exact(shipped_metadata())  # float: no int8 kernels at all
 
 
 def test_session_options_for_shared_cores() -> None:
@@ -129,6 +177,31 @@ def test_session_options_for_shared_cores() -> None:
     assert options.intra_op_num_threads == 3
     assert options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.x64quantprecision") == "1"  # safe default
+    fast = onnx_session_options(1, exact_int8=False)
+    assert fast.get_session_config_entry("session.x64quantprecision") == "0"
+
+
+def test_distance_to_fp32_counts_both_heads() -> None:
+    meta = shipped_metadata()
+    rng = np.random.default_rng(0)
+    want = rng.normal(size=(4, 1010)).astype(np.float32)
+    assert distance(want, want, meta) == pytest.approx(0.0, abs=1e-9)
+    breed_only, imagenet_only = want.copy(), want.copy()
+    breed_only[:, 0] += 3.0
+    imagenet_only[:, 500] += 3.0
+    assert distance(want, breed_only, meta) > 0.01
+    assert distance(want, imagenet_only, meta) > 0.001
+
+
+def test_held_out_sample_never_repeats_calibration_photos(tmp_path: Path) -> None:
+    root = _generated_data_root(tmp_path / "data", per_class=4, constant_train=False)
+    train, meta = root / "imagewoof" / "train", shipped_metadata()
+    first = calibration_sample(train, meta, 20, seed=0)
+    again = calibration_sample(train, meta, 20, seed=0)
+    rest = calibration_sample(train, meta, 20, seed=1, taken=frozenset(p for p, _ in first))
+    assert first == again and len(first) == len(rest) == 20
+    assert not {p for p, _ in first} & {p for p, _ in rest}
 
 
 def test_served_int8_artifact_under_gunicorn(base_url: str) -> None:
