@@ -59,6 +59,21 @@ class OpenSetRule:
 
 
 @dataclass(frozen=True)
+class ClassPrior:
+    """Deployment prior as logit adjustment: added to the breed logits before the answer.
+
+    Training photos are balanced per breed but the photos people send are not (beagles are
+    far more common than English foxhounds), so the Bayes answer under the deployment prior
+    adds ``log p_deploy(breed) - log p_train(breed)`` to each breed logit (Menon et al.,
+    2021). Empty = balanced, no adjustment. ``source`` says where the numbers come from.
+    It changes which breed is named and its confidence, never the open-set verdict.
+    """
+
+    log_adjustment: tuple[float, ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class ModelMetadata:
     """What a served model is, how to feed it and how to read its output."""
 
@@ -69,6 +84,7 @@ class ModelMetadata:
     preprocessing: Preprocessing = Preprocessing()
     outputs: OutputLayout = OutputLayout()
     open_set: OpenSetRule = OpenSetRule()
+    prior: ClassPrior = ClassPrior()
     trained_on: str = ""
     weights_origin: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +96,11 @@ class ModelMetadata:
         if end - start != len(self.classes):
             raise ValueError(
                 f"output layout has {end - start} breed logits but {len(self.classes)} classes"
+            )
+        if self.prior.log_adjustment and len(self.prior.log_adjustment) != len(self.classes):
+            raise ValueError(
+                f"prior has {len(self.prior.log_adjustment)} adjustments for "
+                f"{len(self.classes)} classes"
             )
 
     def to_json(self) -> str:
@@ -107,11 +128,19 @@ class ModelMetadata:
                 imagenet=tuple(imagenet) if imagenet else None,
             ),
             open_set=OpenSetRule(**raw.get("open_set", {})),
+            prior=_class_prior(raw.get("prior", {})),
             trained_on=raw.get("trained_on", ""),
             weights_origin=raw.get("weights_origin", ""),
             metrics=raw.get("metrics", {}),
             extra=raw.get("extra", {}),
         )
+
+
+def _class_prior(raw: dict[str, Any]) -> ClassPrior:
+    return ClassPrior(
+        log_adjustment=tuple(float(x) for x in raw.get("log_adjustment", ())),
+        source=raw.get("source", ""),
+    )
 
 
 # The ten Imagewoof breeds in the order of the official wnid sort, with ImageNet-1k indices.

@@ -13,6 +13,7 @@ from model.backends import Backend, load_backend
 from model.metadata import ModelMetadata
 from model.open_set import is_known, known_scores, softmax
 from model.preprocessing import DEFAULT_MAX_PIXELS, preprocess_bytes
+from model.prior import answer_logits
 from model.source import resolve_model_uri
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,18 @@ class Predictor:
         return self.interpret(self.backend.run(batch), top_k)
 
     def interpret(self, outputs: np.ndarray, top_k: int | None = None) -> list[Prediction]:
-        """Raw model outputs → predictions; also used by the lab's evaluation."""
+        """Raw model outputs → predictions; also used by the lab's evaluation.
+
+        The open-set verdict reads the model's own breed probabilities; the named breed and
+        the confidences read them after the artifact's prior (if any).
+        """
         meta = self.metadata
         classes = meta.classes
-        start, end = meta.outputs.breed
         outputs = outputs.astype(np.float32, copy=False)
-        probs = softmax(outputs[:, start:end])
-        scores = known_scores(outputs, meta, breed_probs=probs)
+        probs = softmax(answer_logits(outputs, meta))
+        scores = known_scores(
+            outputs, meta, breed_probs=None if meta.prior.log_adjustment else probs
+        )
         known = is_known(scores, meta)
         k = max(1, min(top_k or self.top_k, len(classes)))
         results = []

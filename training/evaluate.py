@@ -33,6 +33,7 @@ from model.backends import Backend, load_backend
 from model.metadata import IMAGEWOOF_CLASSES, ModelMetadata, OpenSetRule
 from model.open_set import is_known, known_scores
 from model.preprocessing import preprocess_bytes
+from model.prior import answer_logits
 from training.cache import cache_folder
 from training.data import Sample, load_split, scan_folder, train_samples
 from training.open_set_data import weights_fingerprint
@@ -103,8 +104,7 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def split_metrics(outputs: np.ndarray, labels: np.ndarray, meta: ModelMetadata) -> dict[str, Any]:
     """Top-1 (+ Wilson CI), top-5, served accuracy, refusals, per breed, confusion."""
-    start, end = meta.outputs.breed
-    ranked = np.argsort(-outputs[:, start:end], axis=1)
+    ranked = np.argsort(-answer_logits(outputs, meta), axis=1)
     top1 = ranked[:, 0] == labels
     accepted = is_known(known_scores(outputs, meta), meta)
     confusion = np.zeros((len(NAMES), len(NAMES)), dtype=int)
@@ -168,9 +168,8 @@ def evaluate_artifact(
             m = result[split]
             title = f"{meta.name} on {split}: top-1 {m['top1']:.1%} (n={m['n']})"
             plot_confusion(np.array(m["confusion"]), out_dir / f"confusion_{split}.png", title)
-            start, end = meta.outputs.breed
             result[split]["mistakes"] = mistake_gallery(
-                samples, outputs[:, start:end], out_dir / f"mistakes_{split}.png"
+                samples, answer_logits(outputs, meta), out_dir / f"mistakes_{split}.png"
             )
     return result
 

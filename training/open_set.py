@@ -29,6 +29,7 @@ import numpy as np
 from model.backends import ArtifactError, load_backend
 from model.metadata import ModelMetadata, OpenSetRule
 from model.open_set import known_scores
+from model.prior import answer_logits
 from training.artifact_metadata import rewrite_metadata
 from training.evaluate import model_outputs
 from training.open_set_data import PhotoSet, load_sets
@@ -141,8 +142,7 @@ def evaluate(
     sel = {k: split_by_breed(sets[k].groups or ())[0] for k in ("cats", "dogs")}
     ood_all = np.concatenate([scores["cats"], scores["dogs"]])
     ood_sel = np.concatenate([scores["cats"][sel["cats"]], scores["dogs"][sel["dogs"]]])
-    breed_start, breed_end = meta.outputs.breed
-    predicted = outputs["val"][:, breed_start:breed_end].argmax(axis=1)
+    predicted = answer_logits(outputs["val"], meta).argmax(axis=1)
     correct = predicted == np.asarray(sets["val"].labels)
     accepted = ~refused["val"]
     figures = {
