@@ -230,3 +230,14 @@ def test_lab_command_fails_with_one_line(tiny_lab: dict[str, Path], capsys) -> N
     assert lab.main(no_data) == 1
     err = capsys.readouterr().err.strip()
     assert "index.csv" in err and "\n" not in err
+
+
+def test_held_out_sets_keep_only_the_photos_a_run_never_trained_on(tmp_path: Path) -> None:
+    from training.open_set_data import load_sets
+
+    root = tiny_dataset(tmp_path / "data", n_train=60)
+    wnids = [c.wnid for c in tiny_metadata().classes]
+    every = load_sets(root, wnids)["train"].paths
+    held = load_sets(root, wnids, held_out_every=4)["train"].paths
+    assert held == every[3::4] and len(held) == 15
+    assert "held out of training (every 4th)" in lab.threshold_rule(0.02, "train", 4)

@@ -158,6 +158,11 @@ def evaluate(
         "auroc_val_vs_dogs": auroc(scores["val"], scores["dogs"]),
         "auroc_val_vs_ood": auroc(scores["val"], ood_all),
         "auroc_train_vs_ood_sel": auroc(scores["train"], ood_sel),
+        **{
+            f"{name}_refused": float(refused[name].mean())
+            for name in ("unseen", "web")
+            if name in refused
+        },
         "val_accuracy": float(correct.mean()),
         "val_accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else 0.0,
     }
@@ -185,6 +190,8 @@ TABLE_COLUMNS = (
     ("scorer", None),
     ("threshold", None),
     ("val refused", "val_refused"),
+    ("unseen refused", "unseen_refused"),
+    ("web refused", "web_refused"),
     ("cats refused", "cats_refused"),
     ("other dogs refused", "dogs_refused"),
     ("AUROC val/cats", "auroc_val_vs_cats"),
@@ -203,7 +210,9 @@ def table_rows(evaluations: list[Evaluation], chosen: Evaluation) -> list[list[s
         for _, key in TABLE_COLUMNS[2:]:
             if key is None:
                 continue
-            if key.startswith("auroc"):
+            if key not in f:
+                row.append("–")
+            elif key.startswith("auroc"):
                 row.append(f"{f[key]:.4f}")
             elif key == "val_accuracy_accepted":
                 row.append(f"{pct(f[key])} ({pct(f['val_accuracy'])})")
@@ -217,7 +226,7 @@ def markdown_report(
     artifact: Path, meta: ModelMetadata, evaluations: list[Evaluation], chosen: Evaluation, args
 ) -> str:
     header = [name for name, _ in TABLE_COLUMNS]
-    rule = threshold_rule(args.target_val_refusal, args.threshold_from)
+    rule = threshold_rule(args.target_val_refusal, args.threshold_from, args.held_out_every)
     lines = [
         f"# Open-set figures: `{artifact.name}` ({meta.name} {meta.version})",
         "",
@@ -320,18 +329,23 @@ def print_table(evaluations: list[Evaluation], chosen: Evaluation) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
-def threshold_rule(target: float, threshold_from: str) -> str:
+def threshold_rule(target: float, threshold_from: str, held_out_every: int = 0) -> str:
     if threshold_from == "val-crossfit":
         return f"{target:g} quantile of Imagewoof val scores (val figures 2-fold cross-fitted)"
+    if held_out_every:
+        return (
+            f"{target:g} quantile of the scores of the Imagewoof train photos held out of "
+            f"training (every {held_out_every}th)"
+        )
     return f"{target:g} quantile of Imagewoof train scores"
 
 
 def metrics_entry(
-    chosen: Evaluation, target: float, threshold_from: str, n: dict[str, int]
+    chosen: Evaluation, target: float, threshold_from: str, n: dict[str, int], held_out_every: int
 ) -> dict[str, Any]:
     return {
         "method": chosen.label,
-        "threshold_rule": threshold_rule(target, threshold_from),
+        "threshold_rule": threshold_rule(target, threshold_from, held_out_every),
         "photos": n,
         **{k: round(v, 4) for k, v in chosen.figures.items()},
     }
@@ -351,6 +365,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "val figures 2-fold cross-fitted (for models fine-tuned on train)",
     )
     parser.add_argument("--max-train", type=int, default=0, help="subset of train (0 = all)")
+    parser.add_argument(
+        "--held-out-every",
+        type=int,
+        default=0,
+        help="k: threshold from the train photos the run held out of training (every k-th), "
+        "which it never fit; use the run's holdout_every",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -364,7 +385,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> Evaluation:
     backend = load_backend(args.artifact, args.threads)
     meta = backend.metadata
-    sets = load_sets(args.data_dir or data_root(), [c.wnid for c in meta.classes], args.max_train)
+    sets = load_sets(
+        args.data_dir or data_root(),
+        [c.wnid for c in meta.classes],
+        args.max_train,
+        args.held_out_every,
+    )
     outputs = {
         name: model_outputs(args.artifact, list(s.paths), backend, args.batch_size)
         for name, s in sets.items()
@@ -381,7 +407,8 @@ def run(args: argparse.Namespace) -> Evaluation:
         f"(held-out OOD half: cats {pct(f['cats_refused_held_out'])}, "
         f"dogs {pct(f['dogs_refused_held_out'])})"
     )
-    if args.threshold_from == "train" and f["val_refused"] > 1.5 * args.target_val_refusal:
+    memorised = args.threshold_from == "train" and not args.held_out_every
+    if memorised and f["val_refused"] > 1.5 * args.target_val_refusal:
         print(
             f"note: val refused {pct(f['val_refused'])} vs {pct(f['train_refused'])} of train: "
             "a model fine-tuned on train scores its own training photos higher than new ones, "
@@ -399,7 +426,9 @@ def run(args: argparse.Namespace) -> Evaluation:
         counts = {name: len(s.paths) for name, s in sets.items()}
         metrics = {
             **meta.metrics,
-            "open_set": metrics_entry(chosen, args.target_val_refusal, args.threshold_from, counts),
+            "open_set": metrics_entry(
+                chosen, args.target_val_refusal, args.threshold_from, counts, args.held_out_every
+            ),
         }
         new_meta = dataclasses.replace(meta, open_set=rule, metrics=metrics)
         del backend  # release the file before replacing it

@@ -33,13 +33,21 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def load_sets(root: Path, wnids: list[str], max_train: int = 0) -> dict[str, PhotoSet]:
-    """The four sets, in index order. ``max_train`` > 0 keeps an evenly spaced subset."""
+def load_sets(
+    root: Path, wnids: list[str], max_train: int = 0, held_out_every: int = 0
+) -> dict[str, PhotoSet]:
+    """The sets, in index order. ``max_train`` > 0 keeps an evenly spaced subset of train;
+    ``held_out_every`` k keeps only the train photos a run held out of training (every k-th,
+    as ``training.holdout``). ``unseen`` and ``web`` come too, to report their refusals."""
     index = {w: i for i, w in enumerate(wnids)}
     woof = _read_csv(root / "imagewoof" / "index.csv")
     sets: dict[str, PhotoSet] = {}
-    for split in ("train", "val"):
+    for split in ("train", "val", "unseen", "web"):
         rows = [r for r in woof if r["split"] == split and r["wnid"] in index]
+        if split in ("unseen", "web") and not rows:
+            continue  # a data folder without the test splits: reported without them
+        if split == "train" and held_out_every:
+            rows = [r for i, r in enumerate(rows) if i % held_out_every == held_out_every - 1]
         if split == "train" and 0 < max_train < len(rows):
             rows = [rows[i] for i in np.linspace(0, len(rows) - 1, max_train).astype(int)]
         sets[split] = PhotoSet(
