@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--over", default="English foxhound", help="the breed it is confused with")
     parser.add_argument("--report", type=Path, default=Path("results/prior.md"))
     parser.add_argument("--write", action="store_true", help="store the prior in the artifact")
+    parser.add_argument("--version", default=None, help="new artifact version with --write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -189,7 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(markdown(args.artifact, meta, favour, over, choice, rows))
         if args.write:
-            rewrite_metadata(args.artifact, with_shift(meta, favour, over, choice["shift"]))
+            chosen = with_shift(meta, favour, over, choice["shift"])
+            metrics = {**meta.metrics, "prior": {**choice, "report": str(args.report)}}
+            version = args.version or meta.version
+            del backend  # release the file before replacing it
+            rewrite_metadata(
+                args.artifact, dataclasses.replace(chosen, metrics=metrics, version=version)
+            )
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"prior failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
