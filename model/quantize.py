@@ -2,20 +2,21 @@
 
     python -m model.quantize model/efficientnet_lite0_imagewoof.pt \\
         [--out model/efficientnet_lite0_imagewoof.int8.onnx] [--data-root ../shared/data] \\
-        [--calibration-photos 300] [--seed 0] [--report results/bench/int8.json]
+        [--calibration-photos 300] [--calibration-method MinMax] [--weight-bits 8] \\
+        [--max-float-nodes 8] [--seed 0] [--report results/bench/int8.json]
 
 Steps: derive the fp32 ONNX (``model.convert_onnx``), quantize it with ONNX Runtime's
-``quantize_static`` (QDQ; int8 weights per output channel, uint8 activations, MinMax
-ranges) calibrated
-on Imagewoof TRAIN photos, then compare it with the fp32 artifact on ``unseen``, ``web`` and
+``quantize_static`` (QDQ; int8 weights per output channel, uint8 activations) calibrated on
+Imagewoof TRAIN photos, then compare it with the fp32 artifact on ``unseen``, ``web`` and
 ``val`` (top-1, open-set verdicts) and on ``ood`` (verdicts). The int8 file is written only
 when the comparison passes ``ACCEPTANCE``; otherwise the command exits 1 with the reason.
 
-Weight precision: full 8-bit weights. On x86 CPUs without VNNI (AVX2, like the EPYC this
-runs on) ONNX Runtime's fast u8×s8 kernels add pairs of products in 16 bits, which saturates
-for such weights and changes answers, so the service runs int8 graphs with the exact kernels
-(``session.x64quantprecision``, see ``model.backends``). 7-bit weights (``reduce_range``) would
-let the fast kernels run exactly, but lost too much accuracy here (see docs/benchmark.md).
+Weight precision (``Recipe``): full 8-bit weights by default. On x86 CPUs without VNNI (AVX2,
+like the EPYC this runs on) ONNX Runtime's fast u8×s8 kernels add pairs of products in 16
+bits, which saturates for such weights, so they run on the exact kernels (see
+``model.backends``). 7-bit weights run exactly on the fast kernels; that recipe gives float
+weights back to the nodes that suffer most, found on held-out train photos, but for the
+shipped model it still lost too much accuracy (see docs/benchmark.md).
 The artifact carries the fp32 metadata with version ``<version>+int8``, how it was calibrated
 (``extra.quantization``) and what was measured (``metrics.int8``).
 
