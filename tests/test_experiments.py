@@ -197,3 +197,23 @@ def test_torchrun_two_processes_gloo(lab: Path, tmp_path: Path) -> None:
     assert "DDP rank 1/2" in proc.stderr
     metrics = json.loads((lab / "runs" / "ddp" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 2
+
+
+def test_a_run_trained_elsewhere_loads_without_its_weight_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint holds every tensor: the pretrained file its config names is not needed."""
+    from training.checkpoint import save_checkpoint
+    from training.network import build_breed_model, load_run_network
+
+    monkeypatch.setenv("BREED_RUNS_DIR", str(tmp_path))
+    model = build_breed_model("tf_efficientnet_lite0")
+    with torch.no_grad():
+        model.breed_head.bias.fill_(0.25)
+    config = {"arch": "tf_efficientnet_lite0", "weights": "/elsewhere/lite0_fp16.pt"}
+    save_checkpoint(
+        tmp_path / "gpu" / "checkpoint.ckpt", {"model": model.state_dict(), "config": config}
+    )
+    loaded, _ = load_run_network("gpu")
+    assert torch.equal(loaded.breed_head.bias, model.breed_head.bias)
+    assert torch.equal(loaded.backbone.conv_stem.weight, model.backbone.conv_stem.weight)

@@ -58,7 +58,9 @@ def load_run_network(name: str) -> tuple[BreedClassifier, dict]:
         raise FileNotFoundError(f"run {name!r} has no checkpoint at {path}: train it first")
     state = load_checkpoint(path)
     config = state["config"]
-    model = build_breed_model(config["arch"], config["weights"])
+    # Every tensor comes from the checkpoint: no pretrained file is needed (a run trained on
+    # another machine may name a weight file that does not exist here).
+    model = build_breed_model(config["arch"], "none")
     model.load_state_dict(state["model"])
     return model.eval(), config
 

@@ -96,7 +96,7 @@ def create_pretrained(
     """
     model = timm.create_model(arch, pretrained=False)
     if weights in (None, "none"):
-        log.warning("%s: random initialisation (weights=none)", arch)
+        log.info("%s: no pretrained weights loaded (weights=none)", arch)
     else:
         path = Path(weights) if weights not in ("auto", "hub") else None
         if weights == "auto":
