@@ -421,6 +421,7 @@ def test_results_table_has_a_latency_column_only_when_speed_was_measured(threads
     from training.results import render
 
     row = {**_row("run_a", 0.93, 0.90, 0.95), "latency_ms": 12.5}
+    row["ood"] = {"cats": 0.991, "dogs": 0.853}
     text = render([row], "CPU test", threads)
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("| Run |"))
@@ -429,6 +430,7 @@ def test_results_table_has_a_latency_column_only_when_speed_was_measured(threads
     assert ("latency b=1 (ms)" in header) == (threads is not None)
     assert ("| 12.5 |" in body) == (threads is not None)
     assert ("not measured" in text) == (threads is None)
+    assert "| 99.1% | 85.3% |" in body  # cats, then other dogs refused
 
 
 def test_a_stored_run_config_with_a_retired_unset_option_still_reads() -> None:

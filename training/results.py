@@ -102,6 +102,23 @@ def shipped_row(artifact: Path) -> dict[str, Any]:
     }
 
 
+def ood_refusals(artifact: Path) -> dict[str, float]:
+    """Share of ``ood/`` cats and other-breed dogs the artifact's own open-set rule refuses."""
+    from model.open_set import is_known, known_scores
+    from training.evaluate import model_outputs
+    from training.open_set_data import load_sets
+    from training.paths import data_root
+
+    backend = load_backend(artifact, 2)
+    meta = backend.metadata
+    sets = load_sets(data_root(), [c.wnid for c in meta.classes])
+    refused = {}
+    for name in ("cats", "dogs"):
+        outputs = model_outputs(artifact, list(sets[name].paths), backend)
+        refused[name] = float((~is_known(known_scores(outputs, meta), meta)).mean())
+    return refused
+
+
 def card_block(row: dict[str, Any]) -> str:
     """The shipped artifact's honest figures, as the model card shows them."""
     lines = [
@@ -131,8 +148,14 @@ def card_block(row: dict[str, Any]) -> str:
         "On `web`, per breed with ≥ 20 photos: "
         + ", ".join(f"{b} {web[b]['top1']:.1%} of {web[b]['n']}" for b in WEB_BREEDS if b in web)
         + ".",
-        CARD_END,
     ]
+    if "ood" in row:
+        lines += [
+            "",
+            f'Refused as "not one of my breeds": {row["ood"]["cats"]:.1%} of the cats and '
+            f"{row['ood']['dogs']:.1%} of the other dog breeds in `ood/`.",
+        ]
+    lines.append(CARD_END)
     return "\n".join(lines)
 
 
@@ -228,14 +251,16 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int | None) -> str
         "- Top-1 with its 95% Wilson interval. **Served** = right AND accepted by the run's "
         "open-set rule (the shipped scorer `breed_mass_x_softmax`, threshold = 2% quantile of "
         "evenly spaced train photos, `training/evaluate.py`); refused = share of the split's "
-        'photos called "not one of my breeds".',
+        'photos called "not one of my breeds". **cats / other dogs refused**: the same rule on '
+        "the 240 cats and 390 photos of 65 other dog breeds in `ood/`.",
         f"- **val (leaky)**: {VAL_CAVEAT}. Kept only to compare with the original table.",
         speed,
         "",
         "| Run | Experiment | Input | Params (M) | unseen top-1 [95% CI] | unseen served "
-        f"| unseen refused | web top-1 [95% CI] | web Beagle | web Golden | val top-1 (leaky) |"
+        "| unseen refused | web top-1 [95% CI] | web Beagle | web Golden | cats refused "
+        f"| other dogs refused | val top-1 (leaky) |"
         f"{latency} train time | Reproduce |",
-        "|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|"
+        "|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"
         + ("---:|" if threads else "")
         + "---:|---|",
     ]
@@ -247,6 +272,7 @@ def render(rows: list[dict[str, Any]], machine: str, threads: int | None) -> str
             f"| {_with_ci(r, 'unseen')} | {_pct(score(r, 'unseen', 'served'))} "
             f"| {_pct(score(r, 'unseen', 'refused'))} | {_with_ci(r, 'web')} "
             f"| {_breed(r, 'web', WEB_BREEDS[0])} | {_breed(r, 'web', WEB_BREEDS[1])} "
+            f"| {_pct(r.get('ood', {}).get('cats'))} | {_pct(r.get('ood', {}).get('dogs'))} "
             f"| {_pct(score(r, 'val'))} |"
             + (f" {r.get('latency_ms', '–')} |" if threads else "")
             + f" {train} "
@@ -295,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-shipped", action="store_true", help="skip the shipped artifact's row and card"
     )
+    parser.add_argument(
+        "--no-ood", action="store_true", help="skip the cats / other-dogs refusal columns"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rows = load_runs(runs_root())
@@ -305,11 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     if SHIPPED.is_file() and not args.no_shipped:
         rows.append(shipped_row(SHIPPED))
-        update_card(CARD, card_block(rows[-1]))
     for row in rows:
         artifact = row.get("_artifact") or Path(row["_dir"]) / "model.pt"
+        if artifact.is_file() and not args.no_ood:
+            row["ood"] = ood_refusals(artifact)
         if not args.no_speed and artifact.is_file():
             row.update(measure_speed(artifact, threads))
+    if rows[-1].get("_artifact") == SHIPPED:
+        update_card(CARD, card_block(rows[-1]))
     top = min((r for r in rows if r.get("_dir")), key=sort_key)
     for split in ("unseen", "web"):
         if split in top["splits"]:
