@@ -31,6 +31,7 @@ def test_prior_round_trips_and_must_fit_the_classes() -> None:
     assert meta.prior.log_adjustment[FOXHOUND] == -0.5
     assert "Beagle" in meta.prior.source
     assert ModelMetadata.from_json(meta.to_json()) == meta
+    assert lab.with_shift(tiny_metadata(), BEAGLE, FOXHOUND, 0.0).prior == ClassPrior()
     with pytest.raises(ValueError, match="3 adjustments for 10 classes"):
         dataclasses.replace(tiny_metadata(), prior=ClassPrior((0.0, 0.0, 0.0)))
 

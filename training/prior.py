@@ -53,7 +53,7 @@ def with_shift(meta: ModelMetadata, favour: int, over: int, shift: float) -> Mod
         f"as {meta.classes[over].name} (log-odds shift {shift:g}), chosen by training.prior: "
         "2-fold cross-fitted on unseen+web, objective mean top-1"
     )
-    prior = ClassPrior(tuple(float(x) for x in adjustment), source if shift else "")
+    prior = ClassPrior(tuple(float(x) for x in adjustment), source) if shift else ClassPrior()
     return dataclasses.replace(meta, prior=prior)
 
 
