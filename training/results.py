@@ -25,9 +25,11 @@ import torch
 import yaml
 
 from model.backends import default_threads, load_backend
+from model.metadata import IMAGEWOOF_CLASSES
 from training.distributed import hardware
 from training.evaluate import MIN_PHOTOS_PER_BREED, NAMES, VAL_CAVEAT, plot_confusion
-from training.paths import REPO_ROOT, runs_root
+from training.open_set_data import PhotoSet, load_sets
+from training.paths import REPO_ROOT, data_root, runs_root
 
 log = logging.getLogger(__name__)
 CONFIGS = REPO_ROOT / "training" / "configs"
@@ -102,16 +104,13 @@ def shipped_row(artifact: Path) -> dict[str, Any]:
     }
 
 
-def ood_refusals(artifact: Path) -> dict[str, float]:
+def ood_refusals(artifact: Path, sets: dict[str, PhotoSet]) -> dict[str, float]:
     """Share of ``ood/`` cats and other-breed dogs the artifact's own open-set rule refuses."""
     from model.open_set import is_known, known_scores
     from training.evaluate import model_outputs
-    from training.open_set_data import load_sets
-    from training.paths import data_root
 
     backend = load_backend(artifact, 2)
     meta = backend.metadata
-    sets = load_sets(data_root(), [c.wnid for c in meta.classes])
     refused = {}
     for name in ("cats", "dogs"):
         outputs = model_outputs(artifact, list(sets[name].paths), backend)
@@ -334,10 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     if SHIPPED.is_file() and not args.no_shipped:
         rows.append(shipped_row(SHIPPED))
+    ood = None if args.no_ood else load_sets(data_root(), [c.wnid for c in IMAGEWOOF_CLASSES])
     for row in rows:
         artifact = row.get("_artifact") or Path(row["_dir"]) / "model.pt"
-        if artifact.is_file() and not args.no_ood:
-            row["ood"] = ood_refusals(artifact)
+        if artifact.is_file() and ood is not None:
+            row["ood"] = ood_refusals(artifact, ood)
         if not args.no_speed and artifact.is_file():
             row.update(measure_speed(artifact, threads))
     if rows[-1].get("_artifact") == SHIPPED:
