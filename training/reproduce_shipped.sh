@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild everything that led to the shipped model, one step at a time under the CPU lock:
+# Rerun the lab and build the next release, one step at a time under the CPU lock:
 #   bash training/reproduce_shipped.sh [out.pt]
 # Resumable: a finished run (runs/<name>/metrics.json) is skipped, an interrupted one continues
 # from its checkpoint, caches resume by chunk; every step shows tqdm progress. Training holds
@@ -7,7 +7,7 @@
 # Order: zero-shot, the KD teacher (lite2_ft), the candidates, the selection by the rule in
 # training/ship.py (unseen + web, never val), the open-set calibration, the deployment prior
 # (training.prior, cross-fitted), the static-int8 ONNX the service serves (model.quantize:
-# refused unless it matches fp32), the results table.
+# refused unless it matches fp32, and then nothing ships), the results table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-model/efficientnet_lite0_imagewoof.pt}
@@ -23,9 +23,25 @@ train() {
 }
 CANDIDATES="zeroshot_lite0 kd_lite0 kd_lite0_ce joint_bt_lite0 ssl_bt_lite0_ft kd_lite0_long kd_lite0_ce_long lite0_ft"
 for run in lite2_ft lite1_ft ssl_bt_lite0 $CANDIDATES; do train "$run"; done
+# The release is built and checked in $STAGE; the shipped files and their reports are replaced
+# together, and only once model.quantize has accepted the static-int8 copy the service serves.
+STAGE="$RUNS/ship/release"
+NAME=$(basename "$OUT" .pt)
+rm -rf "$STAGE" && mkdir -p "$STAGE"
 # shellcheck disable=SC2086
-locked training.ship --runs $CANDIDATES --out "$OUT" --version 1.1.0
-locked training.open_set --artifact "$OUT" --write --max-train 2000
-locked training.prior --artifact "$OUT" --favour Beagle --over "English foxhound" --write
-locked model.quantize "$OUT" --out "${OUT%.pt}.int8.onnx" --report results/bench/int8.json
+locked training.ship --runs $CANDIDATES --out "$STAGE/$NAME.pt" --version 1.2.0
+locked training.open_set --artifact "$STAGE/$NAME.pt" --write --max-train 2000 \
+  --out-dir "$STAGE/open_set"
+locked training.prior --artifact "$STAGE/$NAME.pt" --favour Beagle --over "English foxhound" \
+  --write --report "$STAGE/prior.md"
+locked model.quantize "$STAGE/$NAME.pt" --out "$STAGE/$NAME.int8.onnx" \
+  --report "$STAGE/int8.json" || {
+  echo "== not shipped: model.quantize did not accept the int8 copy; shipped files unchanged" >&2
+  exit 1
+}
+cp "$STAGE/$NAME.pt" "$OUT"
+cp "$STAGE/$NAME.int8.onnx" "${OUT%.pt}.int8.onnx"
+cp "$STAGE/open_set/$NAME".* results/open_set/
+cp "$STAGE/prior.md" results/prior.md
+cp "$STAGE/int8.json" results/bench/int8.json
 locked training.results

@@ -12,6 +12,8 @@ Selection rule (written down before any run of the rebuilt lab; ``val`` plays no
 3. The highest score wins. Scores within ``TIE`` of the best are a tie, broken by the lower
    batch-1 CPU latency of the architecture (measured now; the same architecture is the same
    network, so same speed), then by the earlier name in ``--runs``.
+4. The winner ships only if its static-int8 copy passes ``model.quantize``'s acceptance
+   check; otherwise nothing ships (``training/reproduce_shipped.sh`` stages the release).
 
 The winner's ``model.pt`` is copied to ``--out`` with the release name and version, keeping
 its open-set rule; its honest figures (cached outputs: no second pass) go into the artifact's
