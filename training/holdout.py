@@ -12,13 +12,17 @@ from training.config import Experiment
 from training.data import Sample, train_samples
 
 
+def is_held_out(position: int, every: int) -> bool:
+    """Whether the train photo at ``position`` (index.csv order) is held out: every k-th."""
+    return position % every == every - 1
+
+
 def split_train(exp: Experiment) -> tuple[list[Sample], list[Sample]]:
     """(photos to train on, held-out photos); no held-out photos without ``holdout_every``."""
     photos = train_samples(exp.train_fraction)
     if not exp.holdout_every:
         return photos, []
-    k = exp.holdout_every
-    held = [i % k == k - 1 for i in range(len(photos))]
+    held = [is_held_out(i, exp.holdout_every) for i in range(len(photos))]
     return (
         [p for p, h in zip(photos, held, strict=True) if not h],
         [p for p, h in zip(photos, held, strict=True) if h],

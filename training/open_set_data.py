@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from model.metadata import METADATA_KEY
+from training.holdout import is_held_out
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def load_sets(
         if split in ("unseen", "web") and not rows:
             continue  # a data folder without the test splits: reported without them
         if split == "train" and held_out_every:
-            rows = [r for i, r in enumerate(rows) if i % held_out_every == held_out_every - 1]
+            rows = [r for i, r in enumerate(rows) if is_held_out(i, held_out_every)]
         if split == "train" and 0 < max_train < len(rows):
             rows = [rows[i] for i in np.linspace(0, len(rows) - 1, max_train).astype(int)]
         sets[split] = PhotoSet(
