@@ -1,0 +1,1 @@
+"""The lab's reports: Markdown tables, timing, plots and the pages under results/."""
