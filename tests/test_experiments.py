@@ -23,7 +23,7 @@ from PIL import Image
 
 from model.metadata import IMAGEWOOF_CLASSES
 from model.predictor import Predictor
-from training.weights import local_weight_file
+from training.lab.weights import local_weight_file
 
 pytestmark = pytest.mark.skipif(
     local_weight_file("tf_efficientnet_lite0") is None,
@@ -52,7 +52,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _run(name: str, **fields):
-    from training.config import parse_experiment
+    from training.lab.config import parse_experiment
     from training.train import run
 
     raw = {
@@ -69,8 +69,8 @@ def _run(name: str, **fields):
 
 
 def test_zero_shot_artifact_serves_the_eager_network(lab: Path) -> None:
-    from training.evaluate import main as evaluate
-    from training.network import build_breed_model
+    from training.lab.evaluate import main as evaluate
+    from training.lab.network import build_breed_model
 
     metrics = _run("zs", loss="none", eval_splits=["unseen", "web"])
     assert set(metrics["splits"]) == {"unseen", "web"}
@@ -97,9 +97,9 @@ def test_zero_shot_artifact_serves_the_eager_network(lab: Path) -> None:
 
 
 def test_kd_student_reads_its_teachers_cache_through_the_same_key(lab: Path) -> None:
-    from training.data import train_samples
-    from training.distributed import DistContext
-    from training.teachers import teacher_table
+    from training.lab.data import train_samples
+    from training.lab.distributed import DistContext
+    from training.lab.teachers import teacher_table
 
     _run("teach", train_fraction=0.5, map_crop=None)
     folders = set((lab / "cache" / "features").iterdir())
@@ -116,7 +116,7 @@ def test_kd_student_reads_its_teachers_cache_through_the_same_key(lab: Path) -> 
 
 
 def test_barlow_twins_then_fine_tune_and_joint(lab: Path) -> None:
-    from training.network import build_breed_model, load_run_network
+    from training.lab.network import build_breed_model, load_run_network
 
     _run("ssl", loss="barlow_twins", pair_size=32, projector_dim=16)
     trained, _ = load_run_network("ssl")
@@ -132,7 +132,7 @@ def test_barlow_twins_then_fine_tune_and_joint(lab: Path) -> None:
 
 
 def test_images_mode_fine_tunes_everything_against_an_online_teacher(lab: Path) -> None:
-    from training.network import build_breed_model, load_run_network
+    from training.lab.network import build_breed_model, load_run_network
 
     if not (lab / "runs" / "teach" / "checkpoint.ckpt").is_file():
         _run("teach", train_fraction=0.5)
@@ -151,7 +151,7 @@ def test_images_mode_fine_tunes_everything_against_an_online_teacher(lab: Path) 
 
 
 def test_ship_selects_on_unseen_and_web_never_val(lab: Path, tmp_path: Path) -> None:
-    from training.ship import select, ship
+    from training.release.ship import select, ship
 
     if not (lab / "runs" / "zs" / "model.pt").is_file():
         _run("zs", loss="none")
@@ -203,8 +203,8 @@ def test_a_run_trained_elsewhere_loads_without_its_weight_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A checkpoint holds every tensor: the pretrained file its config names is not needed."""
-    from training.checkpoint import save_checkpoint
-    from training.network import build_breed_model, load_run_network
+    from training.lab.checkpoint import save_checkpoint
+    from training.lab.network import build_breed_model, load_run_network
 
     monkeypatch.setenv("BREED_RUNS_DIR", str(tmp_path))
     model = build_breed_model("tf_efficientnet_lite0")

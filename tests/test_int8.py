@@ -13,9 +13,14 @@ import requests
 from PIL import Image
 
 from model.backends import OnnxBackend, fast_int8_is_exact, load_backend, onnx_session_options
-from model.convert_onnx import convert
 from model.metadata import ModelMetadata
-from model.quantize import (
+from model.source import SERVED_MODEL, SHIPPED_MODEL
+from tests.support.artifacts import shipped_metadata
+from tests.support.data import imagewoof_dir
+from tests.support.images import encode, jpeg_bytes
+from tests.support.server import REPO_ROOT
+from training.release.onnx_export import convert
+from training.release.quantize import (
     ACCEPTANCE,
     calibration_sample,
     compare,
@@ -26,11 +31,6 @@ from model.quantize import (
     refusals,
     with_float_weights,
 )
-from model.source import SERVED_MODEL, SHIPPED_MODEL
-from tests.support.artifacts import shipped_metadata
-from tests.support.data import imagewoof_dir
-from tests.support.images import encode, jpeg_bytes
-from tests.support.server import REPO_ROOT
 
 WNIDS = [c.wnid for c in shipped_metadata().classes]
 
@@ -100,7 +100,14 @@ def test_float_weights_put_back_only_where_asked(fp32_onnx: Path, tmp_path: Path
 def test_cli_refuses_and_writes_nothing(tmp_path: Path) -> None:
     root = _generated_data_root(tmp_path / "data", per_class=2, constant_train=True)
     out = tmp_path / "int8.onnx"
-    command = [sys.executable, "-m", "model.quantize", str(SHIPPED_MODEL), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "training.release.quantize",
+        str(SHIPPED_MODEL),
+        "--out",
+        str(out),
+    ]
     command += ["--data-root", str(root), "--calibration-photos", "10"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
@@ -111,7 +118,7 @@ def test_cli_refuses_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_cli_without_calibration_photos_exits_with_one_line(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "model.quantize", str(SHIPPED_MODEL)]
+    command = [sys.executable, "-m", "training.release.quantize", str(SHIPPED_MODEL)]
     command += ["--out", str(tmp_path / "x.onnx"), "--data-root", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
@@ -238,7 +245,7 @@ def test_served_int8_meets_acceptance_on_honest_splits(fp32_onnx: Path) -> None:
     fp32 = OnnxBackend(fp32_onnx, threads=2)
     int8 = OnnxBackend(SERVED_MODEL, threads=2)
     results = compare(fp32, int8, root.parent, splits=("unseen", "web", "ood"))
-    # The pooled agreement needs val too (minutes): checked by model.quantize itself.
+    # The pooled agreement needs val too (minutes): checked by training.release.quantize itself.
     per_split = dataclasses.replace(ACCEPTANCE, min_top1_agreement=0.0)
     assert refusals(results, per_split, required=("unseen", "web", "ood")) == []
     stored = int8.metadata.metrics["int8"]["splits"]

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from model.backends import OnnxBackend, TorchScriptBackend, load_backend
-from model.convert_onnx import convert
 from model.predictor import Predictor
 from model.source import SHIPPED_MODEL
+from training.release.onnx_export import convert
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_cli_fails_with_one_line_cause(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
     result = subprocess.run(
-        [sys.executable, "-m", "model.convert_onnx", str(bad), str(tmp_path / "x.onnx")],
+        [sys.executable, "-m", "training.release.onnx_export", str(bad), str(tmp_path / "x.onnx")],
         cwd=ROOT,
         capture_output=True,
         text=True,

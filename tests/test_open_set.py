@@ -22,8 +22,8 @@ from tests.support.open_set_fixtures import (
     tiny_metadata,
 )
 from training import open_set as lab
-from training.artifact_metadata import rewrite_metadata
-from training.open_set_data import weights_fingerprint
+from training.release.artifact_metadata import rewrite_metadata
+from training.release.open_set_data import weights_fingerprint
 
 SHIH_TZU = 155  # ImageNet index of the first known breed
 
@@ -233,7 +233,7 @@ def test_lab_command_fails_with_one_line(tiny_lab: dict[str, Path], capsys) -> N
 
 
 def test_held_out_sets_keep_only_the_photos_a_run_never_trained_on(tmp_path: Path) -> None:
-    from training.open_set_data import load_sets
+    from training.release.open_set_data import load_sets
 
     root = tiny_dataset(tmp_path / "data", n_train=60)
     wnids = [c.wnid for c in tiny_metadata().classes]

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from model.metadata import IMAGEWOOF_CLASSES
-from training.data import (
+from training.lab.data import (
     DataError,
     Sample,
     class_counts,
@@ -26,8 +26,8 @@ from training.data import (
     safe_extract,
     scan_folder,
 )
-from training.export import default_preprocessing
-from training.network import build_breed_model, split_backbone
+from training.lab.network import build_breed_model, split_backbone
+from training.release.export import default_preprocessing
 
 
 def make_dataset(root: Path, per_class: dict[str, int]) -> Path:
@@ -121,7 +121,7 @@ def test_extract_refuses_paths_outside_the_destination(tmp_path: Path) -> None:
 
 
 def test_data_report(tiny_data: Path, tmp_path: Path) -> None:
-    from training.report import main
+    from training.reports.data_report import main
 
     assert main(["--data", str(tiny_data), "--out", str(tmp_path)]) == 0
     text = (tmp_path / "data_report.md").read_text()
@@ -149,7 +149,7 @@ def test_split_backbone_composes_to_the_backbone() -> None:
 
 
 def test_weight_mapping_loads_strictly_and_zero_shot_head_is_rows() -> None:
-    from training.weights import create_pretrained, local_weight_file, map_lukemelas_to_timm
+    from training.lab.weights import create_pretrained, local_weight_file, map_lukemelas_to_timm
 
     model = create_pretrained("tf_efficientnet_lite0").eval()  # strict load inside
     zero_shot = build_breed_model("tf_efficientnet_lite0").eval()
@@ -190,8 +190,8 @@ def _val_samples(per_class: int) -> list[Sample]:
 @pytest.mark.data
 def test_mapped_weights_recognise_real_breeds() -> None:
     """Reference logits: the ImageNet head of the mapped model names the right breed class."""
-    from training.transforms import EvalTransform
-    from training.weights import create_pretrained
+    from training.lab.transforms import EvalTransform
+    from training.lab.weights import create_pretrained
 
     samples = _val_samples(per_class=3)
     spec = default_preprocessing("tf_efficientnet_lite0")
@@ -208,7 +208,7 @@ def test_mapped_weights_recognise_real_breeds() -> None:
 
 
 def test_every_shipped_config_parses() -> None:
-    from training.config import load_experiment
+    from training.lab.config import load_experiment
 
     configs = sorted((Path(__file__).resolve().parent.parent / "training" / "configs").glob("*"))
     names = {load_experiment(path).name for path in configs}
@@ -228,7 +228,7 @@ def test_every_shipped_config_parses() -> None:
     ],
 )
 def test_config_problems_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
-    from training.config import ConfigError, load_experiment
+    from training.lab.config import ConfigError, load_experiment
 
     path = tmp_path / "x.yaml"
     path.write_text(text)
@@ -251,7 +251,7 @@ def test_train_cli_refuses_a_typo_with_one_line_and_exit_1(tmp_path: Path, capsy
 
 
 def test_cache_key_covers_every_part() -> None:
-    from training.cache import cache_key
+    from training.lab.cache import cache_key
 
     paths = [Path("a.jpg"), Path("b.jpg")]
     base = cache_key({"prefix": "x", "size": 224}, paths)
@@ -271,8 +271,8 @@ def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: Path) ->
 
 
 def test_feature_cache_is_reused_and_keyed_by_weights_views_and_photos(lab_env: Path) -> None:
-    from training.distributed import DistContext
-    from training.features import Views, feature_maps
+    from training.lab.distributed import DistContext
+    from training.lab.features import Views, feature_maps
 
     samples = load_split(None, "train")[:6]
     prefix, _ = split_backbone(build_breed_model("tf_efficientnet_lite0").backbone, 1)
@@ -293,7 +293,7 @@ def test_feature_cache_is_reused_and_keyed_by_weights_views_and_photos(lab_env: 
 
 
 def _tiny_experiment(**overrides):
-    from training.config import parse_experiment
+    from training.lab.config import parse_experiment
 
     raw = {
         "name": "tiny",
@@ -311,10 +311,10 @@ def _tiny_experiment(**overrides):
 
 
 def test_paused_and_resumed_training_equals_one_uninterrupted_run(lab_env: Path) -> None:
-    from training.checkpoint import load_checkpoint
-    from training.distributed import DistContext
-    from training.fit import fit
-    from training.paths import run_dir
+    from training.lab.checkpoint import load_checkpoint
+    from training.lab.distributed import DistContext
+    from training.lab.fit import fit
+    from training.lab.paths import run_dir
 
     samples = load_split(None, "train")
     straight = build_breed_model("tf_efficientnet_lite0")
@@ -342,7 +342,7 @@ def test_paused_and_resumed_training_equals_one_uninterrupted_run(lab_env: Path)
 
 
 def test_wilson_interval_known_values() -> None:
-    from training.evaluate import wilson
+    from training.lab.evaluate import wilson
 
     assert wilson(0, 10)[0] == 0.0 and wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
     assert wilson(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
@@ -354,8 +354,8 @@ def test_split_metrics_served_accuracy_needs_right_and_accepted() -> None:
     import dataclasses
 
     from model.metadata import OpenSetRule
-    from training.evaluate import split_metrics
-    from training.export import breed_metadata
+    from training.lab.evaluate import split_metrics
+    from training.release.export import breed_metadata
 
     meta = breed_metadata("t", "a", "1", default_preprocessing("tf_efficientnet_lite0"))
     meta = dataclasses.replace(meta, open_set=OpenSetRule("max_logit", 5.0))
@@ -401,7 +401,7 @@ def _row(run: str, unseen: float, web: float, val: float) -> dict:
 
 
 def test_results_table_sorts_by_unseen_then_web_and_labels_val_leaky(tmp_path: Path) -> None:
-    from training.results import render
+    from training.reports.results import render
 
     rows = [
         _row("high_val", 0.90, 0.95, 0.99),
@@ -418,7 +418,7 @@ def test_results_table_sorts_by_unseen_then_web_and_labels_val_leaky(tmp_path: P
 
 @pytest.mark.parametrize("threads", [2, None])
 def test_results_table_has_a_latency_column_only_when_speed_was_measured(threads) -> None:
-    from training.results import render
+    from training.reports.results import render
 
     row = {**_row("run_a", 0.93, 0.90, 0.95), "latency_ms": 12.5}
     row["ood"] = {"cats": 0.991, "dogs": 0.853}
@@ -434,7 +434,7 @@ def test_results_table_has_a_latency_column_only_when_speed_was_measured(threads
 
 
 def test_a_stored_run_config_with_a_retired_unset_option_still_reads() -> None:
-    from training.config import ConfigError, parse_experiment, stored_experiment
+    from training.lab.config import ConfigError, parse_experiment, stored_experiment
 
     saved = parse_experiment({"name": "old", "steps": 3}).model_dump()
     assert stored_experiment({**saved, "layer_decay": None}, "run old").name == "old"

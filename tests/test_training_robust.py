@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from tests.test_training import _tiny_experiment, make_dataset
-from training.data import load_split
-from training.network import build_breed_model
+from training.lab.data import load_split
+from training.lab.network import build_breed_model
 
 
 @pytest.fixture()
@@ -27,7 +27,7 @@ def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_degrade_keeps_the_size_and_changes_the_pixels() -> None:
-    from training.photo_augment import degrade
+    from training.lab.photo_augment import degrade
 
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 255, (224, 300, 3), dtype=np.uint8))
@@ -40,8 +40,8 @@ def test_degrade_keeps_the_size_and_changes_the_pixels() -> None:
 
 
 def test_photo_transform_gives_a_normalised_training_view(tmp_path: Path) -> None:
-    from training.export import default_preprocessing
-    from training.photo_augment import PhotoTransform
+    from training.lab.photo_augment import PhotoTransform
+    from training.release.export import default_preprocessing
 
     path = tmp_path / "a.jpg"
     Image.new("RGB", (275, 183), (200, 120, 40)).save(path)
@@ -51,7 +51,7 @@ def test_photo_transform_gives_a_normalised_training_view(tmp_path: Path) -> Non
 
 
 def test_holdout_is_every_kth_photo_and_disjoint(lab_env: Path) -> None:
-    from training.holdout import split_train
+    from training.lab.holdout import split_train
 
     every = load_split(None, "train")
     train, held = split_train(_tiny_experiment(holdout_every=4))
@@ -63,10 +63,10 @@ def test_holdout_is_every_kth_photo_and_disjoint(lab_env: Path) -> None:
 
 
 def test_ema_run_slims_and_finishes_from_the_slim_checkpoint(lab_env: Path) -> None:
-    from training.checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
-    from training.distributed import DistContext
-    from training.fit import fit
-    from training.paths import run_dir
+    from training.lab.checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
+    from training.lab.distributed import DistContext
+    from training.lab.fit import fit
+    from training.lab.paths import run_dir
 
     exp = _tiny_experiment(name="ema", inputs="images", augment="photo", ema_decay=0.5)
     exp = exp.model_copy(update={"map_crop": None, "map_flip": False, "workers": 0})
@@ -92,7 +92,7 @@ def test_ema_run_slims_and_finishes_from_the_slim_checkpoint(lab_env: Path) -> N
 
 
 def test_wise_interpolates_and_picks_alpha_on_held_out_photos(lab_env: Path) -> None:
-    from training.wise import interpolate, wise_ft
+    from training.lab.wise import interpolate, wise_ft
 
     zero = build_breed_model("tf_efficientnet_lite0")
     tuned = build_breed_model("tf_efficientnet_lite0")
@@ -115,7 +115,7 @@ def test_wise_interpolates_and_picks_alpha_on_held_out_photos(lab_env: Path) -> 
 
 
 def test_new_keys_are_checked() -> None:
-    from training.config import ConfigError, parse_experiment
+    from training.lab.config import ConfigError, parse_experiment
 
     with pytest.raises(ConfigError, match="wise_alphas needs init_from"):
         parse_experiment({"name": "w", "loss": "none", "wise_alphas": [0.5]})
@@ -126,8 +126,8 @@ def test_new_keys_are_checked() -> None:
 def test_gpu_bundle_packs_only_the_photos_trained_on(lab_env: Path) -> None:
     import tarfile
 
-    from training.gpu_bundle import build
-    from training.holdout import split_train
+    from training.lab.gpu_bundle import build
+    from training.lab.holdout import split_train
 
     config = lab_env / "real_x.yaml"
     config.write_text("name: real_x\nsteps: 2\ninputs: images\nholdout_every: 4\n")

@@ -5,7 +5,7 @@
 
 Writes ``runs/<name>/``: ``checkpoint.ckpt`` (resumable), ``model.pt`` (the artifact, with the
 lab's open-set rule and its honest metrics in its metadata), ``metrics.json`` (what
-``training.results`` reads), confusion matrices and mistake galleries per split (photos: not
+``training.reports.results`` reads), confusion matrices and mistake galleries per split (photos: not
 for git). ``--max-minutes`` pauses a long run at a checkpoint; ``--resume`` continues it.
 """
 
@@ -26,18 +26,23 @@ import numpy as np
 import torch
 
 from model.backends import load_backend
-from training.artifact_metadata import rewrite_metadata
-from training.checkpoint import load_checkpoint
-from training.config import Experiment, load_experiment
-from training.data import load_split
-from training.distributed import cleanup_distributed, hardware, setup_distributed
-from training.evaluate import VAL_CAVEAT, calibrate_rule, evaluate_artifact
-from training.export import breed_metadata, default_preprocessing, export_onnx, export_torchscript
-from training.fit import fit
-from training.holdout import split_train
-from training.network import BreedClassifier, build_breed_model
-from training.paths import run_dir
-from training.wise import wise_ft
+from training.lab.checkpoint import load_checkpoint
+from training.lab.config import Experiment, load_experiment
+from training.lab.data import load_split
+from training.lab.distributed import cleanup_distributed, hardware, setup_distributed
+from training.lab.evaluate import VAL_CAVEAT, calibrate_rule, evaluate_artifact
+from training.lab.fit import fit
+from training.lab.holdout import split_train
+from training.lab.network import BreedClassifier, build_breed_model
+from training.lab.paths import run_dir
+from training.lab.wise import wise_ft
+from training.release.artifact_metadata import rewrite_metadata
+from training.release.export import (
+    breed_metadata,
+    default_preprocessing,
+    export_onnx,
+    export_torchscript,
+)
 
 log = logging.getLogger(__name__)
 

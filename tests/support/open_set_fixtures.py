@@ -61,7 +61,7 @@ def tiny_metadata(rule: OpenSetRule | None = None) -> ModelMetadata:
 
 def tiny_artifact(path: Path, rule: OpenSetRule | None = None) -> Path:
     """Export the tiny network as a real artifact (.pt TorchScript or .onnx)."""
-    from training.export import export_onnx, export_torchscript
+    from training.release.export import export_onnx, export_torchscript
 
     export = export_onnx if path.suffix == ".onnx" else export_torchscript
     return export(ChannelMeanNet(), tiny_metadata(rule), path)

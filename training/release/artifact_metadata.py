@@ -1,6 +1,6 @@
 """Rewrite the metadata inside an artifact in place, leaving the weights untouched.
 
-Used to store a calibrated open-set rule (``python -m training.open_set --write``). The new
+Used to store a calibrated open-set rule (``python -m training.release.open_set --write``). The new
 file is written next to the old one, checked (metadata reads back, outputs on a fixed
 random batch are bit-identical to the old artifact's) and only then moved over it.
 """

@@ -10,9 +10,9 @@ metadata (open-set rule) or re-reporting never re-runs the network. Per split it
 Splits: ``unseen`` (ImageNet-validation photos: the honest test), ``web`` (web photos, mostly
 beagles and golden retrievers), ``val`` (LEAKY: ~96% ImageNet-1k train photos).
 
-    python -m training.evaluate --artifact model/efficientnet_lite0_imagewoof.pt [--splits ...]
-    python -m training.evaluate --run kd_lite0 --splits val     # adds val to the run's metrics
-    python -m training.evaluate --artifact runs/x/model.pt --folder some/dir
+    python -m training.lab.evaluate --artifact model/efficientnet_lite0_imagewoof.pt [--splits ...]
+    python -m training.lab.evaluate --run kd_lite0 --splits val     # adds val to the run's metrics
+    python -m training.lab.evaluate --artifact runs/x/model.pt --folder some/dir
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from model.metadata import IMAGEWOOF_CLASSES, ModelMetadata, OpenSetRule
 from model.open_set import is_known, known_scores
 from model.preprocessing import preprocess_bytes
 from model.prior import answer_logits
-from training.cache import cache_folder
-from training.data import Sample, load_split, scan_folder, train_samples
-from training.open_set_data import weights_fingerprint
-from training.paths import run_dir
+from training.lab.cache import cache_folder
+from training.lab.data import Sample, load_split, scan_folder, train_samples
+from training.lab.paths import run_dir
+from training.release.open_set_data import weights_fingerprint
 
 log = logging.getLogger(__name__)
 NAMES = [c.name for c in IMAGEWOOF_CLASSES]

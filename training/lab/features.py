@@ -21,13 +21,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.metadata import Preprocessing
-from training.cache import cache_folder
-from training.checkpoint import save_checkpoint
-from training.config import Experiment
-from training.data import ImageDataset, Sample
-from training.distributed import DistContext, autocast
-from training.network import module_digest
-from training.transforms import EvalViews, PairViews
+from training.lab.cache import cache_folder
+from training.lab.checkpoint import save_checkpoint
+from training.lab.config import Experiment
+from training.lab.data import ImageDataset, Sample
+from training.lab.distributed import DistContext, autocast
+from training.lab.network import module_digest
+from training.lab.transforms import EvalViews, PairViews
 
 log = logging.getLogger(__name__)
 CHUNK = 1024

@@ -1,7 +1,7 @@
 """Imagewoof on disk: which images make a split, and a torch Dataset over them.
 
 Two sources give the same layout ``<root>/<split>/<wnid>/*``: the local copy (the data root
-of ``training.paths``, with an ``index.csv`` listing train, val, unseen and web) and the
+of ``training.lab.paths``, with an ``index.csv`` listing train, val, unseen and web) and the
 official fast.ai archives (160 / 320 / full; train and val only), downloaded once,
 checksum-verified and cached. Any other folder of ``<wnid>/`` sub-folders reads the same way.
 """
@@ -21,7 +21,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from model.metadata import IMAGEWOOF_CLASSES
-from training.paths import cache_root, data_root
+from training.lab.paths import cache_root, data_root
 
 log = logging.getLogger(__name__)
 

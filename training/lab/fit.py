@@ -26,18 +26,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import Experiment
-from training.data import ImageDataset, Sample
-from training.distributed import DistContext, autocast
-from training.export import default_preprocessing
-from training.features import feature_maps, pair_views, train_views
-from training.losses import kd_loss, lwf_loss
-from training.network import BreedClassifier, TrainNet
-from training.paths import run_dir
-from training.photo_augment import PhotoTransform
-from training.teachers import OnlineTeacher, teacher_table
-from training.transforms import TrainTransform
+from training.lab.checkpoint import load_checkpoint, save_checkpoint
+from training.lab.config import Experiment
+from training.lab.data import ImageDataset, Sample
+from training.lab.distributed import DistContext, autocast
+from training.lab.features import feature_maps, pair_views, train_views
+from training.lab.losses import kd_loss, lwf_loss
+from training.lab.network import BreedClassifier, TrainNet
+from training.lab.paths import run_dir
+from training.lab.photo_augment import PhotoTransform
+from training.lab.teachers import OnlineTeacher, teacher_table
+from training.lab.transforms import TrainTransform
+from training.release.export import default_preprocessing
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 50

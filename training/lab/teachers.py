@@ -18,12 +18,12 @@ import logging
 import torch
 from torch import nn
 
-from training.config import Experiment, stored_experiment
-from training.data import Sample, train_samples
-from training.distributed import DistContext
-from training.export import default_preprocessing
-from training.features import feature_maps, train_views
-from training.network import build_breed_model, load_run_network, module_digest, split_backbone
+from training.lab.config import Experiment, stored_experiment
+from training.lab.data import Sample, train_samples
+from training.lab.distributed import DistContext
+from training.lab.features import feature_maps, train_views
+from training.lab.network import build_breed_model, load_run_network, module_digest, split_backbone
+from training.release.export import default_preprocessing
 
 log = logging.getLogger(__name__)
 

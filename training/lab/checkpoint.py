@@ -3,7 +3,7 @@
 A run's ``checkpoint.ckpt`` holds: ``model`` (the whole BreedClassifier's state dict),
 ``extra`` (other trained modules, e.g. a projection head, the weights' EMA), ``optimizer``,
 ``scheduler``, ``step``, ``train_wall_s``, ``stopped_early`` and ``config`` (the experiment
-as a dict). A *slim* checkpoint of a finished run (``python -m training.checkpoint --slim``)
+as a dict). A *slim* checkpoint of a finished run (``python -m training.lab.checkpoint --slim``)
 keeps only its final weights in half precision, to carry a run trained on another machine
 (e.g. a GPU) back for export and evaluation: ``training.train --resume`` finishes it.
 """

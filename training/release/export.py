@@ -25,7 +25,7 @@ from model.metadata import (
     OutputLayout,
     Preprocessing,
 )
-from training.weights import pretrained_input_size, pretrained_mean_std
+from training.lab.weights import pretrained_input_size, pretrained_mean_std
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-3
@@ -74,9 +74,9 @@ def export_torchscript(module: nn.Module, metadata: ModelMetadata, path: Path) -
 
 
 def export_onnx(module: nn.Module, metadata: ModelMetadata, path: Path) -> Path:
-    """ONNX the way the service derives it: TorchScript first, then ``model.convert_onnx``
+    """ONNX the way the service derives it: TorchScript first, then ``training.release.onnx_export``
     (same metadata, verified), so the lab's ONNX is what ``make run`` would build."""
-    from model.convert_onnx import convert
+    from training.release.onnx_export import convert
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:

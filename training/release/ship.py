@@ -1,6 +1,6 @@
 """Turn the best small run into the shipped artifact, chosen by a rule fixed before the runs.
 
-    python -m training.ship --runs kd_lite0 kd_lite0_ce lite0_ft \
+    python -m training.release.ship --runs kd_lite0 kd_lite0_ce lite0_ft \
         --out model/efficientnet_lite0_imagewoof.pt
 
 Selection rule (written down before any run of the rebuilt lab; ``val`` plays no part):
@@ -12,13 +12,13 @@ Selection rule (written down before any run of the rebuilt lab; ``val`` plays no
 3. The highest score wins. Scores within ``TIE`` of the best are a tie, broken by the lower
    batch-1 CPU latency of the architecture (measured now; the same architecture is the same
    network, so same speed), then by the earlier name in ``--runs``.
-4. The winner ships only if its static-int8 copy passes ``model.quantize``'s acceptance
-   check; otherwise nothing ships (``training/reproduce_shipped.sh`` stages the release).
+4. The winner ships only if its static-int8 copy passes ``training.release.quantize``'s acceptance
+   check; otherwise nothing ships (``training/release/reproduce_shipped.sh`` stages the release).
 
 The winner's ``model.pt`` is copied to ``--out`` with the release name and version, keeping
 its open-set rule; its honest figures (cached outputs: no second pass) go into the artifact's
-metadata and ``runs/ship/ship.json``. ``python -m training.open_set --write`` recalibrates the
-rule afterwards.
+metadata and ``runs/ship/ship.json``. ``python -m training.release.open_set --write``
+recalibrates the rule afterwards.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from model.backends import load_backend
-from training.artifact_metadata import rewrite_metadata
-from training.data import load_split
-from training.distributed import hardware
-from training.evaluate import SPLITS, VAL_CAVEAT, evaluate_artifact
-from training.paths import run_dir
-from training.results import measure_speed
+from training.lab.data import load_split
+from training.lab.distributed import hardware
+from training.lab.evaluate import SPLITS, VAL_CAVEAT, evaluate_artifact
+from training.lab.paths import run_dir
+from training.release.artifact_metadata import rewrite_metadata
+from training.reports.results import measure_speed
 
 log = logging.getLogger(__name__)
 RELEASE_NAME = "tf_efficientnet_lite0-imagewoof"

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 from model.metadata import Preprocessing
 from model.preprocessing import decode_image
-from training.transforms import TrainTransform
+from training.lab.transforms import TrainTransform
 
 DOWNSCALE_SIDE = (100, 250)
 JPEG_QUALITY = (30, 95)

@@ -1,6 +1,6 @@
 """The photo sets of the open-set calibration: Imagewoof train (threshold), Imagewoof val
 (in-distribution report) and the cats / other-dog-breeds photos of ``ood/``. Their model
-outputs come from ``training.evaluate.model_outputs``, cached per ``weights_fingerprint``.
+outputs come from ``training.lab.evaluate.model_outputs``, cached per ``weights_fingerprint``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from model.metadata import METADATA_KEY
-from training.holdout import is_held_out
+from training.lab.holdout import is_held_out
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def load_sets(
 ) -> dict[str, PhotoSet]:
     """The sets, in index order. ``max_train`` > 0 keeps an evenly spaced subset of train;
     ``held_out_every`` k keeps only the train photos a run held out of training (every k-th,
-    as ``training.holdout``). ``unseen`` and ``web`` come too, to report their refusals."""
+    as ``training.lab.holdout``). ``unseen`` and ``web`` come too, to report their refusals."""
     index = {w: i for i, w in enumerate(wnids)}
     woof = _read_csv(root / "imagewoof" / "index.csv")
     sets: dict[str, PhotoSet] = {}

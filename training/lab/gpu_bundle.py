@@ -1,6 +1,6 @@
 """Pack what a GPU machine needs to train ``inputs: images`` runs into one small folder.
 
-    python -m training.gpu_bundle --configs training/configs/real_photo_ft.yaml ... --out DIR
+    python -m training.lab.gpu_bundle --configs training/configs/real_photo_ft.yaml ... --out DIR
 
 The folder holds: the lab's code (``training/``, ``model/*.py``), the configs (weights pointed
 at a half-precision copy of the pretrained weights in the folder), ``data.tgz`` (the train
@@ -26,11 +26,11 @@ import torch
 from PIL import Image
 
 from model.metadata import IMAGEWOOF_CLASSES
-from training.config import load_experiment
-from training.data import imagewoof_root, load_split
-from training.holdout import split_train
-from training.paths import REPO_ROOT
-from training.weights import create_pretrained
+from training.lab.config import load_experiment
+from training.lab.data import imagewoof_root, load_split
+from training.lab.holdout import split_train
+from training.lab.paths import REPO_ROOT
+from training.lab.weights import create_pretrained
 
 RUN_SH = """\
 # Trains the bundled configs (--train-only) and slims their checkpoints into $OUT.
@@ -50,7 +50,7 @@ for c in $G/configs/*.yaml; do
   timeout ${1:-240} python3 -m training.train --config $c --train-only > $OUT/$name.log 2>&1
   echo "$name rc=$?"
   [ -f /tmp/runs/$name/checkpoint.ckpt ] && \\
-    python3 -m training.checkpoint --slim /tmp/runs/$name/checkpoint.ckpt $OUT/$name.ckpt
+    python3 -m training.lab.checkpoint --slim /tmp/runs/$name/checkpoint.ckpt $OUT/$name.ckpt
 done
 """
 

@@ -1,11 +1,11 @@
 """Static-int8 ONNX artifact from a shipped TorchScript one, accepted only if it matches fp32.
 
-    python -m model.quantize model/efficientnet_lite0_imagewoof.pt \\
+    python -m training.release.quantize model/efficientnet_lite0_imagewoof.pt \\
         [--out model/efficientnet_lite0_imagewoof.int8.onnx] [--data-root ../shared/data] \\
         [--calibration-photos 300] [--calibration-method MinMax] [--weight-bits 8] \\
         [--max-float-nodes 8] [--seed 0] [--report results/bench/int8.json]
 
-Steps: derive the fp32 ONNX (``model.convert_onnx``), quantize it with ONNX Runtime's
+Steps: derive the fp32 ONNX (``training.release.onnx_export``), quantize it with ONNX Runtime's
 ``quantize_static`` (QDQ; int8 weights per output channel, uint8 activations) calibrated on
 Imagewoof TRAIN photos, then compare it with the fp32 artifact on ``unseen``, ``web`` and
 ``val`` (top-1, open-set verdicts) and on ``ood`` (verdicts). The int8 file is written only
@@ -21,8 +21,8 @@ The artifact carries the fp32 metadata with version ``<version>+int8``, how it w
 (``extra.quantization``) and what was measured (``metrics.int8``).
 
 Photos are read by folder, ``<split>/<wnid>/<file>``, for the classes listed in the artifact's
-metadata, with the service's own preprocessing. A build tool like ``model.convert_onnx``: it
-needs torch and onnx, the server does not.
+metadata, with the service's own preprocessing. A build tool like
+``training.release.onnx_export``: it needs torch and onnx, the server does not.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from model.metadata import METADATA_KEY, ModelMetadata
 from model.open_set import is_known, known_scores
 from model.preprocessing import ImageDecodeError, preprocess_bytes
 
-log = logging.getLogger("model.quantize")  # the same name when run as __main__
+log = logging.getLogger("training.release.quantize")  # the same name when run as __main__
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "model" / "efficientnet_lite0_imagewoof.int8.onnx"
@@ -495,7 +495,7 @@ def with_metadata(path: Path, meta: ModelMetadata) -> None:
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, meta.to_json()
-    proto.producer_name = "breedrecognizer model.quantize"
+    proto.producer_name = "breedrecognizer training.release.quantize"
     onnx.save(proto, str(path))
 
 
@@ -540,7 +540,7 @@ def build(
 
     Raises QuantizationRefusedError (nothing written) when the int8 model falls short.
     """
-    from model.convert_onnx import convert
+    from training.release.onnx_export import convert
 
     train_dir = data_root / "imagewoof" / "train"
     if not train_dir.is_dir():
@@ -670,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # ONNX Runtime's quantizer logs every scale it adjusts at INFO: keep only ours.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("model").setLevel(logging.INFO)
+    logging.getLogger("training").setLevel(logging.INFO)
     if args.out.suffix != ".onnx":
         print(f"quantize: {args.out} must end in .onnx", file=sys.stderr)
         return 2
@@ -700,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             "version": meta.version,
             "quantization": meta.extra["quantization"],
             **meta.metrics["int8"],
-            "command": "python -m model.quantize "
+            "command": "python -m training.release.quantize "
             + " ".join(sys.argv[1:] if argv is None else argv),
         }
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ same network faster and in a fraction of the memory (no torch import in the work
 the ``.onnx`` is built from the ``.pt`` wherever it is needed (container build, ``make run``,
 ``make bench``): same graph, same metadata, outputs checked against TorchScript.
 
-    python -m model.convert_onnx model/efficientnet_lite0_imagewoof.pt /tmp/model.onnx
+    python -m training.release.onnx_export model/efficientnet_lite0_imagewoof.pt /tmp/model.onnx
 
 Uses torch's TorchScript-based exporter (``dynamo=False``): the torch.export-based one
 cannot take a loaded ``ScriptModule``. Needs ``torch`` and ``onnx``; the server does not.
@@ -76,7 +76,7 @@ def convert(src: Path, dst: Path, tolerance: float = TOLERANCE) -> float:
         del proto.metadata_props[:]
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, metadata.to_json()
-        proto.producer_name = "breedrecognizer model.convert_onnx"
+        proto.producer_name = "breedrecognizer training.release.onnx_export"
         pinned = pin_static_pads(proto, size)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))

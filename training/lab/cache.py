@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from training.paths import cache_root
+from training.lab.paths import cache_root
 
 
 def cache_key(parts: dict[str, Any], paths: Iterable[Path]) -> str:

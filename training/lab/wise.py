@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from training.data import ImageDataset, Sample
-from training.export import default_preprocessing
-from training.network import BreedClassifier
-from training.transforms import EvalTransform
+from training.lab.data import ImageDataset, Sample
+from training.lab.network import BreedClassifier
+from training.lab.transforms import EvalTransform
+from training.release.export import default_preprocessing
 
 log = logging.getLogger(__name__)
 

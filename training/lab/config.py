@@ -30,7 +30,7 @@ class Experiment(BaseModel):
     arch: str = "tf_efficientnet_lite0"
     weights: str = "auto"  # auto | hub | none | path to a checkpoint
     init_from: str | None = None  # run whose trained network this one starts from
-    # WiSE-FT (training.wise): mix init_from's weights with the zero-shot network's; the alpha
+    # WiSE-FT (training.lab.wise): mix init_from's weights with the zero-shot network's; the alpha
     # is the best of these on the train photos init_from held out (its holdout_every).
     wise_alphas: list[float] = []
     input_size: int | None = None  # serving size; default: the pretrained size
@@ -40,7 +40,7 @@ class Experiment(BaseModel):
     train_bn: bool = False  # False: BatchNorm keeps its pretrained statistics
     train_fraction: float = Field(default=1.0, gt=0, le=1)  # every k-th train image
     # Every k-th train photo is held out of training: the open-set threshold is set on these
-    # photos the network has not memorised (training.holdout).
+    # photos the network has not memorised (training.lab.holdout).
     holdout_every: int | None = Field(default=None, ge=2)
 
     # Inputs. "cached": the frozen prefix runs once per fixed view and the maps are cached
@@ -53,7 +53,7 @@ class Experiment(BaseModel):
     map_flip: bool = False  # random horizontal flip of the cached maps
     pair_size: int = 128  # Barlow Twins view pairs (lightly BYOL views), cached at this size
     # "images" inputs: crop + flip, or "photo": also thumbnail / JPEG / blur / colour
-    # degradations like the photos people send (training.photo_augment).
+    # degradations like the photos people send (training.lab.photo_augment).
     augment: Literal["crop_flip", "photo"] = "crop_flip"
     ema_decay: float | None = Field(default=None, gt=0, lt=1)  # exported weights: their EMA
 
@@ -84,7 +84,7 @@ class Experiment(BaseModel):
 
     # Output.
     # val (3767 leaky photos) costs ~4 CPU-min per Lite0 run: add it when wanted, or later
-    # with ``python -m training.evaluate --run <name> --splits val``.
+    # with ``python -m training.lab.evaluate --run <name> --splits val``.
     eval_splits: list[Split] = ["unseen", "web"]
     onnx: bool = False
     version: str = "1.0.0"

@@ -8,8 +8,8 @@ left out of training and used instead to calibrate the run's open-set rule.
 
 from __future__ import annotations
 
-from training.config import Experiment
-from training.data import Sample, train_samples
+from training.lab.config import Experiment
+from training.lab.data import Sample, train_samples
 
 
 def is_held_out(position: int, every: int) -> bool:

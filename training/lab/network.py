@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from model.metadata import IMAGEWOOF_CLASSES
-from training.checkpoint import load_checkpoint
-from training.paths import run_dir
-from training.weights import create_pretrained
+from training.lab.checkpoint import load_checkpoint
+from training.lab.paths import run_dir
+from training.lab.weights import create_pretrained
 
 BREED_ROWS = [c.imagenet_index for c in IMAGEWOOF_CLASSES]
 

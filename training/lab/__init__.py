@@ -1,0 +1,1 @@
+"""The lab: data, networks, training and evaluation of one experiment."""
