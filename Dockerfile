@@ -19,7 +19,7 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt /tmp/
 RUN pip install --index-url "$TORCH_INDEX_URL" "$(grep '^torch==' /tmp/requirements.txt)" \
     && pip install -r /tmp/requirements.txt \
-    && pip uninstall --yes onnx pip setuptools
+    && pip uninstall --yes pip setuptools
 
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \

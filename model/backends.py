@@ -31,9 +31,8 @@ class Backend(Protocol):
 
 
 def default_threads() -> int:
-    """Intra-op threads for this process: MODEL_THREADS, else all cores (one process)."""
-    value = os.environ.get("MODEL_THREADS", "")
-    return int(value) if value.strip() else max(1, os.cpu_count() or 1)
+    """Intra-op threads when the caller names none: all cores (one process on the machine)."""
+    return max(1, os.cpu_count() or 1)
 
 
 class TorchScriptBackend:
@@ -68,9 +67,9 @@ def onnx_session_options(threads: int, exact_int8: bool = True):
 
     All graph optimisations (for a QDQ int8 graph this is what fuses QuantizeLinear /
     DequantizeLinear pairs into integer QLinearConv/QGemm kernels); ``threads`` intra-op
-    threads (MODEL_THREADS, i.e. cores ÷ workers); operators run one after another (no
-    inter-op pool); and idle pool threads sleep instead of spinning, so a worker waiting for
-    its next request never burns the core another worker is computing on.
+    threads (the service passes MODEL_THREADS, i.e. cores ÷ workers); operators run one
+    after another (no inter-op pool); and idle pool threads sleep instead of spinning, so a
+    worker waiting for its next request never burns the core another worker is computing on.
 
     ``exact_int8`` (``session.x64quantprecision``): on x86 CPUs without VNNI (AVX2, like the
     EPYC these figures come from) the fast u8×s8 kernels add pairs of products in 16 bits,
@@ -94,8 +93,8 @@ def onnx_session_options(threads: int, exact_int8: bool = True):
 def fast_int8_is_exact(meta: ModelMetadata) -> bool:
     """True for int8 artifacts with 7-bit weights, which the fast kernels run exactly.
 
-    ``model.quantize`` records ``weight_bits`` in ``extra.quantization``. Every other artifact
-    (float, full 8-bit, or one that does not say) runs with the exact kernels.
+    ``training.release.quantize`` records ``weight_bits`` in ``extra.quantization``. Every
+    other artifact (float, full 8-bit, or one that does not say) runs with the exact kernels.
     """
     quantization = meta.extra.get("quantization")
     return isinstance(quantization, dict) and quantization.get("weight_bits") == 7

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from model.backends import Backend, load_backend
+from model.defaults import DEFAULT_MAX_PIXELS, DEFAULT_TOP_K
 from model.metadata import ModelMetadata
 from model.open_set import is_known, known_scores, softmax
-from model.preprocessing import DEFAULT_MAX_PIXELS, preprocess_bytes
+from model.preprocessing import preprocess_bytes
 from model.prior import answer_logits
 from model.source import resolve_model_uri
 
@@ -56,7 +58,7 @@ class Predictor:
     """
 
     def __init__(
-        self, backend: Backend, top_k: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
+        self, backend: Backend, top_k: int = DEFAULT_TOP_K, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> None:
         self.backend = backend
         self.metadata: ModelMetadata = backend.metadata
@@ -69,11 +71,13 @@ class Predictor:
         uri: str | None = None,
         sha256: str | None = None,
         threads: int | None = None,
-        top_k: int = 3,
+        top_k: int = DEFAULT_TOP_K,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        cache_dir: Path | None = None,
     ) -> Predictor:
+        """Fetch (``cache_dir`` keeps S3 downloads), verify and load the artifact at ``uri``."""
         started = time.perf_counter()
-        path = resolve_model_uri(uri, expected_sha256=sha256)
+        path = resolve_model_uri(uri, expected_sha256=sha256, cache_dir=cache_dir)
         predictor = cls(load_backend(path, threads), top_k=top_k, max_pixels=max_pixels)
         meta = predictor.metadata
         log.info(

@@ -15,10 +15,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model.defaults import DEFAULT_MAX_PIXELS
 from model.metadata import Preprocessing
 
-# Anything larger than this many pixels is refused before decoding (PIL checks the header).
-DEFAULT_MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
 
 _RESAMPLE = {

@@ -1,29 +1,23 @@
 """Where the artifact comes from: a local path or ``s3://bucket/key``, with an optional SHA-256.
 
 S3 downloads use boto3 with the standard ``AWS_*`` settings (``AWS_ENDPOINT_URL`` for
-S3-compatible stores), bounded timeouts and retries, and are cached on local disk keyed by
-bucket, key and ETag, so each worker does not download its own copy.
+S3-compatible stores), bounded timeouts and retries, and are cached on local disk (the
+caller's ``cache_dir``, the service's ``MODEL_CACHE_DIR``) keyed by bucket, key and ETag, so
+each worker does not download its own copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+from model.artifact import atomic_write
 from model.backends import ArtifactError
+from model.defaults import DEFAULT_CACHE_DIR, SERVED_MODEL
 
 log = logging.getLogger(__name__)
-
-# The lab's shipped TorchScript artifact (the source every other artifact is derived from)
-# and the static-int8 ONNX one made from it by ``python -m model.quantize``: the one served
-# when MODEL_URI is not set.
-SHIPPED_MODEL = Path(__file__).resolve().parent / "efficientnet_lite0_imagewoof.pt"
-SERVED_MODEL = SHIPPED_MODEL.with_suffix(".int8.onnx")
-DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "breedrecognizer-models"
 
 
 def sha256_of(path: Path) -> str:
@@ -67,7 +61,7 @@ def _download_s3(bucket: str, key: str, cache_dir: Path | None, timeout_s: float
 
     if not bucket or not key:
         raise ArtifactError("MODEL_URI must look like s3://bucket/key")
-    cache_dir = Path(cache_dir or os.environ.get("MODEL_CACHE_DIR") or DEFAULT_CACHE_DIR)
+    cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
     config = Config(
         connect_timeout=timeout_s,
         read_timeout=timeout_s,
@@ -82,16 +76,9 @@ def _download_s3(bucket: str, key: str, cache_dir: Path | None, timeout_s: float
         if target.is_file() and target.stat().st_size == head.get("ContentLength"):
             log.info("model %s found in cache %s", uri, target)
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Download to a private temp file, then rename: concurrent workers never see half a file.
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
-        os.close(fd)
-        try:
-            client.download_file(bucket, key, tmp_name)
-            os.replace(tmp_name, target)
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+        # Concurrent workers never see half a file.
+        with atomic_write(target) as part:
+            client.download_file(bucket, key, str(part))
     except ClientError as exc:
         raise ArtifactError(f"cannot fetch {uri}: {exc.response.get('Error', {})}") from exc
     except BotoCoreError as exc:

@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite; the code they build on lives in tests/support/."""
+"""Fixtures shared by the whole suite; the code they build on lives in tests/support/ and
+benchmarks/harness/."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from model.source import SHIPPED_MODEL
+from model.defaults import SHIPPED_MODEL
+from model.metadata import OpenSetRule
+from tests.support.artifacts import rewrite_metadata
+from tests.support.fake_telegram import SECRET, FakeTelegram
 from tests.support.server import GunicornServer, start_gunicorn
 
 
@@ -26,3 +30,29 @@ def server() -> Iterator[GunicornServer]:
 @pytest.fixture(scope="session")
 def base_url(server: GunicornServer) -> str:
     return server.base_url
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeTelegram]:
+    """A fake Bot API for one test module: its calls are that module's alone."""
+    with FakeTelegram() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def bot_server(
+    fake: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    """The bot under real gunicorn (two workers) talking to ``fake``, webhook secret ``SECRET``.
+
+    The tests' photos are generated noise, which the shipped open-set rule rightly refuses;
+    the bot tests check the known-breed reply, so it runs the same weights with rule none.
+    """
+    accepting = rewrite_metadata(
+        tmp_path_factory.mktemp("artifact") / "accepting.pt", open_set=OpenSetRule("none")
+    )
+    env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "WEB_CONCURRENCY": "2"}
+    env["MODEL_URI"] = str(accepting)
+    running = start_gunicorn(env)
+    yield running
+    running.stop()

@@ -10,10 +10,10 @@ import pytest
 
 from app import create_app
 from model.backends import load_backend
+from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
-from model.source import SHIPPED_MODEL
-from service.config import Settings
 from tests.support.images import jpeg_bytes
+from tests.support.settings import settings_from
 
 
 class FlakyBackend:
@@ -35,9 +35,11 @@ def _upload() -> dict:
     return {"image": (io.BytesIO(jpeg_bytes()), "a.jpg")}
 
 
-def test_internal_error_is_json_500_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_internal_error_is_json_500_and_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     backend = FlakyBackend()
-    client = create_app(Predictor(backend), Settings.from_env({})).test_client()
+    client = create_app(Predictor(backend), settings_from(monkeypatch, {})).test_client()
     backend.fail = True
     with caplog.at_level(logging.ERROR):
         response = client.post("/predict", data=_upload())

@@ -9,22 +9,24 @@ import sys
 
 import pytest
 
-from model.source import SERVED_MODEL
-from service.config import Settings, SettingsError
+from model.defaults import SERVED_MODEL
+from service.settings import SettingsError, load_settings, reference
 from tests.support.server import REPO_ROOT, run_gunicorn_until_exit
+from tests.support.settings import settings_from, use_env
 
 
-def test_defaults() -> None:
-    settings = Settings.from_env({})
-    assert settings.model_uri == str(SERVED_MODEL)
-    assert settings.model_sha256 is None
-    assert settings.model_threads is None
-    assert settings.max_upload_bytes == 10 * 1024 * 1024
-    assert settings.top_k == 3
-    assert settings.log_level == "INFO"
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from(monkeypatch, {})
+    assert settings.model.uri == str(SERVED_MODEL)
+    assert settings.model.sha256 is None
+    assert settings.model.threads is None
+    assert settings.api.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.api.top_k == 3
+    assert settings.api.log_level == "INFO"
+    assert settings.telegram.disabled_reason == "TELEGRAM_TOKEN is not set"
 
 
-def test_values_from_env() -> None:
+def test_values_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {
         "MODEL_URI": "s3://b/k.pt",
         "MODEL_SHA256": "ab" * 32,
@@ -33,26 +35,50 @@ def test_values_from_env() -> None:
         "MAX_IMAGE_PIXELS": "1000000",
         "TOP_K": "5",
         "LOG_LEVEL": "debug",
-        "TELEGRAM_TOKEN": "kept for other modules",
+        "TELEGRAM_TOKEN": "1:token",
+        "BODY_MEMORY_MB": "4",
+        "WEB_CONCURRENCY": "3",
     }
-    settings = Settings.from_env(env)
-    assert settings.model_uri == "s3://b/k.pt"
-    assert settings.model_threads == 3
-    assert settings.max_upload_bytes == int(2.5 * 1024 * 1024)
-    assert settings.max_image_pixels == 1_000_000
-    assert settings.top_k == 5
-    assert settings.log_level == "DEBUG"
-    assert settings.environ["TELEGRAM_TOKEN"] == "kept for other modules"
+    settings = settings_from(monkeypatch, env)
+    assert settings.model.uri == "s3://b/k.pt"
+    assert settings.model.threads == 3
+    assert settings.api.max_upload_bytes == int(2.5 * 1024 * 1024)
+    assert settings.api.max_image_pixels == 1_000_000
+    assert settings.api.top_k == 5
+    assert settings.api.log_level == "DEBUG"
+    assert settings.telegram.token == "1:token"
+    assert settings.front.body_memory_bytes == 4 * 2**20
+    assert settings.server.web_concurrency == 3
 
 
 @pytest.mark.parametrize(
     "env",
-    [{"TOP_K": "11"}, {"TOP_K": "x"}, {"MAX_UPLOAD_MB": "0"}, {"MODEL_THREADS": "-1"}],
-    ids=["top_k_big", "top_k_text", "upload_zero", "threads_negative"],
+    [
+        {"TOP_K": "11"},
+        {"TOP_K": "x"},
+        {"MAX_UPLOAD_MB": "0"},
+        {"MODEL_THREADS": "-1"},
+        {"APP_QUEUE_SIZE": "none"},
+        {"PORT": "http"},
+    ],
+    ids=["top_k_big", "top_k_text", "upload_zero", "threads_negative", "queue_text", "port"],
 )
-def test_bad_values_are_refused(env: dict[str, str]) -> None:
+def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    use_env(monkeypatch, env)
     with pytest.raises(SettingsError, match=next(iter(env))):
-        Settings.from_env(env)
+        load_settings()
+
+
+def test_bad_bot_setting_keeps_the_bot_off_not_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_from(monkeypatch, {"TELEGRAM_MAX_FILE_MB": "lots"})
+    assert settings.telegram_error == "TELEGRAM_MAX_FILE_MB must be a number, got 'lots'"
+
+
+def test_settings_reference_is_current() -> None:
+    """docs/settings.md is generated from the tree: regenerate with python -m service.settings."""
+    assert (REPO_ROOT / "docs" / "settings.md").read_text(encoding="utf-8") == reference()
 
 
 def test_service_refuses_to_start_on_bad_setting() -> None:
@@ -93,13 +119,15 @@ def test_gunicorn_conf_sizes_workers_and_threads() -> None:
     assert _gunicorn_conf({"MODEL_THREADS": "7"})["threads"] == "7"
 
 
-def test_top_k_and_pixel_limit_configure_the_served_predictor() -> None:
+def test_top_k_and_pixel_limit_configure_the_served_predictor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """TOP_K and MAX_IMAGE_PIXELS reach the answers without being passed per call."""
     from app import create_app
     from tests.support.images import jpeg_bytes
 
     env = {"TOP_K": "5", "MAX_IMAGE_PIXELS": "100000", "MODEL_THREADS": "1"}
-    client = create_app(settings=Settings.from_env(env)).test_client()
+    client = create_app(settings=settings_from(monkeypatch, env)).test_client()
     small = client.post("/predict", data=jpeg_bytes(320, 240), content_type="image/jpeg")
     assert small.status_code == 200 and len(small.get_json()["top_k"]) == 5
     assert list(small.get_json()) == ["breed", "known", "known_score", "top_k", "model"]

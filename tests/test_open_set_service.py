@@ -12,7 +12,7 @@ import requests
 
 from model.backends import load_backend
 from model.predictor import Predictor
-from model.source import SERVED_MODEL, SHIPPED_MODEL
+from model.defaults import SERVED_MODEL, SHIPPED_MODEL
 from tests.support.data import data_dir
 
 # Fixed photos (first by path of their folder), not picked by score.

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.openapi import OPENAPI_PATH, load_openapi
+from service.http.openapi import OPENAPI_PATH, load_openapi
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.images import jpeg_bytes, png_bytes
 from tests.support.server import GunicornServer, start_gunicorn

@@ -1,6 +1,8 @@
-"""The serving code (app.py, gunicorn.conf.py, service/, model/) never imports the training
-lab or its heavy libraries: the container installs neither, and a worker that pulled them in
-would fail there or carry hundreds of MB it does not use."""
+"""Imports flow one way. The serving code (app.py, gunicorn.conf.py, service/, model/) never
+imports the training lab or its heavy libraries: the container installs neither, and a worker
+that pulled them in would fail there or carry hundreds of MB it does not use. The runtime
+(model/) carries no build tooling (onnx, the quantizer); nothing but tests imports benchmarks,
+and nothing imports tests. The serving side reads the environment in service/settings.py only."""
 
 from __future__ import annotations
 
@@ -48,6 +50,71 @@ def test_no_serving_source_imports_training_code() -> None:
         if is_forbidden(module)
     ]
     assert not offenders, "\n".join(offenders)
+
+
+def _offenders(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    """Imports of ``forbidden`` modules (or their submodules) in ``paths``."""
+    return [
+        f"{path.relative_to(REPO_ROOT)}:{line} imports {module}"
+        for path in paths
+        for line, module in imported_names(ast.parse(path.read_text(), filename=str(path)))
+        if any(module == name or module.startswith(name + ".") for name in forbidden)
+    ]
+
+
+def test_the_runtime_carries_no_build_tooling() -> None:
+    runtime = sorted((REPO_ROOT / "model").rglob("*.py"))
+    offenders = _offenders(runtime, ("onnx", "onnxruntime.quantization", "service"))
+    assert not offenders, "\n".join(offenders)
+
+
+def test_nothing_imports_benchmarks_or_tests() -> None:
+    project = [
+        path
+        for path in sorted(REPO_ROOT.glob("**/*.py"))
+        if path.relative_to(REPO_ROOT).parts[0] not in ("tests", ".venv")
+    ]
+    # locustfile.py is the load test: a benchmark that locust needs at the top level.
+    benchmarks = [
+        p for p in project if p.relative_to(REPO_ROOT).parts[0] in ("benchmarks", "locustfile.py")
+    ]
+    others = [p for p in project if p not in benchmarks]
+    offenders = _offenders(others, ("benchmarks", "tests")) + _offenders(benchmarks, ("tests",))
+    assert not offenders, "\n".join(offenders)
+
+
+def environment_reads(tree: ast.AST) -> list[int]:
+    """Lines that read ``os.environ`` or call ``os.getenv`` (assigning to it passes values on)."""
+    written = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store)
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
+        and node.attr in ("getenv", "environ", "environb")
+        and id(node) not in written
+    ]
+
+
+def test_the_environment_is_read_in_the_settings_module_only() -> None:
+    settings = REPO_ROOT / "service" / "settings.py"
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{line}"
+        for path in serving_sources()
+        if path != settings
+        for line in environment_reads(ast.parse(path.read_text(), filename=str(path)))
+    ]
+    assert not offenders, "environment read outside service/settings.py: " + ", ".join(offenders)
+
+
+def test_the_environment_scan_sees_reads_not_writes() -> None:
+    tree = ast.parse("import os\na = os.environ.get('X')\nos.environ['Y'] = '1'\nos.getenv('Z')\n")
+    assert sorted(environment_reads(tree)) == [2, 4]
 
 
 def test_the_scan_sees_imports_inside_functions() -> None:

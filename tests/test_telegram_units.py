@@ -18,14 +18,14 @@ from telegram import PhotoSize
 from app import create_app
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.predictor import BreedScore, Prediction, Predictor
-from service.config import Settings
-from service.telegram_bot.config import TelegramConfig, TelegramConfigError
+from service.settings import SettingsError, TelegramSettings, load_group
+from service.telegram_bot.__main__ import main as webhook_cli
 from service.telegram_bot.handlers import pick_photo_size
 from service.telegram_bot.texts import help_text, language_for, percent, prediction_text
-from service.telegram_webhook import main as webhook_cli
 from tests.support.fake_telegram import FakeTelegram, Updates
 from tests.support.images import jpeg_bytes
 from tests.support.server import free_port
+from tests.support.settings import settings_from, use_env
 
 SECRET = "unit-secret"
 HEADER = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
@@ -73,17 +73,22 @@ def test_help_lists_every_breed() -> None:
 # -- settings and photo size --------------------------------------------------------------
 
 
-def test_config_defaults_and_disabled_reasons() -> None:
-    config = TelegramConfig.from_env({})
+def _config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> TelegramSettings:
+    use_env(monkeypatch, env)
+    return load_group(TelegramSettings)
+
+
+def test_config_defaults_and_disabled_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(monkeypatch, {})
     assert config.api_base_url == "https://api.telegram.org/bot"
     assert config.file_base_url == "https://api.telegram.org/file/bot"
     assert config.max_file_bytes == 20 * 1024 * 1024
     assert config.disabled_reason == "TELEGRAM_TOKEN is not set"
-    no_secret = TelegramConfig.from_env({"TELEGRAM_TOKEN": "1:a"})
+    no_secret = _config(monkeypatch, {"TELEGRAM_TOKEN": "1:a"})
     assert "TELEGRAM_SECRET_TOKEN is not set" in no_secret.disabled_reason
-    bad_secret = TelegramConfig.from_env({"TELEGRAM_TOKEN": "1:a", "TELEGRAM_SECRET_TOKEN": "a b"})
+    bad_secret = _config(monkeypatch, {"TELEGRAM_TOKEN": "1:a", "TELEGRAM_SECRET_TOKEN": "a b"})
     assert "A-Z a-z 0-9 _ -" in bad_secret.disabled_reason
-    good = TelegramConfig.from_env({"TELEGRAM_TOKEN": "1:a", "TELEGRAM_SECRET_TOKEN": "a_b-C9"})
+    good = _config(monkeypatch, {"TELEGRAM_TOKEN": "1:a", "TELEGRAM_SECRET_TOKEN": "a_b-C9"})
     assert good.disabled_reason is None
 
 
@@ -91,9 +96,9 @@ def test_config_defaults_and_disabled_reasons() -> None:
     ("name", "value"),
     [("TELEGRAM_CONCURRENT_UPDATES", "many"), ("TELEGRAM_MAX_FILE_MB", "0")],
 )
-def test_config_rejects_bad_numbers(name: str, value: str) -> None:
-    with pytest.raises(TelegramConfigError, match=name):
-        TelegramConfig.from_env({name: value})
+def test_config_rejects_bad_numbers(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        _config(monkeypatch, {name: value})
 
 
 def _size(file_id: str, side: int, file_size: int | None) -> PhotoSize:
@@ -117,17 +122,20 @@ def fake() -> Iterator[FakeTelegram]:
         yield server
 
 
-def test_cli_sets_inspects_and_deletes_the_webhook(fake: FakeTelegram, capsys) -> None:
+def test_cli_sets_inspects_and_deletes_the_webhook(
+    fake: FakeTelegram, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "APP_URL": "https://dogs.example.com/"}
-    assert webhook_cli(["set", "--max-connections", "10"], env) == 0
+    use_env(monkeypatch, env)
+    assert webhook_cli(["set", "--max-connections", "10"]) == 0
     assert "https://dogs.example.com/telegram" in capsys.readouterr().out
     assert fake.webhook["url"] == "https://dogs.example.com/telegram"
     assert fake.webhook["secret_token"] == SECRET
     assert fake.webhook["allowed_updates"] == ["message"]
     assert fake.webhook["max_connections"] == 10
-    assert webhook_cli(["info"], env) == 0
+    assert webhook_cli(["info"]) == 0
     assert '"url": "https://dogs.example.com/telegram"' in capsys.readouterr().out
-    assert webhook_cli(["delete", "--drop-pending-updates"], env) == 0
+    assert webhook_cli(["delete", "--drop-pending-updates"]) == 0
     assert fake.webhook == {}
     assert fake.calls("deleteWebhook")[-1].params["drop_pending_updates"] is True
 
@@ -140,15 +148,21 @@ def test_cli_sets_inspects_and_deletes_the_webhook(fake: FakeTelegram, capsys) -
         ("set", {"TELEGRAM_SECRET_TOKEN": ""}, "TELEGRAM_SECRET_TOKEN is not set"),
         ("info", {"TELEGRAM_TOKEN": ""}, "TELEGRAM_TOKEN is not set"),
         ("info", {"TELEGRAM_TOKEN": "1:wrong"}, "Telegram rejected TELEGRAM_TOKEN"),
-        ("info", {"TELEGRAM_MAX_FILE_MB": "lots"}, "TELEGRAM_MAX_FILE_MB must be a float"),
+        ("info", {"TELEGRAM_MAX_FILE_MB": "lots"}, "TELEGRAM_MAX_FILE_MB must be a number"),
         ("set", {"TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/bot"}, "Telegram Bot API:"),
     ],
 )
 def test_cli_fails_with_one_line(
-    fake: FakeTelegram, capsys, command: str, changes: dict[str, str], message: str
+    fake: FakeTelegram,
+    capsys,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    changes: dict[str, str],
+    message: str,
 ) -> None:
     env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "APP_URL": "https://dogs.example.com"}
-    assert webhook_cli([command], {**env, **changes}) == 1
+    use_env(monkeypatch, {**env, **changes})
+    assert webhook_cli([command]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
     assert "1:wrong" not in err  # the token never ends up in logs
@@ -162,17 +176,19 @@ def predictor() -> Predictor:
     return Predictor.from_uri()
 
 
-def _app(predictor: Predictor, env: dict[str, str]) -> Flask:
-    return create_app(predictor=predictor, settings=Settings.from_env(env))
+def _app(predictor: Predictor, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Flask:
+    return create_app(predictor=predictor, settings=settings_from(monkeypatch, env))
 
 
 @pytest.fixture
-def bot_app(predictor: Predictor, fake: FakeTelegram) -> Iterator[Any]:
+def bot_app(
+    predictor: Predictor, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
     """Build an app with the bot enabled against the fake server; closes its loop after."""
     apps: list[Flask] = []
 
     def build(p: Predictor = predictor, **env: str) -> Flask:
-        app = _app(p, {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, **env})
+        app = _app(p, {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, **env}, monkeypatch)
         apps.append(app)
         return app
 
@@ -188,9 +204,11 @@ def _reply_text(fake: FakeTelegram, chat_id: int) -> str:
     return call.params["text"]
 
 
-def test_without_token_the_route_is_off_and_predict_works(predictor: Predictor, caplog) -> None:
+def test_without_token_the_route_is_off_and_predict_works(
+    predictor: Predictor, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with caplog.at_level(logging.INFO, logger="service.telegram_bot"):
-        app = _app(predictor, {})
+        app = _app(predictor, {}, monkeypatch)
     disabled = [r for r in caplog.records if "telegram bot disabled" in r.getMessage()]
     assert len(disabled) == 1 and disabled[0].levelno == logging.INFO
     assert "TELEGRAM_TOKEN is not set" in disabled[0].getMessage()
@@ -212,10 +230,10 @@ def test_without_token_the_route_is_off_and_predict_works(predictor: Predictor, 
     ],
 )  # fmt: skip
 def test_token_without_usable_settings_stays_off_loudly(
-    predictor: Predictor, caplog, env: dict[str, str], reason: str
+    predictor: Predictor, caplog, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], reason: str
 ) -> None:
     with caplog.at_level(logging.INFO, logger="service.telegram_bot"):
-        app = _app(predictor, env)
+        app = _app(predictor, env, monkeypatch)
     [record] = [r for r in caplog.records if "telegram bot disabled" in r.getMessage()]
     assert record.levelno >= logging.WARNING and reason in record.getMessage()
     assert app.test_client().post("/telegram", json={}, headers=HEADER).status_code == 404

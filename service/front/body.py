@@ -22,10 +22,13 @@ from typing import Any, BinaryIO
 
 import gevent
 
-from service.errors import DRAIN_LIMIT_BYTES
-from service.front.config import FrontConfig
+from service.settings import FrontSettings
 
 READ_SIZE = 64 * 1024
+# Bytes of an oversized upload read (and dropped) before answering 413. Closing the socket
+# with unread data makes the kernel send a reset, and clients then see "connection reset"
+# instead of our JSON answer; past this bound we stop reading and accept that.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class BodyTimeoutError(Exception):
@@ -99,7 +102,7 @@ def declared_length(environ: MutableMapping[str, Any]) -> int | None:
 def read_body(
     environ: MutableMapping[str, Any],
     limit_bytes: int | None,
-    config: FrontConfig,
+    config: FrontSettings,
     budget: MemoryBudget,
 ) -> BufferedBody:
     """Read ``wsgi.input`` to the end under the three guards; the caller closes the result."""
@@ -127,7 +130,7 @@ def read_body(
 class _deadlines:  # noqa: N801 - used like a function: ``with _deadlines(...)``
     """Idle deadline on the socket, total deadline on the greenlet; both end in BodyTimeoutError."""
 
-    def __init__(self, environ: MutableMapping[str, Any], config: FrontConfig) -> None:
+    def __init__(self, environ: MutableMapping[str, Any], config: FrontSettings) -> None:
         self._stream = environ["wsgi.input"]
         self._sock: socket.socket | None = environ.get("gunicorn.socket")
         self._config = config

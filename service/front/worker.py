@@ -30,8 +30,8 @@ from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
 
 from service.front import drain
-from service.front.config import FrontConfig
 from service.front.wsgi import Front
+from service.settings import load_settings
 
 log = logging.getLogger("breedrecognizer.front")
 
@@ -64,7 +64,7 @@ class FrontWorker(GeventWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        self.front = Front(self.wsgi, FrontConfig.from_env())
+        self.front = Front(self.wsgi, load_settings().front)
         self.wsgi = self.front
 
     def run(self) -> None:

@@ -26,7 +26,8 @@ from service.front.body import (
     MemoryBudget,
     read_body,
 )
-from service.front.config import FrontConfig
+from service.http.errors import error_payload
+from service.settings import FrontSettings
 
 log = logging.getLogger("breedrecognizer.front")
 
@@ -54,7 +55,7 @@ class _Collected:
 class Front:
     """Wraps the Flask app: buffered bodies, a bounded queue, one app thread, drain state."""
 
-    def __init__(self, app: WSGIApp, config: FrontConfig) -> None:
+    def __init__(self, app: WSGIApp, config: FrontSettings) -> None:
         self.app = app
         self.config = config
         self.budget = MemoryBudget(config.body_memory_bytes)
@@ -102,7 +103,7 @@ class Front:
                     start_response, environ, 503, "draining", "this server is restarting; retry",
                     retry_after=DRAINING_RETRY_AFTER_S,
                 )  # fmt: skip
-            if self.in_app >= self.config.queue_size:
+            if self.in_app >= self.config.app_queue_size:
                 return self._refuse(
                     start_response, environ, 503, "busy", "the server is busy; retry",
                     retry_after=BUSY_RETRY_AFTER_S,
@@ -162,7 +163,7 @@ class Front:
         method, path, peer = _request(environ)
         log.log(level, "%s %s from %s -> %d %s: %s", method, path, peer, status, reason, message)
         code = code or {408: "request_timeout", 503: "unavailable"}.get(status, "bad_request")
-        payload = json.dumps({"error": {"code": code, "message": message}}).encode()
+        payload = json.dumps(error_payload(code, message)).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         if retry_after is not None:
             headers.append(("Retry-After", str(retry_after)))

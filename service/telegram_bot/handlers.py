@@ -29,8 +29,8 @@ from telegram.ext import (
 
 from model.predictor import Prediction, Predictor
 from model.preprocessing import ImageDecodeError
-from service.metrics import observe_prediction
-from service.telegram_bot.config import TelegramConfig
+from service.http.metrics import observe_prediction
+from service.settings import TelegramSettings
 from service.telegram_bot.texts import (
     help_text,
     image_problem,
@@ -47,8 +47,10 @@ REPLIES = Counter(
     ["kind"],
 )
 
-# Only new messages: edited messages and channel posts are ignored on purpose.
+# Only new messages: edited messages and channel posts are ignored on purpose. The webhook
+# command asks Telegram for just these update types (allowed_updates).
 NEW_MESSAGE = filters.UpdateType.MESSAGE
+ALLOWED_UPDATES = ("message",)
 
 
 def pick_photo_size(sizes: tuple[PhotoSize, ...], max_bytes: int) -> PhotoSize | None:
@@ -63,7 +65,7 @@ class BreedBot:
     def __init__(
         self,
         predictor: Predictor,
-        config: TelegramConfig,
+        config: TelegramSettings,
         executor: Executor,
     ) -> None:
         self.predictor = predictor
@@ -90,7 +92,7 @@ class BreedBot:
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         lang = _lang(update)
         classes = self.predictor.metadata.classes
-        await _reply(update.message, "help", help_text(classes, lang, self.config.top_k))
+        await _reply(update.message, "help", help_text(classes, lang, self.predictor.top_k))
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -184,7 +186,7 @@ class BreedBot:
 
     async def _predict(self, data: bytes) -> Prediction:
         """Run the CPU-bound decode + model call off the event loop."""
-        call = partial(self.predictor.predict_bytes, data, self.config.top_k)
+        call = partial(self.predictor.predict_bytes, data, self.predictor.top_k)
         started = time.perf_counter()
         prediction = await asyncio.get_running_loop().run_in_executor(self.executor, call)
         observe_prediction(prediction, time.perf_counter() - started)

@@ -31,7 +31,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 
 from model.predictor import Predictor
 from service.front import drain
-from service.telegram_bot.config import TelegramConfig
+from service.settings import TelegramSettings
 from service.telegram_bot.handlers import BreedBot
 from service.telegram_bot.seen import SeenUpdates
 
@@ -56,7 +56,7 @@ class BotRuntime:
 
     def __init__(
         self,
-        config: TelegramConfig,
+        config: TelegramSettings,
         predictor: Predictor,
     ) -> None:
         self.config = config
@@ -73,10 +73,6 @@ class BotRuntime:
         self._queued = 0  # updates handed to the Application ...
         self._answered = 0  # ... and those it has finished
         drain.register(self)
-
-    @property
-    def application(self) -> Application | None:
-        return self._application
 
     def submit(self, data: dict[str, Any]) -> bool:
         """Queue one update (raw JSON) for processing; returns False if it is not an update.

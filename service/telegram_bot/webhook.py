@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from model.predictor import Predictor
-from service.config import Settings
-from service.errors import error_response
-from service.telegram_bot.config import TelegramConfig, TelegramConfigError
+from service.http.errors import error_response
+from service.settings import Settings
 from service.telegram_bot.runtime import BotRuntime, BotUnavailableError
 
 log = logging.getLogger(__name__)
@@ -31,21 +29,18 @@ telegram = Blueprint("telegram", __name__)
 
 def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRuntime | None:
     """Build this worker's bot runtime and keep it on the app; None (route answers 404) if off."""
-    env = settings.environ or os.environ
-    runtime = None
-    try:
-        config = TelegramConfig.from_env(env)
-        reason = config.disabled_reason
-    except TelegramConfigError as exc:  # a bad bot setting must not take /predict down
-        reason = f"bad configuration: {exc}"
+    config = settings.telegram
+    # A bad bot setting keeps the bot off; it must not take /predict down.
+    problem = settings.telegram_error
+    reason = f"bad configuration: {problem}" if problem else config.disabled_reason
     if reason is None:
         runtime = BotRuntime(config, predictor)
         app.extensions[EXTENSION_KEY] = runtime
         log.info("telegram bot enabled on POST /telegram (Bot API %s)", config.api_base_url)
-    else:
-        level = logging.INFO if not env.get("TELEGRAM_TOKEN", "").strip() else logging.ERROR
-        log.log(level, "telegram bot disabled: %s; POST /telegram answers 404", reason)
-    return runtime
+        return runtime
+    level = logging.ERROR if problem or config.token else logging.INFO
+    log.log(level, "telegram bot disabled: %s; POST /telegram answers 404", reason)
+    return None
 
 
 @telegram.post("/telegram")

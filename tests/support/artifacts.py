@@ -7,8 +7,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from model.defaults import SHIPPED_MODEL
 from model.metadata import METADATA_KEY, ModelMetadata
-from model.source import SHIPPED_MODEL
 
 
 def rewrite_metadata(dst: Path, src: Path = SHIPPED_MODEL, **changes: Any) -> Path:

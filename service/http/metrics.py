@@ -2,15 +2,14 @@
 
 Each gunicorn worker is its own process, so the metrics use prometheus_client's
 multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set (gunicorn.conf.py sets it before
-the workers start and marks dead workers in ``child_exit``); /metrics then aggregates every
-worker. Without it (a single process, e.g. tests calling the app directly) the default
-registry is used.
+the workers start and marks dead workers in ``child_exit``; prometheus_client reads it
+itself); /metrics then aggregates every worker. Without it (a single process, e.g. tests
+calling the app directly) the default registry is used.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 from flask import Flask, Response, g, request
@@ -80,8 +79,8 @@ def observe_prediction(prediction: Prediction, seconds: float) -> None:
     _predictions_child(prediction.breed.wnid if prediction.breed else "unknown").inc()
 
 
-def render() -> Response:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def render(multiprocess_mode: bool) -> Response:
+    if multiprocess_mode:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
@@ -89,8 +88,11 @@ def render() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def init_app(app: Flask, predictor: Predictor) -> None:
-    """Count and time every request; publish the model info; serve GET /metrics."""
+def init_app(app: Flask, predictor: Predictor, multiprocess_mode: bool) -> None:
+    """Count and time every request; publish the model info; serve GET /metrics.
+
+    ``multiprocess_mode``: the workers' metric files are summed (PROMETHEUS_MULTIPROC_DIR).
+    """
     meta = predictor.metadata
     MODEL_INFO.labels(meta.name, meta.version, meta.architecture, predictor.backend.name).set(1)
 
@@ -108,4 +110,6 @@ def init_app(app: Flask, predictor: Predictor) -> None:
             _latency_child(route).observe(time.perf_counter() - started)
         return response
 
-    app.add_url_rule("/metrics", "metrics", render, methods=["GET"])
+    app.add_url_rule(
+        "/metrics", "metrics", functools.partial(render, multiprocess_mode), methods=["GET"]
+    )

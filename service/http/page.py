@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from service.context import service_context
+from service.http.context import service_context
 
 page = Blueprint("page", __name__)
 
@@ -16,5 +16,5 @@ def index():
         "index.html",
         model=context.model,
         classes=context.predictor.metadata.classes,
-        max_upload_mb=context.settings.max_upload_mb,
+        max_upload_mb=context.settings.api.max_upload_mb,
     )

@@ -8,10 +8,9 @@ the decoder in ``model.preprocessing``, not by the declared content type.
 from __future__ import annotations
 
 from flask import Request
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.config import MAX_TOP_K
-from service.errors import ApiError
+from service.http.errors import ApiError
+from service.settings import MAX_TOP_K
 
 FIELDS = ("image", "file")
 # Bodies that are certainly not a photo. (curl --data-binary sends form-urlencoded by
@@ -44,10 +43,6 @@ def extract_image(request: Request) -> bytes:
             "or the raw image bytes with an image/* content type",
         )
     data = request.get_data(cache=False)
-    limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(data) >= limit:
-        # A chunked body is cut at the limit by werkzeug without an error; refuse it.
-        raise RequestEntityTooLarge()
     if not data:
         raise ApiError(
             400,

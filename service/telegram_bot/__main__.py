@@ -1,4 +1,4 @@
-"""Connect the bot to the app: ``python -m service.telegram_webhook set|delete|info``.
+"""Connect the bot to the app: ``python -m service.telegram_bot set|delete|info``.
 
 ``set`` points Telegram at ``$APP_URL/telegram`` with ``$TELEGRAM_SECRET_TOKEN`` and the
 update types the bot handles; ``delete`` disconnects it; ``info`` prints Telegram's view of
@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
-from service.telegram_bot.config import ALLOWED_UPDATES, TelegramConfig, TelegramConfigError
+from service.settings import SettingsError, TelegramSettings, load_group
+from service.telegram_bot.handlers import ALLOWED_UPDATES
 
 WEBHOOK_PATH = "/telegram"
 
@@ -35,18 +35,17 @@ def webhook_url(app_url: str) -> str:
     return app_url + WEBHOOK_PATH
 
 
-def _bot(config: TelegramConfig) -> Bot:
+def _bot(config: TelegramSettings) -> Bot:
     if not config.token:
         raise CliError("TELEGRAM_TOKEN is not set")
     return Bot(config.token, base_url=config.api_base_url, base_file_url=config.file_base_url)
 
 
-async def _run(command: str, args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    config = TelegramConfig.from_env(env)
+async def _run(command: str, args: argparse.Namespace, config: TelegramSettings) -> str:
     if command == "set":
-        if not env.get("APP_URL", "").strip():
+        if not config.app_url:
             raise CliError("APP_URL is not set (the app's public https:// address)")
-        url = webhook_url(env["APP_URL"])
+        url = webhook_url(config.app_url)
         if config.disabled_reason:  # the app would refuse updates: don't connect it
             raise CliError(config.disabled_reason)
     async with _bot(config) as bot:
@@ -66,8 +65,8 @@ async def _run(command: str, args: argparse.Namespace, env: Mapping[str, str]) -
         return json.dumps(info.to_dict(), indent=2, sort_keys=True, default=str)
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.telegram_webhook", description=__doc__)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.telegram_bot", description=__doc__)
     parser.add_argument("command", choices=["set", "delete", "info"])
     parser.add_argument(
         "--drop-pending-updates",
@@ -81,10 +80,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         help="set: most simultaneous webhook calls Telegram makes (1-100, default 40)",
     )
     args = parser.parse_args(argv)
-    env = os.environ if env is None else env
     try:
-        print(asyncio.run(_run(args.command, args, env)))
-    except (CliError, TelegramConfigError) as exc:
+        config = load_group(TelegramSettings)
+        print(asyncio.run(_run(args.command, args, config)))
+    except (CliError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except InvalidToken:  # its message repeats the token, which must not end up in logs

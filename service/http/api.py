@@ -8,11 +8,11 @@ import time
 from flask import Blueprint, jsonify, request
 
 from model.preprocessing import ImageDecodeError
-from service import metrics
-from service.context import service_context
-from service.errors import ApiError
-from service.openapi import load_openapi
-from service.uploads import extract_image, parse_top_k
+from service.http import metrics
+from service.http.context import service_context
+from service.http.errors import ApiError
+from service.http.openapi import load_openapi
+from service.http.uploads import extract_image, parse_top_k
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from model.predictor import Predictor
-from service.config import Settings
+from service.settings import Settings
 
 EXTENSION_KEY = "breedrecognizer"
 

@@ -1,0 +1,369 @@
+"""Every setting of the service, read from the environment in this module and nowhere else.
+
+One tree of pydantic-settings groups (model, API, front, server, Telegram bot); each field is
+one environment variable, named by the group's prefix and the field (``MODEL_`` + ``uri`` =
+``MODEL_URI``) and documented by its description. ``load_settings()`` reads them once;
+gunicorn.conf.py (in the master), the app factory and the worker class (after the fork) all
+call it. ``python -m service.settings`` writes the generated reference, docs/settings.md.
+
+Standard library and pydantic only (``model.defaults`` is too): gunicorn.conf.py imports
+this in the master, before any worker (or numpy, or a model runtime) exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.defaults import DEFAULT_CACHE_DIR, DEFAULT_MAX_PIXELS, DEFAULT_TOP_K, SERVED_MODEL
+
+MAX_TOP_K = 10
+# gunicorn's "worker failed to boot" exit code: the master stops instead of respawning the
+# worker forever, so a bad setting or MODEL_URI/MODEL_SHA256 means the service refuses to start.
+BOOT_FAILURE_EXIT = 3
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_PATH = REPO_ROOT / "docs" / "settings.md"
+# Telegram's rule for X-Telegram-Bot-Api-Secret-Token: 1-256 characters A-Z a-z 0-9 _ -.
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use (one line: which, why)."""
+
+
+def _config(prefix: str = "", ignore_empty: bool = True) -> SettingsConfigDict:
+    # Empty variables count as unset, except where empty means something (ACCESS_LOG).
+    return SettingsConfigDict(env_prefix=prefix, env_ignore_empty=ignore_empty, frozen=True)
+
+
+class ModelSettings(BaseSettings):
+    """Which artifact to serve and how to run it."""
+
+    model_config = _config("MODEL_")
+
+    uri: str = Field(
+        str(SERVED_MODEL),
+        description="Model artifact: a local path, `file://…` or `s3://bucket/key`; "
+        "`.onnx` runs on ONNX Runtime, `.pt` on TorchScript. Default: the shipped static-int8 "
+        "ONNX artifact.",
+    )
+    sha256: str | None = Field(
+        None,
+        description="If set, the artifact's SHA-256 must match or the service refuses to start.",
+    )
+    threads: PositiveInt | None = Field(
+        None,
+        description="Threads of the model's runtime per worker. Unset: gunicorn.conf.py sets "
+        "CPU cores ÷ workers (at least 1); outside gunicorn, all cores.",
+    )
+    cache_dir: Path = Field(
+        DEFAULT_CACHE_DIR,
+        description="Where artifacts downloaded from S3 are cached (keyed by bucket, key and "
+        "ETag).",
+    )
+
+
+class ApiSettings(BaseSettings):
+    """What one answer of the HTTP API (and of the bot) may take and gives."""
+
+    model_config = _config()
+
+    max_upload_mb: PositiveFloat = Field(
+        10.0,
+        description="Largest request body, enforced while it is read → else `413 "
+        "payload_too_large`.",
+    )
+    max_image_pixels: PositiveInt = Field(
+        DEFAULT_MAX_PIXELS,
+        description="Largest image (width × height), checked before decoding → else `413 "
+        "image_too_large`.",
+    )
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = Field(
+        DEFAULT_TOP_K,
+        description=f"Breeds listed per answer (1–{MAX_TOP_K}), in the API's `top_k` and the "
+        "bot's replies; `?top_k=` overrides it per request.",
+    )
+    log_level: str = Field("INFO", description="Log level of the app and gunicorn.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.strip().upper() or "INFO"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class FrontSettings(BaseSettings):
+    """Deadlines and bounds that keep one worker safe from slow or greedy clients."""
+
+    model_config = _config()
+
+    body_idle_timeout_s: PositiveFloat = Field(
+        10.0, description="A client that sends no body byte for this long gets `408`."
+    )
+    body_timeout_s: PositiveFloat = Field(
+        30.0,
+        description="The whole body must arrive within this many seconds of the headers, or `408`.",
+    )
+    body_memory_mb: PositiveFloat = Field(
+        32.0,
+        description="Request bodies one worker holds in memory; beyond it they wait in "
+        "temporary files.",
+    )
+    app_queue_size: PositiveInt = Field(
+        64,
+        description="Complete requests waiting for a worker's app thread; beyond it `503` + "
+        "`Retry-After: 1`.",
+    )
+    graceful_timeout: PositiveFloat = Field(
+        25.0,
+        description="Seconds a worker has to drain after SIGTERM (below Heroku's 30 s kill).",
+    )
+    worker_connections: PositiveInt = Field(
+        500,
+        description="Simultaneous connections per worker (each a greenlet and a file descriptor).",
+    )
+
+    @property
+    def body_memory_bytes(self) -> int:
+        return int(self.body_memory_mb * 2**20)
+
+
+class ServerSettings(BaseSettings):
+    """gunicorn's own: where it listens, how many workers, logs and metrics files."""
+
+    model_config = _config(ignore_empty=False)
+
+    host: str = Field(
+        "0.0.0.0", description="Interface gunicorn binds (`127.0.0.1` under `make run`)."
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        8000, description="Port gunicorn listens on (Heroku sets it)."
+    )
+    web_concurrency: PositiveInt = Field(
+        2, description="gunicorn worker processes; each loads its own copy of the model."
+    )
+    gunicorn_timeout: PositiveInt = Field(
+        25,
+        description="Seconds before a stuck worker is killed and replaced (below Heroku's "
+        "30 s router timeout).",
+    )
+    access_log: str = Field(
+        "-",
+        description="gunicorn access log target (`-` = stdout); empty disables it.",
+    )
+    omp_num_threads: str | None = Field(
+        None, description="OpenMP threads (TorchScript). Unset: the model's threads per worker."
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        None,
+        description="Where workers write their metrics for `/metrics`. Unset: gunicorn.conf.py "
+        "makes a fresh temporary folder (and removes it at exit); set or not, it is emptied at "
+        "start.",
+    )
+
+
+class TelegramSettings(BaseSettings):
+    """The Telegram bot (docs/telegram.md); without a token and a secret it is off."""
+
+    model_config = _config("TELEGRAM_")
+
+    token: str | None = Field(
+        None,
+        description="The bot token from @BotFather. Unset: the bot is off, `POST /telegram` "
+        "answers `404`, `/predict` is unaffected.",
+    )
+    secret_token: str | None = Field(
+        None,
+        description="Secret Telegram sends with every update (1–256 of `A-Z a-z 0-9 _ -`). "
+        "Required: with a token but no valid secret the bot stays off (anyone could otherwise "
+        "make it message any chat).",
+    )
+    api_base_url: str = Field(
+        "https://api.telegram.org/bot",
+        description="Bot API base (the token is appended), e.g. a self-hosted Bot API server.",
+    )
+    file_base_url: str = Field(
+        "https://api.telegram.org/file/bot",
+        description="File download base (the token is appended the same way).",
+    )
+    max_file_mb: PositiveFloat = Field(
+        20.0, description="Largest file the bot downloads (the public Bot API refuses more)."
+    )
+    concurrent_updates: PositiveInt = Field(8, description="Updates handled at once per worker.")
+    model_workers: PositiveInt = Field(
+        1, description="Threads per worker running the model for the bot."
+    )
+    startup_timeout_s: PositiveFloat = Field(
+        15.0, description="How long the first update waits for the bot to start (`getMe`)."
+    )
+    seen_db: Path | None = Field(
+        None,
+        description="SQLite file of update ids already taken, shared by the workers. Unset: "
+        "gunicorn.conf.py makes one in a fresh temporary folder.",
+    )
+    app_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("APP_URL"),
+        description="Only for `python -m service.telegram_bot set`: the app's public "
+        "`https://` address.",
+    )
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why the webhook route is off, or None when the bot runs."""
+        if not self.token:
+            return "TELEGRAM_TOKEN is not set"
+        if not self.secret_token:
+            return "TELEGRAM_SECRET_TOKEN is not set (refusing to accept unauthenticated updates)"
+        if not _SECRET_RE.match(self.secret_token):
+            return "TELEGRAM_SECRET_TOKEN must be 1-256 characters of A-Z a-z 0-9 _ -"
+        return None
+
+
+GROUPS: dict[str, type[BaseSettings]] = {
+    "model": ModelSettings,
+    "api": ApiSettings,
+    "front": FrontSettings,
+    "server": ServerSettings,
+    "telegram": TelegramSettings,
+}
+
+
+class Settings(BaseModel, frozen=True):
+    """The whole tree. A bad bot setting keeps the bot off (``telegram_error``), not the API."""
+
+    model: ModelSettings
+    api: ApiSettings
+    front: FrontSettings
+    server: ServerSettings
+    telegram: TelegramSettings
+    telegram_error: str | None = None
+
+
+def env_name(group: type[BaseSettings], field: str) -> str:
+    info = group.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return (group.model_config.get("env_prefix", "") + field).upper()
+
+
+_REASONS = {
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+}
+
+
+def _one_line(group: type[BaseSettings], exc: ValidationError) -> str:
+    """``NAME must be …, got '…'`` for the first bad variable of a group."""
+    error = exc.errors()[0]
+    name = env_name(group, str(error["loc"][0]))
+    reason = _REASONS.get(error["type"], error["msg"]).format(**error.get("ctx", {}))
+    return f"{name} {reason}, got {error['input']!r}"
+
+
+Group = TypeVar("Group", bound=BaseSettings)
+
+
+def load_group(group: type[Group]) -> Group:
+    """One group of the tree (the webhook command needs only the bot's)."""
+    try:
+        return group()
+    except ValidationError as exc:
+        raise SettingsError(_one_line(group, exc)) from None
+
+
+def load_settings() -> Settings:
+    """Read the environment once; raise SettingsError naming the first bad variable."""
+    try:
+        telegram, telegram_error = load_group(TelegramSettings), None
+    except SettingsError as exc:
+        telegram, telegram_error = TelegramSettings.model_construct(), str(exc)
+    groups = {name: load_group(cls) for name, cls in GROUPS.items() if name != "telegram"}
+    return Settings(**groups, telegram=telegram, telegram_error=telegram_error)
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or one CRITICAL line naming the bad variable and exit code 3."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        logging.basicConfig()
+        logging.getLogger("breedrecognizer").critical(
+            "refusing to start: bad configuration: %s", exc
+        )
+        raise SystemExit(BOOT_FAILURE_EXIT) from None
+
+
+def _default(group: type[BaseSettings], field: str) -> str:
+    """The default as the reference shows it: the same on every machine and checkout."""
+    value = group.model_fields[field].default
+    if value is None:
+        return "unset"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    text = str(value).replace(f"{REPO_ROOT}{os.sep}", "")
+    return f"`{text.replace(tempfile.gettempdir(), '$TMPDIR')}`"
+
+
+def reference() -> str:
+    """docs/settings.md: every variable, its default and meaning, grouped as in the tree."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated by `python -m service.settings` from `service/settings.py`; do not edit by "
+        "hand. Every setting is an environment variable; none is required, and an empty one "
+        "counts as unset. A bad value stops the start with one line naming it (a bad bot "
+        "setting only keeps the bot off).",
+        "",
+        "S3 access for `s3://` model URIs uses boto3's own variables (`AWS_ACCESS_KEY_ID`, "
+        "`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`, "
+        "`AWS_ENDPOINT_URL` for S3-compatible stores, …), read by boto3 itself.",
+    ]
+    for name, group in GROUPS.items():
+        lines += ["", f"## {name}: {group.__doc__}", "", "| Variable | Default | Meaning |"]
+        lines.append("|---|---|---|")
+        for field, info in group.model_fields.items():
+            lines.append(
+                f"| `{env_name(group, field)}` | {_default(group, field)} | {info.description} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.settings", description="Write the settings reference."
+    )
+    parser.add_argument("--out", type=Path, default=REFERENCE_PATH)
+    args = parser.parse_args(argv)
+    args.out.write_text(reference(), encoding="utf-8")
+    print(f"wrote {os.path.relpath(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
