@@ -13,24 +13,22 @@ import requests
 from PIL import Image
 
 from model.backends import OnnxBackend, fast_int8_is_exact, load_backend, onnx_session_options
+from model.defaults import SERVED_MODEL, SHIPPED_MODEL
 from model.metadata import ModelMetadata
-from model.source import SERVED_MODEL, SHIPPED_MODEL
 from tests.support.artifacts import shipped_metadata
 from tests.support.data import imagewoof_dir
 from tests.support.images import encode, jpeg_bytes
 from tests.support.server import REPO_ROOT
-from training.release.onnx_export import convert
-from training.release.quantize import (
-    ACCEPTANCE,
+from training.lab.data import scan_folder
+from training.release.int8_acceptance import ACCEPTANCE, compare, refusals
+from training.release.int8_recipe import (
     calibration_sample,
-    compare,
     distance,
-    labelled_photos,
     quantize,
     quantized_weight_nodes,
-    refusals,
     with_float_weights,
 )
+from training.release.onnx_export import convert
 
 WNIDS = [c.wnid for c in shipped_metadata().classes]
 
@@ -71,11 +69,10 @@ def test_constant_calibration_is_refused_by_the_acceptance_check(
     fp32_onnx: Path, tmp_path: Path
 ) -> None:
     root = _generated_data_root(tmp_path / "data", per_class=3, constant_train=True)
-    fp32 = OnnxBackend(fp32_onnx, threads=1)
     flat = np.zeros((8, 3, 224, 224), np.float32)  # every calibration photo one grey level
     broken = tmp_path / "broken.onnx"
     quantize(fp32_onnx, broken, iter(flat))
-    results = compare(fp32, OnnxBackend(broken, threads=1), root)
+    results = compare(fp32_onnx, broken, root)
     assert {r.split for r in results} == {"unseen", "web", "val", "ood"}
     problems = refusals(results)
     assert any("top-1 agreement with fp32" in p for p in problems), problems
@@ -227,12 +224,12 @@ def test_served_int8_names_real_breeds_under_gunicorn(base_url: str) -> None:
     root = imagewoof_dir()
     if root is None:
         pytest.skip("needs ../shared/data (Imagewoof unseen photos)")
-    photos = labelled_photos(root / "unseen", shipped_metadata())[::25]  # one per breed
+    photos = scan_folder(root / "unseen")[::25]  # one per breed
     right = 0
-    for path, index in photos:
-        files = {"image": (path.name, path.read_bytes())}
+    for photo in photos:
+        files = {"image": (photo.path.name, photo.path.read_bytes())}
         body = requests.post(f"{base_url}/predict", files=files, timeout=30).json()
-        right += body["breed"] is not None and body["breed"]["wnid"] == WNIDS[index]
+        right += body["breed"] is not None and body["breed"]["wnid"] == photo.wnid
     assert right >= len(photos) - 2, f"{right}/{len(photos)} named right"
 
 
@@ -242,13 +239,11 @@ def test_served_int8_meets_acceptance_on_honest_splits(fp32_onnx: Path) -> None:
     root = imagewoof_dir()
     if root is None:
         pytest.skip("needs ../shared/data (Imagewoof unseen/web, ood)")
-    fp32 = OnnxBackend(fp32_onnx, threads=2)
-    int8 = OnnxBackend(SERVED_MODEL, threads=2)
-    results = compare(fp32, int8, root.parent, splits=("unseen", "web", "ood"))
+    results = compare(fp32_onnx, SERVED_MODEL, root.parent, ("unseen", "web", "ood"), threads=2)
     # The pooled agreement needs val too (minutes): checked by training.release.quantize itself.
     per_split = dataclasses.replace(ACCEPTANCE, min_top1_agreement=0.0)
     assert refusals(results, per_split, required=("unseen", "web", "ood")) == []
-    stored = int8.metadata.metrics["int8"]["splits"]
+    stored = OnnxBackend(SERVED_MODEL, threads=1).metadata.metrics["int8"]["splits"]
     for result in results:  # what the artifact says about itself is what it does
         # (equal on the machine that made it; other CPUs' kernels may flip a photo or two)
         want = stored[result.split]["verdict_agreement"]

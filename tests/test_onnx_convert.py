@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from model.backends import OnnxBackend, TorchScriptBackend, load_backend
+from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
-from model.source import SHIPPED_MODEL
 from training.release.onnx_export import convert
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -83,6 +83,13 @@ def scan_folder(folder: Path) -> list[Sample]:
     return samples
 
 
+def scan_images(folder: Path) -> list[Path]:
+    """Every image under ``folder`` at any depth, sorted by path (unlabelled photos, ``ood/``)."""
+    return sorted(
+        p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
 def load_split(root: Path | None, split: str) -> list[Sample]:
     """The samples of ``split`` from ``index.csv`` if present, else a folder scan."""
     root = imagewoof_root(root)

@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from model.backends import Backend, load_backend
 from model.metadata import IMAGEWOOF_CLASSES, ModelMetadata, OpenSetRule
-from model.open_set import is_known, known_scores
+from model.open_set import known_scores
 from model.preprocessing import preprocess_bytes
-from model.prior import answer_logits
+from training.lab.answers import read_answers
 from training.lab.cache import cache_folder
 from training.lab.data import Sample, load_split, scan_folder, train_samples
 from training.lab.paths import run_dir
@@ -104,9 +104,10 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def split_metrics(outputs: np.ndarray, labels: np.ndarray, meta: ModelMetadata) -> dict[str, Any]:
     """Top-1 (+ Wilson CI), top-5, served accuracy, refusals, per breed, confusion."""
-    ranked = np.argsort(-answer_logits(outputs, meta), axis=1)
+    answers = read_answers(outputs, meta)
+    ranked = answers.ranked
     top1 = ranked[:, 0] == labels
-    accepted = is_known(known_scores(outputs, meta), meta)
+    accepted = answers.known
     confusion = np.zeros((len(NAMES), len(NAMES)), dtype=int)
     np.add.at(confusion, (labels, ranked[:, 0]), 1)
     per_breed = {
@@ -132,6 +133,9 @@ def calibrate_rule(
     artifact: Path, backend: Backend, photos: list[Sample] | None = None
 ) -> OpenSetRule:
     """The lab's fixed open-set rule, thresholded on evenly spaced train photos.
+
+    Setting a threshold needs the scores themselves, so this reads the runtime's scorer
+    (``known_scores``) rather than the answers' verdicts.
 
     ``photos``: calibrate on these instead (e.g. train photos held out of training).
     """
@@ -169,7 +173,7 @@ def evaluate_artifact(
             title = f"{meta.name} on {split}: top-1 {m['top1']:.1%} (n={m['n']})"
             plot_confusion(np.array(m["confusion"]), out_dir / f"confusion_{split}.png", title)
             result[split]["mistakes"] = mistake_gallery(
-                samples, answer_logits(outputs, meta), out_dir / f"mistakes_{split}.png"
+                samples, read_answers(outputs, meta).probs, out_dir / f"mistakes_{split}.png"
             )
     return result
 
@@ -198,17 +202,18 @@ def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
 
 
 def mistake_gallery(
-    samples: list[Sample], logits: np.ndarray, path: Path, limit: int = 48, columns: int = 8
+    samples: list[Sample], probs: np.ndarray, path: Path, limit: int = 48, columns: int = 8
 ) -> list[dict[str, Any]]:
-    """Contact sheet of the mistakes, most confident first; returns them as records."""
+    """Contact sheet of the mistakes, most confident first; returns them as records.
+
+    ``probs``: the answers' confidences per breed (``Answers.probs``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
     predicted = probs.argmax(1)
     wrong = sorted(
         (i for i, s in enumerate(samples) if predicted[i] != s.label),

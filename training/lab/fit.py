@@ -178,6 +178,152 @@ def build_inputs(
     return CachedRows(labels, maps, pairs), teacher
 
 
+class _Run:
+    """One fit's state: network, inputs, loss, optimiser, schedule, EMA and where it stands.
+
+    Built in a fixed order (the projector's initialisation draws from torch's generator), so
+    a seeded run starts from the same weights every time.
+    """
+
+    def __init__(
+        self, exp: Experiment, model: BreedClassifier, samples: list[Sample], ctx: DistContext
+    ) -> None:
+        self.exp, self.model, self.ctx = exp, model, ctx
+        self.net = TrainNet(model, exp.trainable_stages, exp.inputs == "cached", exp.train_bn)
+        self.net.to(ctx.device)
+        self.dataset, teacher = build_inputs(exp, self.net, samples, ctx)
+        self.objective = Objective(exp, self.net, teacher).to(ctx.device)
+        self.trainable = nn.ModuleDict({"net": self.net})
+        if self.objective.projector is not None:
+            self.trainable["projector"] = self.objective.projector
+        self.optimizer = create_optimizer_v2(
+            self.trainable, "adamw", lr=exp.lr, weight_decay=exp.weight_decay
+        )
+        self.steps, self.per_epoch = planned_steps(exp, len(self.dataset), ctx.world_size)
+        warmup = round(exp.warmup_fraction * self.steps)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            "cosine",
+            num_epochs=max(1, self.steps),
+            warmup_epochs=warmup,
+            warmup_lr=exp.lr / max(1, warmup),
+            min_lr=0.0,
+        )
+        self.path = run_dir(exp.name) / "checkpoint.ckpt"
+        self.step, self.wall, self.stopped_early, self.paused = 0, 0.0, False, False
+        # Exponential moving average of the weights; it becomes the trained model at the end.
+        self.ema = (
+            ModelEmaV3(model, decay=exp.ema_decay, use_warmup=True) if exp.ema_decay else None
+        )
+
+    def restore(self) -> None:
+        """Continue from the run's checkpoint (a full one, or a slim one of a finished run)."""
+        state = load_checkpoint(self.path)
+        self.model.load_state_dict(state["model"])
+        if self.objective.projector is not None:
+            self.objective.projector.load_state_dict(state["extra"]["projector"])
+        if self.ema is not None:  # a slim checkpoint's weights already are the EMA
+            self.ema.module.load_state_dict(state["extra"].get("ema", state["model"]))
+        if "optimizer" in state:  # absent from a slim (finished) checkpoint
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.wall = state["step"], state["train_wall_s"]
+        self.stopped_early = state["stopped_early"]
+        log.info("resumed %s at step %d of %d", self.exp.name, self.step, self.steps)
+
+    def save(self) -> None:
+        if not self.ctx.is_main:
+            return
+        projector = self.objective.projector
+        extra = {"projector": projector.state_dict()} if projector else {}
+        if self.ema is not None:
+            extra["ema"] = self.ema.module.state_dict()
+        save_checkpoint(
+            self.path,
+            {
+                "model": self.model.state_dict(),
+                "extra": extra,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "train_wall_s": self.wall,
+                "stopped_early": self.stopped_early,
+                "config": self.exp.model_dump(),
+            },
+        )
+
+    def loader(self) -> DataLoader:
+        """This epoch's batches from the current step on (the same order after a resume)."""
+        exp, ctx = self.exp, self.ctx
+        sampler = DistributedSampler(
+            self.dataset, ctx.world_size, ctx.rank, shuffle=True, seed=exp.seed, drop_last=True
+        )
+        sampler.set_epoch(self.step // self.per_epoch)
+        order = list(sampler)[(self.step % self.per_epoch) * exp.batch_size :]
+        return DataLoader(
+            self.dataset,
+            batch_sampler=BatchSampler(order, exp.batch_size, drop_last=True),
+            num_workers=exp.workers if exp.inputs == "images" else 0,
+        )
+
+    def train_step(self, ddp: dict[str, nn.Module], batch: dict) -> tuple[torch.Tensor, dict]:
+        exp, device = self.exp, self.ctx.device
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        generator = torch.Generator().manual_seed(exp.seed * 1_000_003 + self.step)
+        self.net.train()
+        with autocast(device, exp.precision):
+            loss, scalars = self.objective(ddp["net"], ddp.get("projector"), batch, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+        self.scheduler.step(self.step)
+        return loss, scalars
+
+    def train(self, max_minutes: float | None) -> None:
+        """Steps until the plan is done, the run's budget ends it or ``max_minutes`` pause it."""
+        exp = self.exp
+        ddp = {
+            key: DistributedDataParallel(module, find_unused_parameters=True)
+            if self.ctx.distributed
+            else module
+            for key, module in self.trainable.items()
+        }
+        started = time.perf_counter()
+        bar = tqdm(
+            total=self.steps,
+            initial=self.step,
+            desc=exp.name,
+            disable=not self.ctx.is_main,
+            mininterval=5,
+        )
+        while self.step < self.steps and not self.stopped_early and not self.paused:
+            for batch in self.loader():
+                tick = time.perf_counter()
+                loss, scalars = self.train_step(ddp, batch)
+                self.wall += time.perf_counter() - tick
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{float(loss):.3f}", **{k: f"{v:.3f}" for k, v in scalars.items()}
+                )
+                elapsed = (time.perf_counter() - started) / 60
+                budget = exp.max_train_minutes
+                self.stopped_early = bool(budget) and self.wall / 60 > budget
+                self.paused = (
+                    max_minutes is not None and elapsed > max_minutes and self.step < self.steps
+                )
+                done = self.step >= self.steps or self.stopped_early or self.paused
+                if self.step % CHECKPOINT_EVERY == 0 or done:
+                    self.save()
+                if done:
+                    break
+        if self.step == 0 and self.steps == 0:
+            self.save()
+        bar.close()
+
+
 def fit(
     exp: Experiment,
     model: BreedClassifier,
@@ -191,126 +337,27 @@ def fit(
     ``max_minutes`` pauses the run (checkpoint saved) so long runs fit short CPU slots; the
     next call with ``resume`` continues. ``exp.max_train_minutes`` instead ENDS the run early.
     """
-    net = TrainNet(model, exp.trainable_stages, exp.inputs == "cached", exp.train_bn)
-    net.to(ctx.device)
-    dataset, teacher = build_inputs(exp, net, samples, ctx)
-    objective = Objective(exp, net, teacher).to(ctx.device)
-    trainable = nn.ModuleDict({"net": net})
-    if objective.projector is not None:
-        trainable["projector"] = objective.projector
-    optimizer = create_optimizer_v2(trainable, "adamw", lr=exp.lr, weight_decay=exp.weight_decay)
-    steps, per_epoch = planned_steps(exp, len(dataset), ctx.world_size)
-    warmup = round(exp.warmup_fraction * steps)
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        "cosine",
-        num_epochs=max(1, steps),
-        warmup_epochs=warmup,
-        warmup_lr=exp.lr / max(1, warmup),
-        min_lr=0.0,
-    )
-    path = run_dir(exp.name) / "checkpoint.ckpt"
-    step, wall, stopped_early = 0, 0.0, False
-    # Exponential moving average of the weights; it becomes the trained model at the end.
-    ema = ModelEmaV3(model, decay=exp.ema_decay, use_warmup=True) if exp.ema_decay else None
-    if resume and path.is_file():
-        state = load_checkpoint(path)
-        model.load_state_dict(state["model"])
-        if objective.projector is not None:
-            objective.projector.load_state_dict(state["extra"]["projector"])
-        if ema is not None:  # a slim checkpoint's weights already are the EMA
-            ema.module.load_state_dict(state["extra"].get("ema", state["model"]))
-        if "optimizer" in state:  # absent from a slim (finished) checkpoint
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        step, wall, stopped_early = state["step"], state["train_wall_s"], state["stopped_early"]
-        log.info("resumed %s at step %d of %d", exp.name, step, steps)
-    ddp = {
-        key: DistributedDataParallel(module, find_unused_parameters=True)
-        if ctx.distributed
-        else module
-        for key, module in trainable.items()
-    }
-
-    def save() -> None:
-        if ctx.is_main:
-            extra = {"projector": objective.projector.state_dict()} if objective.projector else {}
-            if ema is not None:
-                extra["ema"] = ema.module.state_dict()
-            save_checkpoint(
-                path,
-                {
-                    "model": model.state_dict(),
-                    "extra": extra,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "step": step,
-                    "train_wall_s": wall,
-                    "stopped_early": stopped_early,
-                    "config": exp.model_dump(),
-                },
-            )
-
-    started = time.perf_counter()
-    bar = tqdm(total=steps, initial=step, desc=exp.name, disable=not ctx.is_main, mininterval=5)
-    paused = False
-    while step < steps and not stopped_early and not paused:
-        sampler = DistributedSampler(
-            dataset, ctx.world_size, ctx.rank, shuffle=True, seed=exp.seed, drop_last=True
-        )
-        sampler.set_epoch(step // per_epoch)
-        order = list(sampler)[(step % per_epoch) * exp.batch_size :]
-        loader = DataLoader(
-            dataset,
-            batch_sampler=BatchSampler(order, exp.batch_size, drop_last=True),
-            num_workers=exp.workers if exp.inputs == "images" else 0,
-        )
-        for batch in loader:
-            tick = time.perf_counter()
-            batch = {k: v.to(ctx.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            generator = torch.Generator().manual_seed(exp.seed * 1_000_003 + step)
-            net.train()
-            with autocast(ctx.device, exp.precision):
-                loss, scalars = objective(ddp["net"], ddp.get("projector"), batch, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update(model, step)
-            step += 1
-            scheduler.step(step)
-            wall += time.perf_counter() - tick
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{float(loss):.3f}", **{k: f"{v:.3f}" for k, v in scalars.items()}
-            )
-            elapsed = (time.perf_counter() - started) / 60
-            stopped_early = bool(exp.max_train_minutes) and wall / 60 > exp.max_train_minutes
-            paused = max_minutes is not None and elapsed > max_minutes and step < steps
-            if step % CHECKPOINT_EVERY == 0 or step >= steps or stopped_early or paused:
-                save()
-            if step >= steps or stopped_early or paused:
-                break
-    if step == 0 and steps == 0:
-        save()
-    bar.close()
-    if ema is not None and not paused:
-        model.load_state_dict(ema.module.state_dict())
+    run = _Run(exp, model, samples, ctx)
+    if resume and run.path.is_file():
+        run.restore()
+    run.train(max_minutes)
+    if run.ema is not None and not run.paused:
+        model.load_state_dict(run.ema.module.state_dict())
     ctx.barrier()
-    if stopped_early:
+    if run.stopped_early:
         log.warning(
             "%s: stopped at the %.1f min budget after %d of %d steps",
             exp.name,
             exp.max_train_minutes,
-            step,
-            steps,
+            run.step,
+            run.steps,
         )
     return {
-        "finished": not paused,
-        "steps": step,
-        "planned_steps": steps,
-        "stopped_early": stopped_early,
-        "train_wall_s": round(wall, 1),
-        "train_photos": len(dataset),
-        "trainable_params": sum(p.numel() for p in trainable.parameters() if p.requires_grad),
+        "finished": not run.paused,
+        "steps": run.step,
+        "planned_steps": run.steps,
+        "stopped_early": run.stopped_early,
+        "train_wall_s": round(run.wall, 1),
+        "train_photos": len(run.dataset),
+        "trainable_params": sum(p.numel() for p in run.trainable.parameters() if p.requires_grad),
     }

@@ -29,7 +29,7 @@ import numpy as np
 from model.backends import ArtifactError, load_backend
 from model.metadata import ModelMetadata, OpenSetRule
 from model.open_set import known_scores
-from model.prior import answer_logits
+from training.lab.answers import read_answers
 from training.lab.evaluate import model_outputs
 from training.lab.paths import REPO_ROOT, data_root
 from training.release.artifact_metadata import rewrite_metadata
@@ -128,6 +128,9 @@ def evaluate(
 ) -> Evaluation:
     """Score every set with the serving code path and compute the report's figures.
 
+    Scores come from the runtime's scorer (a threshold is set on them); the val accuracy
+    reads the served answers (``read_answers``) under the artifact's own metadata.
+
     ``threshold_from="val-crossfit"`` (for models fine-tuned on train, whose train scores are
     inflated): the threshold is the val quantile, and val refusal/accuracy are measured 2-fold
     cross-fitted so no val photo is judged by a threshold it helped set.
@@ -142,7 +145,7 @@ def evaluate(
     sel = {k: split_by_breed(sets[k].groups or ())[0] for k in ("cats", "dogs")}
     ood_all = np.concatenate([scores["cats"], scores["dogs"]])
     ood_sel = np.concatenate([scores["cats"][sel["cats"]], scores["dogs"][sel["dogs"]]])
-    predicted = answer_logits(outputs["val"], meta).argmax(axis=1)
+    predicted = read_answers(outputs["val"], meta).top1
     correct = predicted == np.asarray(sets["val"].labels)
     accepted = ~refused["val"]
     figures = {

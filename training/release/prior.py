@@ -28,7 +28,7 @@ import numpy as np
 
 from model.backends import load_backend
 from model.metadata import ClassPrior, ModelMetadata
-from model.prior import answer_logits
+from training.lab.answers import read_answers
 from training.lab.data import load_split
 from training.lab.evaluate import model_outputs
 from training.release.artifact_metadata import rewrite_metadata
@@ -59,7 +59,7 @@ def with_shift(meta: ModelMetadata, favour: int, over: int, shift: float) -> Mod
 
 
 def top1(data: SplitData, meta: ModelMetadata, rows: np.ndarray) -> float:
-    predicted = answer_logits(data.outputs[rows], meta).argmax(axis=1)
+    predicted = read_answers(data.outputs[rows], meta).top1
     return float((predicted == data.labels[rows]).mean())
 
 
@@ -84,8 +84,8 @@ def choose_shift(splits: dict[str, SplitData], meta: ModelMetadata, favour: int,
         right = np.zeros(len(data.labels), dtype=bool)
         for fold, shift in fold_choice.items():
             rows = folds[name] == fold
-            predicted = answer_logits(data.outputs[rows], with_shift(meta, favour, over, shift))
-            right[rows] = predicted.argmax(axis=1) == data.labels[rows]
+            answers = read_answers(data.outputs[rows], with_shift(meta, favour, over, shift))
+            right[rows] = answers.top1 == data.labels[rows]
         figures[name] = float(right.mean())
     return {
         "shift": best(everything, 0),
@@ -101,7 +101,7 @@ def pair_table(splits: dict[str, SplitData], meta: ModelMetadata, favour: int, o
         trial = with_shift(meta, favour, over, shift)
         row = {"shift": shift}
         for name, data in splits.items():
-            predicted = answer_logits(data.outputs, trial).argmax(axis=1)
+            predicted = read_answers(data.outputs, trial).top1
             row[f"{name}_top1"] = float((predicted == data.labels).mean())
             for cls, key in ((favour, "favoured"), (over, "other")):
                 mask = data.labels == cls

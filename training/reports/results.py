@@ -106,7 +106,7 @@ def shipped_row(artifact: Path) -> dict[str, Any]:
 
 def ood_refusals(artifact: Path, sets: dict[str, PhotoSet]) -> dict[str, float]:
     """Share of ``ood/`` cats and other-breed dogs the artifact's own open-set rule refuses."""
-    from model.open_set import is_known, known_scores
+    from training.lab.answers import read_answers
     from training.lab.evaluate import model_outputs
 
     backend = load_backend(artifact, 2)
@@ -114,7 +114,7 @@ def ood_refusals(artifact: Path, sets: dict[str, PhotoSet]) -> dict[str, float]:
     refused = {}
     for name in ("cats", "dogs"):
         outputs = model_outputs(artifact, list(sets[name].paths), backend)
-        refused[name] = float((~is_known(known_scores(outputs, meta), meta)).mean())
+        refused[name] = float((~read_answers(outputs, meta).known).mean())
     return refused
 
 
