@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench            # ~6 min; results/bench/SUMMARY.md
 
-One run, one machine, under the shared CPU lock (/tmp/breedrec-cpu.lock):
+One run, one machine, under the shared CPU lock (benchmarks/harness/cpu_lock.py):
 
 1. our service under gunicorn exactly as deployed (gunicorn.conf.py) on the static-int8
    ONNX artifact: cold start, then locust (a subprocess, headless, no wait time) at 1, 2, 4,
@@ -24,156 +24,93 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
-import http.client
 import json
 import logging
 import multiprocessing as mp
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from benchmarks.harness.cpu_lock import cpu_lock
+from benchmarks.harness.machine import machine_info
+from benchmarks.harness.server import GunicornServer, gunicorn_command, start_gunicorn
 from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, SERVED, write_summary
+from model.defaults import SERVED_MODEL, SHIPPED_MODEL
+from training.reports.timing import time_calls
 
 log = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_PT = ROOT / "model" / "efficientnet_lite0_imagewoof.pt"
-DEFAULT_ONNX = SHIPPED_PT.with_suffix(".onnx")
-DEFAULT_INT8 = SHIPPED_PT.with_suffix(".int8.onnx")
-LOCK_PATH = os.environ.get("BENCH_LOCK", "/tmp/breedrec-cpu.lock")
-# Settings of the developer's shell that would change what the benchmarked servers do.
-SCRUBBED = (
-    "MODEL_URI",
-    "MODEL_SHA256",
-    "MODEL_THREADS",
-    "OMP_NUM_THREADS",
-    "WEB_CONCURRENCY",
-    "PORT",
-    "HOST",
-    "PROMETHEUS_MULTIPROC_DIR",
-)
+DEFAULT_ONNX = SHIPPED_MODEL.with_suffix(".onnx")
+DEFAULT_INT8 = SERVED_MODEL
+START_TIMEOUT_S = 180.0
+READY_MARKERS = {
+    SERVED: "ready: serving",
+    "ours-fp32": "ready: serving",
+    "ours-torchscript": "ready: serving",
+    "naive": "naive app ready",
+}
 
 
 # ---------------------------------------------------------------- servers
 
 
 @dataclass
-class Server:
-    name: str
-    process: subprocess.Popen
-    base_url: str
-    log_path: Path
-    cold_start_s: float = float("nan")
-    all_ready_s: float = float("nan")
-    workers: int = 0
-    threads: str = ""
-    worker_class: str = ""
+class Startup:
+    """How a started server came up: what its log says about its workers."""
 
-    def worker_processes(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.process.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait(10)
+    all_ready_s: float  # process start -> every worker logged its ready line
+    workers: int
+    threads: str
+    worker_class: str
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _status(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
+def wait_for_workers(server: GunicornServer, workers: int, ready_marker: str) -> Startup:
+    """Wait until ``workers`` workers logged ``ready_marker`` (the second worker may come up a
+    little after the first one answers), then read the worker settings from the log."""
+    all_ready_s = float("nan")
+    deadline = server.started_at + START_TIMEOUT_S
+    while time.perf_counter() < deadline:
+        if server.logs().count(ready_marker) >= workers:
+            all_ready_s = time.perf_counter() - server.started_at
+            break
+        time.sleep(0.02)
+    text = server.logs()
+    match = re.search(r"workers=(\d+), MODEL_THREADS=(\d+)", text)
+    worker = re.search(r"Using worker: (\S+)", text)
+    startup = Startup(
+        all_ready_s,
+        int(match.group(1)) if match else workers,
+        match.group(2) if match else "torch default",
+        worker.group(1) if worker else "?",
+    )
+    log.info(
+        "%s ready: first /readyz 200 after %.2f s, all %d workers after %.2f s",
+        server.name,
+        server.cold_start_s,
+        startup.workers,
+        startup.all_ready_s,
+    )
+    return startup
 
 
 def start_server(
     name: str, command: list[str], env: dict[str, str], workers: int, ready_marker: str
-) -> Server:
-    """Start a gunicorn; cold start = process start → first /readyz 200 (polled every 10 ms).
-
-    ``all_ready_s`` is when every worker has logged ``ready_marker`` (the second worker may
-    come up a little after the first one answers).
-    """
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    full_env.update(env, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
-    log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept until the bench ends
-        prefix=f"bench-{name}-", suffix=".log", delete=False
-    )
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [*command, "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT,
-        env=full_env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log_file.close()
-    server = Server(name, process, f"http://127.0.0.1:{port}", Path(log_file.name))
-    deadline = started + 180
-    while time.perf_counter() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited early:\n{server.log_path.read_text()[-3000:]}")
-        if _status(port, "/readyz") == 200:
-            server.cold_start_s = time.perf_counter() - started
-            break
-        time.sleep(0.01)
-    else:
-        server.stop()
-        raise RuntimeError(f"{name} not ready in 180 s:\n{server.log_path.read_text()[-3000:]}")
-    while time.perf_counter() < deadline:
-        text = server.log_path.read_text(errors="replace")
-        if text.count(ready_marker) >= workers:
-            server.all_ready_s = time.perf_counter() - started
-            break
-        time.sleep(0.02)
-    text = server.log_path.read_text(errors="replace")
-    match = re.search(r"workers=(\d+), MODEL_THREADS=(\d+)", text)
-    server.workers = int(match.group(1)) if match else workers
-    server.threads = match.group(2) if match else "torch default"
-    worker = re.search(r"Using worker: (\S+)", text)
-    server.worker_class = worker.group(1) if worker else "?"
-    log.info(
-        "%s ready: first /readyz 200 after %.2f s, all %d workers after %.2f s",
-        name,
-        server.cold_start_s,
-        server.workers,
-        server.all_ready_s,
-    )
-    return server
-
-
-def ours_command() -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:create_app()"]
+) -> tuple[GunicornServer, Startup]:
+    """Start a gunicorn, ready (cold start = process start -> first /readyz 200) and described."""
+    server = start_gunicorn(env, name=name, command=command, timeout=START_TIMEOUT_S)
+    return server, wait_for_workers(server, workers, ready_marker)
 
 
 def naive_command() -> list[str]:
@@ -189,7 +126,7 @@ def naive_command() -> list[str]:
 class Sampler:
     """Samples worker RSS and CPU while locust runs."""
 
-    server: Server
+    server: GunicornServer
     locust: psutil.Process
     rss_mb: dict[int, float] = field(default_factory=dict)
     locust_cpu_s: float = 0.0
@@ -223,7 +160,7 @@ def _cpu_seconds(procs: list[psutil.Process]) -> float:
 
 
 def run_locust(
-    server: Server, users: int, seconds: int, workdir: Path, route: str = "/predict"
+    server: GunicornServer, users: int, seconds: int, workdir: Path, route: str = "/predict"
 ) -> dict[str, Any]:
     """One headless locust run; returns the ``route`` row plus RSS and CPU figures.
 
@@ -317,42 +254,45 @@ def load_photos(limit: int = 200) -> list[bytes]:
     return load_val_photos(limit) or generated_photos(50)
 
 
+def _timed_map(step: Callable[[Any], Any], inputs: list[Any]) -> tuple[list[Any], list[float]]:
+    """``step`` applied to each input in turn: (outputs, milliseconds per call)."""
+    pending, outputs = iter(inputs), []
+    seconds = time_calls(lambda: outputs.append(step(next(pending))), repeats=len(inputs))
+    return outputs, [1000 * t for t in seconds]
+
+
 def profile_stages(
     model_path: Path, photos: list[bytes], threads: int, label: str
 ) -> list[dict[str, Any]]:
-    """Median time of each step of one /predict, in this process, batch of one."""
+    """Median time of each step of one /predict, in this process, batch of one.
+
+    Each step runs over every photo (twice over) in turn, fed the previous step's outputs.
+    """
     from model.predictor import Predictor
     from model.preprocessing import decode_image, normalise, resize_and_crop
 
     predictor = Predictor.from_uri(str(model_path), threads=threads)
     predictor.warmup(5)
     spec = predictor.metadata.preprocessing
-    times: dict[str, list[float]] = {
-        k: [] for k in ("decode", "resize_crop", "normalise", "model", "read_out")
-    }
-    for data in photos * 2:
-        t0 = time.perf_counter()
-        img = decode_image(data, min_side_hint=spec.resize_size)
-        t1 = time.perf_counter()
-        small = resize_and_crop(img, spec)
-        t2 = time.perf_counter()
-        batch = normalise(small, spec)[None]
-        t3 = time.perf_counter()
-        outputs = predictor.backend.run(batch)
-        t4 = time.perf_counter()
-        predictor.interpret(outputs)
-        t5 = time.perf_counter()
-        for key, a, b in zip(times, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5), strict=True):
-            times[key].append((b - a) * 1000)
-    rows = [
-        {
-            "artifact": label,
-            "stage": k,
-            "median_ms": round(statistics.median(v), 3),
-            "mean_ms": round(statistics.mean(v), 3),
-        }
-        for k, v in times.items()
+    steps: list[tuple[str, Callable[[Any], Any]]] = [
+        ("decode", lambda data: decode_image(data, min_side_hint=spec.resize_size)),
+        ("resize_crop", lambda img: resize_and_crop(img, spec)),
+        ("normalise", lambda small: normalise(small, spec)[None]),
+        ("model", predictor.backend.run),
+        ("read_out", predictor.interpret),
     ]
+    values: list[Any] = photos * 2
+    rows = []
+    for stage, step in steps:
+        values, ms = _timed_map(step, values)
+        rows.append(
+            {
+                "artifact": label,
+                "stage": stage,
+                "median_ms": round(statistics.median(ms), 3),
+                "mean_ms": round(statistics.mean(ms), 3),
+            }
+        )
     rows.append(
         {
             "artifact": label,
@@ -362,10 +302,6 @@ def profile_stages(
         }
     )
     return rows
-
-
-def _r(value: float) -> float:
-    return round(value, 3)
 
 
 def _throughput_worker(
@@ -416,38 +352,15 @@ def throughput(
     return sum(counts) / seconds
 
 
-# ---------------------------------------------------------------- machine
-
-
-def machine_info() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    packages = ("onnxruntime", "torch", "numpy", "pillow", "flask", "gunicorn", "locust")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": sys.version.split()[0],
-        "commit": commit,
-        "versions": {p: version(p) for p in packages},
-    }
+# ---------------------------------------------------------------- artifacts
 
 
 def ensure_onnx(path: Path) -> Path:
     """Build the ONNX artifact from the shipped TorchScript one if missing or older."""
-    if path.is_file() and path.stat().st_mtime >= SHIPPED_PT.stat().st_mtime:
+    if path.is_file() and path.stat().st_mtime >= SHIPPED_MODEL.stat().st_mtime:
         return path
     subprocess.run(
-        [sys.executable, "-m", "model.convert_onnx", str(SHIPPED_PT), str(path)],
+        [sys.executable, "-m", "training.release.onnx_export", str(SHIPPED_MODEL), str(path)],
         cwd=ROOT,
         check=True,
     )
@@ -461,66 +374,50 @@ def _levels(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    int8_path = args.int8
-    if not int8_path.is_file():
-        raise RuntimeError(f"int8 artifact {int8_path} not found (python -m model.quantize)")
-    fp32_path = ensure_onnx(args.fp32)
-    photos = load_photos()
-    workdir = Path(tempfile.mkdtemp(prefix="breedrec-bench-"))
-    result: dict[str, Any] = {"machine": machine_info(), "load": [], "startup": []}
-    result["settings"] = {
-        "levels": args.levels,
-        "seconds": args.seconds,
-        "naive_levels": args.naive_levels,
-        "photos": len(photos),
-        "upload": os.environ.get("LOCUST_UPLOAD", "multipart"),
-        "artifacts": {"int8": _relative(int8_path), "fp32": _relative(fp32_path)},
-        "command": " ".join(["python -m benchmarks.bench", *sys.argv[1:]]),
-    }
+def serve(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    workdir: Path,
+    run: tuple[str, list[str], dict[str, str]],
+    levels: list[int],
+    seconds: int,
+) -> Startup:
+    """One service ``run`` = (name, command, env): its start-up row, then its load levels."""
+    name, command, env = run
+    server, startup = start_server(name, command, env, args.workers, READY_MARKERS[name])
+    try:
+        time.sleep(1)  # let the last worker finish its warm-up before measuring idle RSS
+        idle_rss = [p.memory_info().rss / 2**20 for p in server.worker_processes()]
+        result["startup"].append(
+            {
+                "service": name,
+                "cold_start_s": round(server.cold_start_s, 2),
+                "all_workers_ready_s": round(startup.all_ready_s, 2),
+                "workers": startup.workers,
+                "worker_class": startup.worker_class,
+                "threads_per_worker": startup.threads,
+                "idle_worker_rss_mb": round(max(idle_rss, default=float("nan")), 1),
+            }
+        )
+        run_locust(server, 2, 3, workdir)  # warm connections, caches and allocators
+        loads = [(users, seconds, "/predict") for users in levels]
+        if name == SERVED and args.http_floor_seconds:
+            loads.append((max(levels), args.http_floor_seconds, "/healthz"))
+        for users, load_seconds, route in loads:
+            row = run_locust(server, users, load_seconds, workdir, route)
+            log.info("%s", row)
+            result["load"].append(row)
+    finally:
+        server.stop()
+    return startup
 
-    def serve(name: str, command: list[str], env: dict[str, str], levels: list[int], seconds: int):
-        server = start_server(name, command, env, args.workers, args.ready_markers[name])
-        try:
-            time.sleep(1)  # let the last worker finish its warm-up before measuring idle RSS
-            idle_rss = [p.memory_info().rss / 2**20 for p in server.worker_processes()]
-            result["startup"].append(
-                {
-                    "service": name,
-                    "cold_start_s": round(server.cold_start_s, 2),
-                    "all_workers_ready_s": round(server.all_ready_s, 2),
-                    "workers": server.workers,
-                    "worker_class": server.worker_class,
-                    "threads_per_worker": server.threads,
-                    "idle_worker_rss_mb": round(max(idle_rss, default=float("nan")), 1),
-                }
-            )
-            run_locust(server, 2, 3, workdir)  # warm connections, caches and allocators
-            for users in levels:
-                row = run_locust(server, users, seconds, workdir)
-                log.info("%s", row)
-                result["load"].append(row)
-            if name == SERVED and args.http_floor_seconds:
-                row = run_locust(server, max(levels), args.http_floor_seconds, workdir, "/healthz")
-                log.info("%s", row)
-                result["load"].append(row)
-        finally:
-            server.stop()
-        return server
 
-    base_env = {"WEB_CONCURRENCY": str(args.workers)}
-    ours = serve(
-        SERVED, ours_command(), {**base_env, "MODEL_URI": str(int8_path)}, args.levels, args.seconds
-    )
-    serve(
-        "ours-fp32",
-        ours_command(),
-        {**base_env, "MODEL_URI": str(fp32_path)},
-        args.levels,
-        args.seconds,
-    )
+def in_process(
+    args: argparse.Namespace, result: dict[str, Any], photos: list[bytes], ours: Startup
+) -> None:
+    """The stages of one request and the model-only throughputs, with the deployed threads."""
+    int8_path, fp32_path = args.int8, args.fp32
     threads = int(ours.threads) if ours.threads.isdigit() else 1
-
     log.info("profiling stages and model-only throughput")
     result["stages"] = [
         *profile_stages(int8_path, photos[:100], threads, "int8"),
@@ -538,16 +435,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         log.info("%s: %.1f images/s", what, rate)
 
-    if args.torchscript_levels:
-        serve(
-            "ours-torchscript",
-            ours_command(),
-            {**base_env, "MODEL_URI": str(SHIPPED_PT)},
-            args.torchscript_levels,
-            args.naive_seconds,
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.int8.is_file():
+        raise RuntimeError(
+            f"int8 artifact {args.int8} not found (python -m training.release.quantize)"
         )
+    args.fp32 = ensure_onnx(args.fp32)
+    photos = load_photos()
+    workdir = Path(tempfile.mkdtemp(prefix="breedrec-bench-"))
+    result: dict[str, Any] = {"machine": machine_info(), "load": [], "startup": []}
+    result["settings"] = {
+        "levels": args.levels,
+        "seconds": args.seconds,
+        "naive_levels": args.naive_levels,
+        "photos": len(photos),
+        "upload": os.environ.get("LOCUST_UPLOAD", "multipart"),
+        "artifacts": {"int8": _relative(args.int8), "fp32": _relative(args.fp32)},
+        "command": " ".join(["python -m benchmarks.bench", *sys.argv[1:]]),
+    }
+    base_env = {"WEB_CONCURRENCY": str(args.workers)}
+
+    def ours(name: str, model: Path) -> tuple[str, list[str], dict[str, str]]:
+        return name, gunicorn_command(), {**base_env, "MODEL_URI": str(model)}
+
+    served = serve(args, result, workdir, ours(SERVED, args.int8), args.levels, args.seconds)
+    serve(args, result, workdir, ours("ours-fp32", args.fp32), args.levels, args.seconds)
+    in_process(args, result, photos, served)
+    if args.torchscript_levels:
+        torchscript = ours("ours-torchscript", SHIPPED_MODEL)
+        serve(args, result, workdir, torchscript, args.torchscript_levels, args.naive_seconds)
     if args.naive_levels:
-        serve("naive", naive_command(), base_env, args.naive_levels, args.naive_seconds)
+        naive = ("naive", naive_command(), base_env)
+        serve(args, result, workdir, naive, args.naive_levels, args.naive_seconds)
     return result
 
 
@@ -577,26 +497,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     parser.add_argument("--no-lock", action="store_true", help="do not take the shared CPU lock")
     args = parser.parse_args(argv)
-    args.ready_markers = {
-        SERVED: "ready: serving",
-        "ours-fp32": "ready: serving",
-        "ours-torchscript": "ready: serving",
-        "naive": "naive app ready",
-    }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    lock = open(LOCK_PATH, "a")  # noqa: SIM115 - held for the whole run
-    if not args.no_lock:
-        log.info("waiting for the CPU lock %s", LOCK_PATH)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    started = time.perf_counter()
     try:
-        result = run(args)
+        with cpu_lock(not args.no_lock):
+            started = time.perf_counter()
+            result = run(args)
+            result["bench_seconds"] = round(time.perf_counter() - started)
     except Exception as exc:  # one-line cause, non-zero exit
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-    result["bench_seconds"] = round(time.perf_counter() - started)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     summary = write_summary(result, args.out)

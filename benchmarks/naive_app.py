@@ -17,8 +17,8 @@ from PIL import Image
 from torchvision import transforms
 
 from model.metadata import IMAGEWOOF_CLASSES
-from training.network import build_breed_model
-from training.weights import pretrained_mean_std
+from training.lab.network import build_breed_model
+from training.lab.weights import pretrained_mean_std
 
 ARCH = "tf_efficientnet_lite0"
 

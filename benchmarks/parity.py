@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
 import io
 import json
 import random
@@ -30,16 +29,27 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from benchmarks.harness.cpu_lock import cpu_lock
 from model.backends import load_backend
+from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
 from model.preprocessing import decode_image, preprocess_image
+from training.reports.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_PT = ROOT / "model" / "efficientnet_lite0_imagewoof.pt"
 CAVEAT = (
     "~96% of Imagewoof val are ImageNet-1k train photos, so ImageNet-pretrained backbones "
     "have seen them (val accuracy is optimistic)."
 )
+
+DRAFT_COLUMNS = [
+    "draft top-1",
+    "full-decode top-1",
+    "top-1 agreement",
+    "max abs prob diff",
+    "draft decode",
+    "full decode",
+]
 
 
 def val_items(data_dir: Path) -> list[tuple[Path, str]]:
@@ -55,7 +65,7 @@ def predict_rows(predictor: Predictor, rows: list[np.ndarray], batch: int = 32) 
 
 
 def backend_parity(items: list[tuple[Path, str]], onnx_path: Path) -> dict:
-    ts = Predictor(load_backend(SHIPPED_PT, threads=2))
+    ts = Predictor(load_backend(SHIPPED_MODEL, threads=2))
     ort = Predictor(load_backend(onnx_path, threads=2))
     progress = tqdm(items, desc="preprocess", file=sys.stderr)
     rows = [ts.preprocess(path.read_bytes()) for path, _ in progress]
@@ -135,19 +145,34 @@ def write(result: dict, out: Path) -> str:
         "",
         f"## ONNX (served) vs TorchScript (shipped), {b['images']} val photos",
         "",
-        "| TorchScript top-1 | ONNX top-1 | top-1 agreement | max abs logit diff |",
-        "|---|---|---|---|",
-        f"| {b['torchscript_accuracy']}% | {b['onnx_accuracy']}% | {b['top1_agreement']}% "
-        f"| {b['max_abs_logit_diff']:.1e} |",
+        table(
+            ["TorchScript top-1", "ONNX top-1", "top-1 agreement", "max abs logit diff"],
+            [
+                (
+                    f"{b['torchscript_accuracy']}%",
+                    f"{b['onnx_accuracy']}%",
+                    f"{b['top1_agreement']}%",
+                    f"{b['max_abs_logit_diff']:.1e}",
+                )
+            ],
+        ),
         "",
         f"## JPEG draft decode vs full decode, {d['images']} val photos upscaled {d['upscale']}× "
         f"(median {d['median_upload_px']} px, JPEG q90)",
         "",
-        "| draft top-1 | full-decode top-1 | top-1 agreement | max abs prob diff "
-        "| draft decode | full decode |",
-        "|---|---|---|---|---|---|",
-        f"| {d['draft_accuracy']}% | {d['full_decode_accuracy']}% | {d['top1_agreement']}% "
-        f"| {d['max_abs_prob_diff']} | {d['draft_decode_ms']} ms | {d['full_decode_ms']} ms |",
+        table(
+            DRAFT_COLUMNS,
+            [
+                (
+                    f"{d['draft_accuracy']}%",
+                    f"{d['full_decode_accuracy']}%",
+                    f"{d['top1_agreement']}%",
+                    d["max_abs_prob_diff"],
+                    f"{d['draft_decode_ms']} ms",
+                    f"{d['full_decode_ms']} ms",
+                )
+            ],
+        ),
         "",
         "Stated tolerance: accuracy within ±0.2 pp and top-1 agreement ≥ 99% for both.",
         "",
@@ -158,7 +183,7 @@ def write(result: dict, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.bench import DEFAULT_ONNX, LOCK_PATH, ensure_onnx
+    from benchmarks.bench import DEFAULT_ONNX, ensure_onnx
     from benchmarks.photos import data_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -171,10 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (data_dir() / "imagewoof" / "index.csv").is_file():
         print(f"parity: no Imagewoof data under {data_dir()} (set BREED_DATA_DIR)", file=sys.stderr)
         return 2
-    with open(LOCK_PATH, "a") as lock:
-        print(f"waiting for the CPU lock {LOCK_PATH}", file=sys.stderr)
-        if not args.no_lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with cpu_lock(not args.no_lock):
         onnx_path = ensure_onnx(DEFAULT_ONNX)
         items = val_items(data_dir())
         if args.limit:

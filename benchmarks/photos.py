@@ -1,4 +1,4 @@
-"""Photos for load tests and benchmarks: Imagewoof val when present, else generated JPEGs.
+"""Photos for load tests, benchmarks and tests: Imagewoof val when present, else generated.
 
 Kept apart from locustfile.py so the benchmark can use them without importing locust
 (which monkey-patches the standard library with gevent).
@@ -11,6 +11,9 @@ import io
 import os
 import random
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,17 +33,24 @@ def load_val_photos(limit: int, seed: int = 0) -> list[bytes]:
     return [(index.parent / p).read_bytes() for p in paths[:limit]]
 
 
-def generated_photos(count: int, seed: int = 0) -> list[bytes]:
-    """Smooth random colour fields saved as JPEG (about the size of the val photos)."""
-    import numpy as np
-    from PIL import Image
-
+def textured(width: int = 320, height: int = 240, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A smooth random pattern (more photo-like than flat colour, deterministic by seed)."""
     rng = np.random.default_rng(seed)
-    photos = []
-    for _ in range(count):
-        small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((300, 224), Image.Resampling.BICUBIC)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=80)
-        photos.append(buf.getvalue())
-    return photos
+    small = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", **params: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def jpeg_bytes(width: int = 320, height: int = 240, seed: int = 0) -> bytes:
+    return encode(textured(width, height, seed), "JPEG", quality=90)
+
+
+def generated_photos(count: int, seed: int = 0) -> list[bytes]:
+    """``count`` generated JPEGs the size of the val photos (300 x 224), seeds from ``seed``."""
+    return [encode(textured(300, 224, seed + i), "JPEG", quality=80) for i in range(count)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import fcntl
 import logging
 import shutil
 import subprocess
@@ -22,15 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench import (
-    DEFAULT_INT8,
-    LOCK_PATH,
-    ROOT,
-    machine_info,
-    ours_command,
-    run_locust,
-    start_server,
-)
+from benchmarks.bench import DEFAULT_INT8, ROOT, run_locust, start_server
+from benchmarks.harness.cpu_lock import cpu_lock
+from benchmarks.harness.machine import machine_info
+from benchmarks.harness.server import GunicornServer, gunicorn_command
+from training.reports.markdown import table
 
 log = logging.getLogger("profile")
 
@@ -79,6 +74,29 @@ def top_table(collapsed: Path, limit: int = 20) -> tuple[list[dict[str, object]]
     return rows, total
 
 
+def sample_workers(
+    server: GunicornServer, args: argparse.Namespace, workdir: Path
+) -> dict[str, object] | None:
+    """Load the server with locust while py-spy samples both workers; the locust row, or None."""
+    run_locust(server, 2, 3, workdir)  # warm-up
+    workers = server.worker_processes()
+    if len(workers) < 2:
+        print("profile: the service has fewer than two workers", file=sys.stderr)
+        return None
+    spies = [
+        py_spy(workers[0].pid, args.seconds, "raw", workdir / "worker.txt", args.rate),
+        py_spy(workers[1].pid, args.seconds, "flamegraph", workdir / "flame.svg", args.rate),
+    ]
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = run_locust(server, args.users, args.seconds, workdir)
+    for spy in spies:
+        _, err = spy.communicate(timeout=60)
+        if spy.returncode != 0:
+            print(f"profile: py-spy failed: {err.strip()[-300:]}", file=sys.stderr)
+            return None
+    return {**load, "started": started}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_INT8, help="artifact to serve")
@@ -90,51 +108,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="breedrec-profile-"))
-    collapsed = workdir / "worker.txt"
-    with open(LOCK_PATH, "a") as lock:
-        if not args.no_lock:
-            log.info("waiting for the CPU lock %s", LOCK_PATH)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with cpu_lock(not args.no_lock):
         env = {"WEB_CONCURRENCY": "2", "MODEL_URI": str(args.model)}
-        server = start_server("ours", ours_command(), env, 2, "ready: serving")
+        server, startup = start_server("ours", gunicorn_command(), env, 2, "ready: serving")
         try:
-            run_locust(server, 2, 3, workdir)  # warm-up
-            workers = server.worker_processes()
-            if len(workers) < 2:
-                print("profile: the service has fewer than two workers", file=sys.stderr)
-                return 1
-            spies = [
-                py_spy(workers[0].pid, args.seconds, "raw", collapsed, args.rate),
-                py_spy(
-                    workers[1].pid, args.seconds, "flamegraph", workdir / "flame.svg", args.rate
-                ),
-            ]
-            started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            load = run_locust(server, args.users, args.seconds, workdir)
-            for spy in spies:
-                _, err = spy.communicate(timeout=60)
-                if spy.returncode != 0:
-                    print(f"profile: py-spy failed: {err.strip()[-300:]}", file=sys.stderr)
-                    return 1
+            load = sample_workers(server, args, workdir)
         finally:
             server.stop()
-    rows, total = top_table(collapsed)
+    if load is None:
+        return 1
+    started = load.pop("started")
+    rows, total = top_table(workdir / "worker.txt")
     machine = machine_info()
     lines = [
         "# Where a worker's CPU goes at saturation (py-spy)",
         "",
         f"Written by `python -m benchmarks.profile {' '.join(sys.argv[1:])}` on {started}, "
         f"commit {machine['commit']}; {machine['cpu']}, {machine['cores']} cores.",
-        f"Service as deployed: {server.workers} `{server.worker_class}` workers × "
-        f"{server.threads} model thread, `{args.model.name}`; locust {args.users} users, "
+        f"Service as deployed: {startup.workers} `{startup.worker_class}` workers × "
+        f"{startup.threads} model thread, `{args.model.name}`; locust {args.users} users, "
         f"{args.seconds} s: {load['rps']} rps, p50 {load['p50_ms']} ms, "
         f"{load['server_cpu_ms_per_req']} ms server CPU per request, {load['failures']} failures.",
         f"{total} busy samples of one worker at {args.rate}/s (idle waits not sampled); the "
         "other worker's flame graph: [profile_flame.svg](profile_flame.svg).",
         "",
-        "| function | self % | inclusive % |",
-        "|---|---|---|",
-        *(f"| `{r['function']}` | {r['self_%']} | {r['inclusive_%']} |" for r in rows),
+        table(
+            ["function", "self %", "inclusive %"],
+            [(f"`{r['function']}`", r["self_%"], r["inclusive_%"]) for r in rows],
+        ),
         "",
     ]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -8,13 +8,13 @@ cores) against, all at once and for the whole duration:
 * ``--users`` clients posting real photos (Imagewoof val, else generated) back to back to
   ``POST /predict`` on kept-alive connections: the saturating load;
 * ``--trickles`` uploads sending one byte every 3 s (replaced whenever the server cuts one
-  off), plus one client posting a photo every second (tests/support/slow_clients.py);
+  off), plus one client posting a photo every second (benchmarks/harness/slow_clients.py);
 * a Telegram user sending ``--telegram-rps`` photo updates per second through ``/telegram``,
-  answered via the fake Bot API (tests/support/fake_telegram.py) in this process.
+  answered via the fake Bot API (benchmarks/harness/fake_telegram.py) in this process.
 
 Prints and writes results/bench/soak.json and results/bench/soak.md: rps, errors, p50/p99
 latencies, worker RSS at the start and the end, worker restarts. Holds the shared CPU lock
-(/tmp/breedrec-cpu.lock) for the whole run. Traffic goes to 127.0.0.1 only.
+(benchmarks/harness/cpu_lock.py) for the whole run. Traffic goes to 127.0.0.1 only.
 
 ``--slow-clients LABEL [--checkout PATH]`` runs only the slow-client scenario for 40 s (64
 uploads trickling one byte every 3 s, one photo a second beside them) against the code of a
@@ -25,10 +25,8 @@ results/bench/soak_slow_clients.json and .md.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
-import os
 import platform
 import re
 import subprocess
@@ -43,15 +41,18 @@ from typing import Any
 import psutil
 import requests
 
+from benchmarks.harness.cpu_lock import cpu_lock
+from benchmarks.harness.fake_telegram import FakeTelegram, Updates
+from benchmarks.harness.machine import cpu_model
+from benchmarks.harness.server import GunicornServer, start_gunicorn
+from benchmarks.harness.slow_clients import SlowClientReport, measure_slow_clients
 from benchmarks.photos import generated_photos, load_val_photos
-from tests.support.fake_telegram import FakeTelegram, Updates
-from tests.support.server import GunicornServer, start_gunicorn
-from tests.support.slow_clients import measure_slow_clients
+from model.defaults import SHIPPED_MODEL
+from training.reports.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "model" / "efficientnet_lite0_imagewoof.onnx"
+DEFAULT_MODEL = SHIPPED_MODEL.with_suffix(".onnx")
 RESULTS = ROOT / "results" / "bench"
-LOCK_PATH = os.environ.get("BENCH_LOCK", "/tmp/breedrec-cpu.lock")
 SECRET = "soak-secret_0123456789"
 
 
@@ -140,6 +141,66 @@ def worker_rss_mb(server: GunicornServer) -> dict[int, float]:
     return {p.pid: round(p.memory_info().rss / 2**20, 1) for p in master.children()}
 
 
+@dataclass
+class Soak:
+    """What one soak saw: the load generators' outcomes and the workers' memory."""
+
+    saturation: Latencies = field(default_factory=Latencies)
+    telegram: TelegramTraffic = field(default_factory=TelegramTraffic)
+    slow: dict[str, SlowClientReport] = field(default_factory=dict)
+    rss_samples: list[dict[int, float]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    reply_s: list[float] = field(default_factory=list)
+    unanswered: list[int] = field(default_factory=list)
+
+
+def drive_load(
+    server: GunicornServer, fake: FakeTelegram, photos: list[bytes], args: argparse.Namespace
+) -> Soak:
+    """All the load at once for ``args.duration``, worker RSS sampled every 30 s."""
+    soak = Soak(rss_samples=[worker_rss_mb(server)])
+    started = time.monotonic()
+    stop_at = started + args.duration
+    threads = [
+        threading.Thread(
+            target=saturate, args=(server.base_url, photos, stop_at, soak.saturation, i)
+        )
+        for i in range(args.users)
+    ]
+    if args.telegram_rps > 0:
+        telegram = (server.base_url, fake, photos, args.telegram_rps, stop_at, soak.telegram)
+        threads.append(threading.Thread(target=telegram_user, args=telegram))
+
+    def slow_clients() -> None:
+        soak.slow["report"] = measure_slow_clients(
+            server.base_url, photo=photos[1], connections=args.trickles, duration_s=args.duration
+        )
+
+    threads.append(threading.Thread(target=slow_clients))
+    for thread in threads:
+        thread.start()
+    while (now := time.monotonic()) < stop_at:
+        time.sleep(min(30.0, stop_at - now))
+        soak.rss_samples.append(worker_rss_mb(server))
+    for thread in threads:
+        thread.join()
+    soak.elapsed_s = time.monotonic() - started
+    soak.rss_samples.append(worker_rss_mb(server))
+    return soak
+
+
+def wait_for_replies(fake: FakeTelegram, soak: Soak, timeout: float = 30.0) -> None:
+    """Every acknowledged update must get its answer (the last ones may still be on the way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answered = {c.params["chat_id"]: c.at for c in fake.calls("sendMessage")}
+        if all(chat in answered for chat in soak.telegram.sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    soak.reply_s = [answered[c] - t for c, t in soak.telegram.sent.items() if c in answered]
+    soak.unanswered = [c for c in soak.telegram.sent if c not in answered]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     photos = load_val_photos(200) or generated_photos(200)
     photo_source = "Imagewoof val (200)" if len(photos) == 200 else "generated JPEGs (200)"
@@ -153,83 +214,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ACCESS_LOG": "",
             "LOG_LEVEL": "warning",
         }
-        server = start_gunicorn(env, cwd=args.checkout)
+        server = start_gunicorn(env, name="soak", cwd=args.checkout)
         try:
             # Warm-up: both workers answer, the bot is started in each.
             for _ in range(20):
                 requests.post(f"{server.base_url}/predict", data=photos[0], timeout=30)
-            rss_start = worker_rss_mb(server)
-            workers_at_start = set(rss_start)
-            started = time.monotonic()
-            stop_at = started + args.duration
-            saturation = Latencies()
-            telegram = TelegramTraffic()
-            slow: dict[str, Any] = {}
-            threads = [
-                threading.Thread(
-                    target=saturate, args=(server.base_url, photos, stop_at, saturation, i)
-                )
-                for i in range(args.users)
-            ]
-            if args.telegram_rps > 0:
-                threads.append(
-                    threading.Thread(
-                        target=telegram_user,
-                        args=(server.base_url, fake, photos, args.telegram_rps, stop_at, telegram),
-                    )
-                )
-
-            def slow_clients() -> None:
-                slow["report"] = measure_slow_clients(
-                    server.base_url,
-                    photo=photos[1],
-                    connections=args.trickles,
-                    duration_s=args.duration,
-                )
-
-            threads.append(threading.Thread(target=slow_clients))
-            for thread in threads:
-                thread.start()
-            rss_samples = [rss_start]
-            while (now := time.monotonic()) < stop_at:
-                time.sleep(min(30.0, stop_at - now))
-                rss_samples.append(worker_rss_mb(server))
-            for thread in threads:
-                thread.join()
-            elapsed = time.monotonic() - started
-            rss_end = worker_rss_mb(server)
-            # Every acknowledged update must get its answer (allow the last ones to finish).
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                answered = {c.params["chat_id"]: c.at for c in fake.calls("sendMessage")}
-                if all(chat in answered for chat in telegram.sent):
-                    break
-                time.sleep(0.2)
-            reply_s = [answered[c] - t for c, t in telegram.sent.items() if c in answered]
-            unanswered = [c for c in telegram.sent if c not in answered]
+            soak = drive_load(server, fake, photos, args)
+            wait_for_replies(fake, soak)
         finally:
             server.stop()
-        logs = server.logs()
-    report = slow["report"]
-    restarts = len(set(rss_end) - workers_at_start)  # workers replaced during the run
-    reply = Latencies(seconds=reply_s)
     return {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "make soak  (" + " ".join([sys.executable, "-m", "benchmarks.soak"]) + ")",
         "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs",
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "model": _shown(args.model),
         "checkout": _shown(args.checkout.resolve()) or ".",
         "photos": photo_source,
-        "duration_s": round(elapsed, 1),
+        "duration_s": round(soak.elapsed_s, 1),
         "load": {
             "saturating_users": args.users,
             "trickling_uploads": args.trickles,
             "telegram_updates_per_s": args.telegram_rps,
         },
+        **figures(soak, server.logs()),
+    }
+
+
+def figures(soak: Soak, logs: str) -> dict[str, Any]:
+    """The predict, slow-client, Telegram and worker blocks of the soak's result."""
+    saturation, telegram, report = soak.saturation, soak.telegram, soak.slow["report"]
+    rss_start, rss_end = soak.rss_samples[0], soak.rss_samples[-1]
+    reply = Latencies(seconds=soak.reply_s)
+    return {
         "predict": {
             "requests_ok": saturation.ok,
-            "rps": round(saturation.ok / elapsed, 1),
+            "rps": round(saturation.ok / soak.elapsed_s, 1),
             "errors": saturation.errors,
             "statuses": saturation.statuses,
             "p50_ms": round(saturation.percentile_ms(50), 1),
@@ -255,17 +275,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "webhook_statuses": telegram.posted.statuses,
             "webhook_p99_ms": round(telegram.posted.percentile_ms(99), 1),
             "acknowledged": len(telegram.sent),
-            "answered": len(reply_s),
-            "unanswered": len(unanswered),
+            "answered": len(soak.reply_s),
+            "unanswered": len(soak.unanswered),
             "reply_p50_ms": round(reply.percentile_ms(50), 1),
             "reply_p99_ms": round(reply.percentile_ms(99), 1),
         },
         "workers": {
             "rss_mb_start": sorted(rss_start.values()),
             "rss_mb_end": sorted(rss_end.values()),
-            "rss_mb_samples": [sorted(s.values()) for s in rss_samples],
-            "restarts": restarts,
-            "same_pids_at_end": set(rss_end) == workers_at_start,
+            "rss_mb_samples": [sorted(s.values()) for s in soak.rss_samples[:-1]],
+            "restarts": len(set(rss_end) - set(rss_start)),  # workers replaced during the run
+            "same_pids_at_end": set(rss_end) == set(rss_start),
             "worker_timeouts_logged": logs.count("WORKER TIMEOUT"),
         },
     }
@@ -275,7 +295,7 @@ def slow_clients_only(args: argparse.Namespace) -> dict[str, Any]:
     """The slow-client scenario alone, against the code of ``args.checkout``."""
     photos = load_val_photos(2) or generated_photos(2)
     env = {"MODEL_URI": str(args.model), "WEB_CONCURRENCY": "2", "MODEL_THREADS": "1"}
-    server = start_gunicorn(env, cwd=args.checkout)
+    server = start_gunicorn(env, name="soak-slow-clients", cwd=args.checkout)
     try:
         report = measure_slow_clients(server.base_url, photo=photos[1], duration_s=args.duration)
     finally:
@@ -312,48 +332,95 @@ def _worker_class(logs: str) -> str:
     return found.group(1) if found else "?"
 
 
+SLOW_CLIENT_COLUMNS = [
+    "label",
+    "commit",
+    "worker",
+    "normal answered 200 within 2 s",
+    "200 but slower",
+    "failed",
+    "p50 / max",
+    "trickles answered 408",
+    "worker timeouts",
+]
+
+
 def slow_clients_markdown(results: dict[str, dict[str, Any]]) -> str:
-    rows = "\n".join(
-        f"| {label} | `{r['commit']}` | {r['worker_class']} | {r['normal_200_within_2s']}/"
-        f"{r['normal_requests']} | {r['normal_200_slower']} | {r['normal_failed']} | "
-        f"{r['normal_p50_s']} s / {r['normal_max_s']} s | {r['trickles_answered_408']}/"
-        f"{r['trickles_started']} | {r['worker_timeouts']} |"
+    rows = [
+        (
+            label,
+            f"`{r['commit']}`",
+            r["worker_class"],
+            f"{r['normal_200_within_2s']}/{r['normal_requests']}",
+            r["normal_200_slower"],
+            r["normal_failed"],
+            f"{r['normal_p50_s']} s / {r['normal_max_s']} s",
+            f"{r['trickles_answered_408']}/{r['trickles_started']}",
+            r["worker_timeouts"],
+        )
         for label, r in results.items()
-    )
+    ]
     return f"""# Slow clients: before and after the front
 
 Generated by `python -m benchmarks.soak --slow-clients LABEL --checkout PATH` (one row per
 label; raw figures in [soak_slow_clients.json](soak_slow_clients.json)). Each run: 2 workers x 1
 model thread, model `{next(iter(results.values()))["model"]}`, 40 s of 64 uploads trickling one
 byte every 3 s (each replaced when cut off) while one client posts a photo every second
-(open loop, 10 s client timeout), on {_cpu_model()}, 2 cores, under the CPU lock.
+(open loop, 10 s client timeout), on {cpu_model()}, 2 cores, under the CPU lock.
 
-| label | commit | worker | normal answered 200 within 2 s | 200 but slower | failed | p50 / max | trickles answered 408 | worker timeouts |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
-{rows}
-"""  # noqa: E501
+{table(SLOW_CLIENT_COLUMNS, rows)}
+"""
 
 
 def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def markdown(result: dict[str, Any]) -> str:
+def _figure_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     p, n, s, t, w = (
         result[k] for k in ("predict", "normal_client", "slow_clients", "telegram", "workers")
     )
+    same = w["same_pids_at_end"]
+    pids = "the same at the start and the end" if same else "replaced during the run"
+    return [
+        (
+            "`/predict` at saturation",
+            f"{p['rps']} rps ({p['requests_ok']} answered), {p['errors']} errors, "
+            f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms",
+        ),
+        (
+            "one photo a second beside it",
+            f"{n['requests']} requests, {n['errors']} errors, p50 {n['p50_ms']} ms, "
+            f"p99 {n['p99_ms']} ms, max {n['max_ms']} ms",
+        ),
+        (
+            "trickling uploads",
+            f"{s['uploads']} started, {s['cut_off']} cut off by the server "
+            f"({s['answered_408']} with a 408), {s['still_open_at_end']} still open at the end",
+        ),
+        (
+            "Telegram updates",
+            f"{t['updates_posted']} posted, {t['webhook_errors']} webhook errors, "
+            f"{t['acknowledged']} acknowledged, {t['answered']} answered, "
+            f"{t['unanswered']} unanswered; reply p50 {t['reply_p50_ms']} ms, "
+            f"p99 {t['reply_p99_ms']} ms",
+        ),
+        (
+            "worker RSS (MB)",
+            f"start {w['rss_mb_start']}, after 30 s {w['rss_mb_samples'][1]}, "
+            f"end {w['rss_mb_end']}",
+        ),
+        (
+            "worker processes",
+            f"{pids} (timeouts logged: {w['worker_timeouts_logged']})",
+        ),
+    ]
+
+
+def markdown(result: dict[str, Any]) -> str:
     load = result["load"]
-    return f"""# Soak: {result["duration_s"]:.0f} s at saturation with slow clients and Telegram traffic
+    title = f"{result['duration_s']:.0f} s at saturation with slow clients and Telegram traffic"
+    return f"""# Soak: {title}
 
 Generated by `{result["command"]}` on {result["when"]}; {result["cpu_model"]},
 {result["machine"]}; model `{result["model"]}`; photos: {result["photos"]}. Raw figures:
@@ -366,15 +433,8 @@ photo updates per second through `/telegram` (answered via the fake Bot API). Th
 generators run in this process on the same 2 cores as the server, so the rps is lower than
 `make bench` measures with locust; compare it with runs of this script only.
 
-| what | figure |
-| --- | --- |
-| `/predict` at saturation | {p["rps"]} rps ({p["requests_ok"]} answered), {p["errors"]} errors, p50 {p["p50_ms"]} ms, p99 {p["p99_ms"]} ms, max {p["max_ms"]} ms |
-| one photo a second beside it | {n["requests"]} requests, {n["errors"]} errors, p50 {n["p50_ms"]} ms, p99 {n["p99_ms"]} ms, max {n["max_ms"]} ms |
-| trickling uploads | {s["uploads"]} started, {s["cut_off"]} cut off by the server ({s["answered_408"]} with a 408), {s["still_open_at_end"]} still open at the end |
-| Telegram updates | {t["updates_posted"]} posted, {t["webhook_errors"]} webhook errors, {t["acknowledged"]} acknowledged, {t["answered"]} answered, {t["unanswered"]} unanswered; reply p50 {t["reply_p50_ms"]} ms, p99 {t["reply_p99_ms"]} ms |
-| worker RSS (MB) | start {w["rss_mb_start"]}, after 30 s {w["rss_mb_samples"][1]}, end {w["rss_mb_end"]} |
-| worker processes | {"the same at the start and the end" if w["same_pids_at_end"] else "replaced during the run"} (timeouts logged: {w["worker_timeouts_logged"]}) |
-"""  # noqa: E501
+{table(["what", "figure"], _figure_rows(result))}
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,9 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no model artifact at {args.model} (make run builds it)", file=sys.stderr)
         return 1
     args.model = args.model.resolve()
-    with open(LOCK_PATH, "a") as lock:
-        print(f"waiting for the CPU lock {LOCK_PATH} ...", flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cpu_lock():
         result = slow_clients_only(args) if args.slow_clients else run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.slow_clients:

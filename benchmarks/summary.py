@@ -6,6 +6,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from training.reports.markdown import table
+
 # The service as deployed (int8 artifact) and the two model-only rows the headline uses.
 SERVED = "ours-int8"
 FP32_MODEL_ONLY = "fp32 model only (batch 1)"
@@ -29,11 +31,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
-    return lines
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """The ``columns`` of ``rows`` as a Markdown table, numbers shortened by ``_fmt``."""
+    return table(columns, [[_fmt(row.get(c)) for c in columns] for row in rows])
 
 
 def _fmt(value: Any) -> str:
@@ -119,60 +119,89 @@ def cpu_budget(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_summary(result: dict[str, Any], out: Path) -> str:
-    """Write load/startup/stages/model_only CSVs and SUMMARY.md into ``out``; return the text."""
-    _write_csv(out / "load.csv", result["load"])
-    _write_csv(out / "startup.csv", result["startup"])
-    _write_csv(out / "stages.csv", result.get("stages", []))
-    _write_csv(out / "model_only.csv", result.get("model_only", []))
-    h = headline(result)
-    m = result["machine"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+LOAD_NOTE = (
+    "server_cpu_ms_per_req: CPU seconds of the gunicorn master + workers over the run / "
+    "requests. locust_cpu_share / machine_idle_share: fraction of all cores used by locust "
+    "/ left idle."
+)
+LOAD_COLUMNS = [
+    "service",
+    "users",
+    "requests",
+    "failures",
+    "rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "worker_rss_max_mb",
+    "server_cpu_ms_per_req",
+    "locust_cpu_share",
+    "machine_idle_share",
+]
+STARTUP_COLUMNS = [
+    "service",
+    "cold_start_s",
+    "all_workers_ready_s",
+    "workers",
+    "worker_class",
+    "threads_per_worker",
+    "idle_worker_rss_mb",
+]
 
-    def check(ok: bool | None) -> str:
-        return "–" if ok is None else ("yes" if ok else "**no**")
 
-    def at_least(value: Any, target: float) -> bool | None:
-        return None if value is None else value >= target
+def _met(ok: bool | None) -> str:
+    return "–" if ok is None else ("yes" if ok else "**no**")
 
-    def at_most(value: Any, target: float) -> bool | None:
-        return None if value is None else value <= target
 
+def _at_least(value: Any, target: float) -> bool | None:
+    return None if value is None else value >= target
+
+
+def _at_most(value: Any, target: float) -> bool | None:
+    return None if value is None else value <= target
+
+
+def targets(h: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target: what it asks, what was measured, whether it is met."""
     t = TARGETS
-    targets = [
+    return [
         {
             "target": f"/predict rps at saturation, 0 failures (≥ {t['rps']:.0f})",
             "measured": f"{_fmt(h['rps'])} rps at {h['rps_users']} users, {h['failures']} failures",
-            "met": check(at_least(h["rps"], t["rps"]) and h["failures"] == 0),
+            "met": _met(_at_least(h["rps"], t["rps"]) and h["failures"] == 0),
         },
         {
             "target": f"end-to-end ÷ fp32 model-only, same run (≥ {t['model_only_ratio']:.1f}×)",
             "measured": f"{_fmt(h['model_only_ratio'])}× "
             f"(fp32 model only {_fmt(h['fp32_model_only'])}/s)",
-            "met": check(at_least(h["model_only_ratio"], t["model_only_ratio"])),
+            "met": _met(_at_least(h["model_only_ratio"], t["model_only_ratio"])),
         },
         {
             "target": f"p50 at 1 user (≤ {t['p50_1user_ms']:.0f} ms)",
             "measured": f"{_fmt(h['p50_1user_ms'])} ms",
-            "met": check(at_most(h["p50_1user_ms"], t["p50_1user_ms"])),
+            "met": _met(_at_most(h["p50_1user_ms"], t["p50_1user_ms"])),
         },
         {
             "target": f"cold start, process start → /readyz 200 (≤ {t['cold_start_s']:.0f} s)",
             "measured": f"{_fmt(h['cold_start_s'])} s",
-            "met": check(at_most(h["cold_start_s"], t["cold_start_s"])),
+            "met": _met(_at_most(h["cold_start_s"], t["cold_start_s"])),
         },
         {
             "target": f"RSS per worker under load (≤ {t['rss_mb']:.0f} MB)",
             "measured": f"{_fmt(h['rss_mb'])} MB",
-            "met": check(at_most(h["rss_mb"], t["rss_mb"])),
+            "met": _met(_at_most(h["rss_mb"], t["rss_mb"])),
         },
     ]
+
+
+def _introduction(result: dict[str, Any], h: dict[str, Any]) -> list[str]:
+    """Who wrote the summary, on what, with which load and artifacts."""
+    m = result["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     settings = result.get("settings", {})
     artifacts = settings.get("artifacts", {})
-    lines = [
-        "# Benchmark summary",
-        "",
-        f"Written by `{result.get('settings', {}).get('command', 'make bench')}` "
+    return [
+        f"Written by `{settings.get('command', 'make bench')}` "
         f"(`make bench`) on {m['date']}, commit {m['commit']}, in "
         f"{result.get('bench_seconds', '?')} s.",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM; Python "
@@ -185,70 +214,50 @@ def write_summary(result: dict[str, Any], out: Path) -> str:
         f"Served: `{artifacts.get('int8', 'int8')}` (service `{SERVED}`), compared with "
         f"`{artifacts.get('fp32', 'fp32')}` (`ours-fp32`); gunicorn worker class "
         f"`{h['worker_class']}`, deployed processes × threads in the start-up table.",
-        "",
-        "## Targets",
-        "",
-        *_table(targets, ["target", "measured", "met"]),
-        "",
+    ]
+
+
+def _headline_text(result: dict[str, Any], h: dict[str, Any]) -> str:
+    return (
         f"Headline: the int8 service answers {_fmt(h['model_only_ratio'])}× as many photos per "
         "second as the fp32 artifact alone can compute with the deployed processes × threads "
         f"(no HTTP, no decode); the fp32 service peaks at {_fmt(h['fp32_rps'])} rps. "
         f"Naive baseline: {_fmt(h['naive_ratio'])}× best vs best (naive "
         f"{_fmt(h['naive_rps'])} rps); at equal load, ours ÷ naive: "
-        f"{_equal_load_ratios(result['load'])}.",
-        "",
-        "## Load levels (/predict)",
-        "",
-        *_table(
-            result["load"],
-            [
-                "service",
-                "users",
-                "requests",
-                "failures",
-                "rps",
-                "p50_ms",
-                "p95_ms",
-                "p99_ms",
-                "worker_rss_max_mb",
-                "server_cpu_ms_per_req",
-                "locust_cpu_share",
-                "machine_idle_share",
-            ],
+        f"{_equal_load_ratios(result['load'])}."
+    )
+
+
+def write_summary(result: dict[str, Any], out: Path) -> str:
+    """Write load/startup/stages/model_only CSVs and SUMMARY.md into ``out``; return the text."""
+    _write_csv(out / "load.csv", result["load"])
+    _write_csv(out / "startup.csv", result["startup"])
+    _write_csv(out / "stages.csv", result.get("stages", []))
+    _write_csv(out / "model_only.csv", result.get("model_only", []))
+    h = headline(result)
+    sections = [
+        (
+            "Targets",
+            _table(targets(h), ["target", "measured", "met"]) + "\n\n" + _headline_text(result, h),
         ),
-        "",
-        "server_cpu_ms_per_req: CPU seconds of the gunicorn master + workers over the run / "
-        "requests. locust_cpu_share / machine_idle_share: fraction of all cores used by locust "
-        "/ left idle.",
-        "",
-        "## Start-up",
-        "",
-        *_table(
-            result["startup"],
-            [
-                "service",
-                "cold_start_s",
-                "all_workers_ready_s",
-                "workers",
-                "worker_class",
-                "threads_per_worker",
-                "idle_worker_rss_mb",
-            ],
+        ("Load levels (/predict)", _table(result["load"], LOAD_COLUMNS) + "\n\n" + LOAD_NOTE),
+        ("Start-up", _table(result["startup"], STARTUP_COLUMNS)),
+        (
+            "Where the time of one request goes (in-process, one thread, val photos)",
+            _table(result.get("stages", []), ["artifact", "stage", "median_ms", "mean_ms"]),
         ),
-        "",
-        "## Where the time of one request goes (in-process, one thread, val photos)",
-        "",
-        *_table(result.get("stages", []), ["artifact", "stage", "median_ms", "mean_ms"]),
-        "",
-        "## CPU per request at saturation vs the budget for the target",
-        "",
-        *_table(cpu_budget(result), ["part", "ms"]),
-        "",
-        "## Model-only throughput (deployed processes × threads, no HTTP)",
-        "",
-        *_table(result.get("model_only", []), ["what", "processes", "threads", "per_s"]),
-        "",
+        (
+            "CPU per request at saturation vs the budget for the target",
+            _table(cpu_budget(result), ["part", "ms"]),
+        ),
+        (
+            "Model-only throughput (deployed processes × threads, no HTTP)",
+            _table(result.get("model_only", []), ["what", "processes", "threads", "per_s"]),
+        ),
     ]
+    lines = ["# Benchmark summary", "", *_introduction(result, h), ""]
+    for title, body in sections:
+        lines += [f"## {title}", "", body, ""]
     text = "\n".join(lines)
     (out / "SUMMARY.md").write_text(text)
     return text

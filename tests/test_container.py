@@ -3,11 +3,12 @@
 One build (module fixture), then the running container is checked the way a platform uses it:
 ``-e PORT=…``, the image's own HEALTHCHECK command until it succeeds, a prediction on a
 generated JPEG, the processes' user and the model's readability, slow uploads
-(tests/support/slow_clients.py) not stopping the service, a graceful stop, the
+(benchmarks/harness/slow_clients.py) not stopping the service, a graceful stop, the
 TorchScript override (``MODEL_URI=…pt``) and a bad ``MODEL_SHA256`` (non-zero exit, one line
-naming the cause). Build time, image size, its biggest parts, cold start and the prediction go
-to results/container.md. Containers and images are removed afterwards; the local base image
-stays cached (container/base-image.sh).
+naming the cause). When every test that used the running container passed, the ``served``
+fixture's teardown writes the build time, image size, its biggest parts, cold start and a
+prediction to results/container.md (a report, not a test). Containers and images are removed
+afterwards; the local base image stays cached (container/base-image.sh).
 
 How the build differs from a build elsewhere, and why:
 - The base is a local Debian 12 + Python 3.11 image made by debootstrap (no image registry is
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -46,11 +46,13 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from model.source import SERVED_MODEL
+from benchmarks.harness.machine import cpu_model
+from benchmarks.harness.slow_clients import check_slow_clients
+from model.defaults import SERVED_MODEL, SHIPPED_MODEL
 from tests.support.artifacts import shipped_metadata
 from tests.support.images import jpeg_bytes
 from tests.support.server import REPO_ROOT, free_port
-from tests.support.slow_clients import check_slow_clients
+from training.reports.markdown import table
 
 BASE_IMAGE_SCRIPT = REPO_ROOT / "container" / "base-image.sh"
 RESULTS = REPO_ROOT / "results" / "container.md"
@@ -216,12 +218,18 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(image: BuiltImage) -> Iterator[Served]:
+def served(image: BuiltImage, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """The image running with its defaults; its figures go to results/container.md afterwards,
+    unless a test failed meanwhile (then they may describe a broken image)."""
+    failed_before = request.session.testsfailed
     started = time.monotonic()
     cid, port = run_detached(image)
     try:
         wait_healthy(cid)
-        yield Served(cid, f"http://127.0.0.1:{port}", time.monotonic() - started)
+        running = Served(cid, f"http://127.0.0.1:{port}", time.monotonic() - started)
+        yield running
+        if request.session.testsfailed == failed_before:
+            write_report(image, running)
     finally:
         podman("rm", "--force", "--time=0", cid, check=False)
 
@@ -287,7 +295,7 @@ def test_stops_gracefully(image: BuiltImage) -> None:
 
 @in_container
 def test_serves_the_torchscript_artifact_on_request(image: BuiltImage) -> None:
-    cid, port = run_detached(image, "MODEL_URI=/app/model/efficientnet_lite0_imagewoof.pt")
+    cid, port = run_detached(image, f"MODEL_URI=/app/model/{SHIPPED_MODEL.name}")
     try:
         wait_healthy(cid)
         assert predict(f"http://127.0.0.1:{port}")["model"]["backend"] == "torchscript"
@@ -327,35 +335,32 @@ def size_breakdown(image: BuiltImage) -> dict[str, int]:
     return {"venv": venv, "torch": torch_mb, "cuda_only": cuda_only}
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-@in_container
-def test_write_results(image: BuiltImage, served: Served) -> None:
-    """Runs last (file order): everything above passed, so the figures describe a good image."""
+def write_report(image: BuiltImage, served: Served) -> None:
+    """results/container.md: how the image was built, how big it is, how it starts, an answer."""
     body = predict(served.base_url)
     parts = size_breakdown(image)
     top = body["top_k"][0]
     podman_version = podman("version", "--format", "{{.Client.Version}}").stdout.strip()
+    rows = [
+        ("Build time (no layer cache, base image cached)", f"{image.build_seconds:.0f} s"),
+        ("Image size", f"{image.size_bytes / 1e6:,.0f} MB"),
+        ("of which the virtualenv", f"{parts['venv']:,} MB"),
+        ("of which torch", f"{parts['torch']:,} MB"),
+        ("of which CUDA-only packages (nvidia-*, triton, cuda-*)", f"{parts['cuda_only']:,} MB"),
+        (
+            "Cold start (`podman run` to first passing HEALTHCHECK)",
+            f"{served.cold_start_seconds:.1f} s",
+        ),
+        (
+            "`/predict` on a generated 320x240 JPEG (random texture, not a dog)",
+            f"top-1 {top['name']} ({top['confidence']:.3f}), known: {body['known']}",
+        ),
+    ]
     RESULTS.write_text(
         "# Container image (generated by `make container-test`; do not edit)\n\n"
         f"Built with podman {podman_version} (runc) from the Dockerfile on {cpu_model()}, "
         f"{os.cpu_count()} cores; base `{image.base}` (Debian 12, Python 3.11, "
         "debootstrap), torch from the normal index (the CUDA build: the CPU index is not "
-        "reachable here).\n\n"
-        "| Figure | Value |\n|---|---|\n"
-        f"| Build time (no layer cache, base image cached) | {image.build_seconds:.0f} s |\n"
-        f"| Image size | {image.size_bytes / 1e6:,.0f} MB |\n"
-        f"| of which the virtualenv | {parts['venv']:,} MB |\n"
-        f"| of which torch | {parts['torch']:,} MB |\n"
-        f"| of which CUDA-only packages (nvidia-*, triton, cuda-*) | {parts['cuda_only']:,} MB |\n"
-        f"| Cold start (`podman run` to first passing HEALTHCHECK) | "
-        f"{served.cold_start_seconds:.1f} s |\n"
-        f"| `/predict` on a generated 320x240 JPEG (random texture, not a dog) | top-1 "
-        f"{top['name']} ({top['confidence']:.3f}), known: {body['known']} |\n"
+        "reachable here).\n\n" + table(["Figure", "Value"], rows) + "\n"
     )
     print(RESULTS.read_text())

@@ -7,17 +7,24 @@ the checks finish in reasonable time.
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.harness.slow_clients import check_slow_clients, raise_fd_limit
 from service.front.body import BufferedBody, MemoryBudget
 from tests.support.images import jpeg_bytes
 from tests.support.server import GunicornServer, start_gunicorn
-from tests.support.slow_clients import check_slow_clients, raise_fd_limit
 
 BODY_TIMEOUT_S = 10
 BODY_IDLE_TIMEOUT_S = 6
@@ -139,13 +146,62 @@ def test_a_complete_upload_after_a_slow_start_is_answered(front_server: Gunicorn
     assert b'"top_k"' in response
 
 
+PREDICT_OK = (
+    "breedrecognizer_http_requests_total",
+    {"route": "/predict", "method": "POST", "status": "200"},
+)
+
+
+def _predict_ok_per_worker(server: GunicornServer) -> dict[str, float]:
+    """Each worker's own count of answered /predict requests, read from its metrics file."""
+    metrics_dir = Path(re.search(r"metrics in (\S+)", server.logs()).group(1))
+    counts = {}
+    for db in metrics_dir.glob("counter_*.db"):
+        with tempfile.TemporaryDirectory() as alone:  # a collector that sees this worker only
+            shutil.copy(db, alone)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=alone)
+            counts[db.stem.removeprefix("counter_")] = registry.get_sample_value(*PREDICT_OK) or 0.0
+    return counts
+
+
+def _predict_ok_total(server: GunicornServer) -> float:
+    """The count of answered /predict requests that GET /metrics reports."""
+    name, labels = PREDICT_OK
+    text = requests.get(f"{server.base_url}/metrics", timeout=10).text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    return sum(s.value for s in samples if s.name == name and s.labels == labels)
+
+
 def test_front_metrics_add_up_across_workers(front_server: GunicornServer) -> None:
+    """/metrics reports the sum of both workers' counters: as many requests as were sent."""
     text = requests.get(f"{front_server.base_url}/metrics", timeout=10).text
     refused = re.findall(r'breedrecognizer_front_refused_total\{reason="(\w+)"\} (\S+)', text)
     assert dict(refused).get("body_timeout") is not None
-    assert 'breedrecognizer_http_requests_total{method="POST",route="/predict",status="200"}' in (
-        text
-    )
+    before_total, before = _predict_ok_total(front_server), _predict_ok_per_worker(front_server)
+    photo, sent = jpeg_bytes(seed=8), 0
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(10):  # rounds of 8 at once, until both workers have answered some
+            statuses = list(pool.map(lambda _: _post(front_server, photo), range(8)))
+            assert statuses == [200] * 8
+            sent += 8
+            after = _predict_ok_per_worker(front_server)
+            served = {pid for pid, n in after.items() if n > before.get(pid, 0.0)}
+            if len(served) == 2:
+                break
+    assert len(served) == 2, after
+    added = {pid: n - before.get(pid, 0.0) for pid, n in after.items()}
+    assert sum(added.values()) == sent, added
+    assert _predict_ok_total(front_server) - before_total == sent
+
+
+def _post(server: GunicornServer, photo: bytes) -> int:
+    return requests.post(
+        f"{server.base_url}/predict",
+        data=photo,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=30,
+    ).status_code
 
 
 def test_bodies_beyond_the_memory_budget_go_to_disk() -> None:

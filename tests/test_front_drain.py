@@ -2,7 +2,8 @@
 
 Telegram never sends an update again once it got a 200 for it, so every acknowledged update
 must be answered before the process exits; and an update Telegram does send again (after a
-timeout or a 503) must be answered once.
+timeout or a 503) must be answered once. The ``fake`` and ``bot_server`` fixtures come from
+tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -11,51 +12,16 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import pytest
-import requests
-
-from model.metadata import OpenSetRule
-from tests.support.artifacts import rewrite_metadata
 from tests.support.fake_telegram import Call, FakeTelegram, Updates
+from tests.support.fake_telegram import post_update as post
 from tests.support.images import jpeg_bytes
-from tests.support.server import GunicornServer, start_gunicorn
+from tests.support.server import GunicornServer
 
-SECRET = "drain-secret_0123456789"
-HEADER = "X-Telegram-Bot-Api-Secret-Token"
 QUEUED = 30
 # Each photo download takes this long, so the 30 updates are still being worked on at SIGTERM.
 DOWNLOAD_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def bot_server(
-    fake: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GunicornServer]:
-    # Generated photos are refused by the shipped open-set rule; rule none gives a breed.
-    accepting = rewrite_metadata(
-        tmp_path_factory.mktemp("artifact") / "accepting.pt", open_set=OpenSetRule("none")
-    )
-    env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "WEB_CONCURRENCY": "2"}
-    env["MODEL_URI"] = str(accepting)
-    server = start_gunicorn(env)
-    yield server
-    server.stop()
-
-
-def post(server: GunicornServer, update: dict[str, Any], **kw: Any) -> requests.Response:
-    return requests.post(
-        f"{server.base_url}/telegram", json=update, headers={HEADER: SECRET}, timeout=10, **kw
-    )
 
 
 def replies_to(fake: FakeTelegram, chat_id: int) -> list[Call]:

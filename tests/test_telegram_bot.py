@@ -1,5 +1,7 @@
 """The bot end to end: real gunicorn (2 workers) talking to a fake Bot API over HTTP.
 
+The ``fake`` and ``bot_server`` fixtures come from tests/conftest.py.
+
 Updates are posted to ``/telegram`` as Telegram posts them; the assertions are on what the
 bot sent to the fake Bot API (sendMessage, sendChatAction, getFile, answerCallbackQuery).
 """
@@ -9,56 +11,20 @@ from __future__ import annotations
 import csv
 import re
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import requests
 
-from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
+from model.metadata import IMAGEWOOF_CLASSES
 from service.telegram_bot.texts import BREED_NAMES_RU
-from tests.support.artifacts import rewrite_metadata
 from tests.support.data import imagewoof_dir
-from tests.support.fake_telegram import Call, FakeTelegram, Updates
+from tests.support.fake_telegram import SECRET, Call, FakeTelegram, Updates
+from tests.support.fake_telegram import post_update as post
 from tests.support.images import jpeg_bytes, png_bytes
-from tests.support.server import GunicornServer, start_gunicorn
+from tests.support.server import GunicornServer
 
-SECRET = "test-secret_0123456789"
-HEADER = "X-Telegram-Bot-Api-Secret-Token"
 RANK_LINE = re.compile(r"^\d\. .+ — (\d+%|<1%)$")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def bot_server(
-    fake: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GunicornServer]:
-    # The test photos are generated noise, which the shipped open-set rule rightly refuses;
-    # these tests check the known-breed reply, so the bot runs the same weights with rule none.
-    accepting = rewrite_metadata(
-        tmp_path_factory.mktemp("artifact") / "accepting.pt", open_set=OpenSetRule("none")
-    )
-    env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "WEB_CONCURRENCY": "2"}
-    env["MODEL_URI"] = str(accepting)
-    server = start_gunicorn(env)
-    yield server
-    server.stop()
-
-
-def post(server: GunicornServer, update: Any, secret: str | None = SECRET, **kw: Any):
-    headers = {HEADER: secret} if secret is not None else {}
-    if isinstance(update, bytes):
-        kw["data"] = update
-        headers["Content-Type"] = "application/json"
-    else:
-        kw["json"] = update
-    return requests.post(f"{server.base_url}/telegram", headers=headers, timeout=10, **kw)
 
 
 def reply_to(fake: FakeTelegram, update: dict[str, Any], timeout: float = 30.0) -> Call:

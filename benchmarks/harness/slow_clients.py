@@ -3,6 +3,8 @@
     report = check_slow_clients("http://127.0.0.1:8000")   # raises AssertionError if not
     print(report.summary())
 
+    python -m benchmarks.harness.slow_clients http://127.0.0.1:8000 [DURATION_S]
+
 For ``duration_s`` it keeps ``connections`` sockets busy uploading a photo to ``POST /predict``
 one byte every ``trickle_interval_s`` (a new one replaces each that the server cuts off),
 while a normal client posts the whole photo every ``normal_interval_s`` (each request on its
@@ -18,6 +20,7 @@ file descriptors (``raise_fd_limit``), and sends traffic to that URL only.
 
 from __future__ import annotations
 
+import argparse
 import math
 import resource
 import selectors
@@ -29,7 +32,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tests.support.images import jpeg_bytes
+from benchmarks.photos import jpeg_bytes
 
 # A normal request not answered within this long counts as failed.
 NORMAL_TIMEOUT_S = 10.0
@@ -268,15 +271,15 @@ def trickle_uploads(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tests.support.slow_clients URL [seconds]``: run the check, print the summary."""
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m tests.support.slow_clients BASE_URL [DURATION_S]", file=sys.stderr)
-        return 2
-    duration = float(args[1]) if len(args) > 1 else 40.0
-    report = measure_slow_clients(args[0], duration_s=duration)
+    """``python -m benchmarks.harness.slow_clients URL [DURATION_S]``: run it, print the summary."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.harness.slow_clients",
+        description="Trickling uploads beside a normal client against a running server.",
+    )
+    parser.add_argument("base_url", help="e.g. http://127.0.0.1:8000")
+    parser.add_argument("duration_s", nargs="?", type=float, default=40.0, help="default 40")
+    args = parser.parse_args(argv)
+    report = measure_slow_clients(args.base_url, duration_s=args.duration_s)
     print(report.summary())
     for problem in report.problems():
         print(f"problem: {problem}")

@@ -1,0 +1,377 @@
+"""A fake Telegram Bot API server over real HTTP, for the bot's tests and the soak.
+
+It implements the methods the bot calls (getMe, getFile, file download, sendMessage,
+sendChatAction, answerCallbackQuery, setWebhook, deleteWebhook, getWebhookInfo), answers
+in the Bot API's ``{"ok": ..., "result": ...}`` envelope, and records every call so callers
+can check what the bot sent:
+
+    with FakeTelegram() as fake:
+        file_id = fake.add_file(jpeg_bytes())
+        env = fake.env()  # TELEGRAM_TOKEN, TELEGRAM_API_BASE_URL, TELEGRAM_FILE_BASE_URL
+        ... post an update to the app ...
+        [reply] = fake.wait_for("sendMessage", 1)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+TOKEN = "123456789:TEST-fake-token_for-breedrecognizer"
+BOT_USER = {
+    "id": 123456789,
+    "is_bot": True,
+    "first_name": "BreedRecognizer",
+    "username": "breedrecognizer_test_bot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
+# Parameters PTB sends as plain strings; everything else arrives JSON-encoded.
+_STRING_PARAMS = {"text", "file_id", "url", "secret_token", "action", "callback_query_id"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request the bot made: method name, decoded parameters, arrival time."""
+
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class StoredFile:
+    file_id: str
+    path: str
+    data: bytes
+    fail_download: int | None = None  # HTTP status to answer the download with, if any
+    fail_get_file: str | None = None  # Bot API error description to answer getFile with
+    delay_s: float = 0.0  # how long the download takes (a slow network, a big file)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        """The recorded calls say it all; no access log (it would show the token)."""
+
+
+class FakeTelegram:
+    """The server; ``start()``/``stop()`` or use it as a context manager."""
+
+    def __init__(self, token: str = TOKEN, port: int = 0) -> None:
+        self.token = token
+        self._lock = threading.Lock()
+        self._calls: list[Call] = []
+        self._files: dict[str, StoredFile] = {}
+        self._ids = itertools.count(1)
+        self.webhook: dict[str, Any] = {}
+        self._server = make_server(
+            "127.0.0.1", port, self._build_app(), threaded=True, request_handler=_QuietHandler
+        )
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    # -- lifecycle and URLs -------------------------------------------------------------
+
+    def start(self) -> FakeTelegram:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeTelegram:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def api_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    @property
+    def file_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/file/bot"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "TELEGRAM_TOKEN": self.token,
+            "TELEGRAM_API_BASE_URL": self.api_base_url,
+            "TELEGRAM_FILE_BASE_URL": self.file_base_url,
+        }
+
+    # -- test-side API -------------------------------------------------------------------
+
+    def add_file(
+        self,
+        data: bytes,
+        suffix: str = "jpg",
+        fail_download: int | None = None,
+        fail_get_file: str | None = None,
+        delay_s: float = 0.0,
+    ) -> str:
+        """Make ``data`` downloadable; returns its file_id (use it in update JSON)."""
+        n = next(self._ids)
+        stored = StoredFile(
+            f"FILE{n:06d}", f"photos/file_{n}.{suffix}", data, fail_download, fail_get_file, delay_s
+        )
+        with self._lock:
+            self._files[stored.file_id] = stored
+        return stored.file_id
+
+    def calls(self, method: str | None = None) -> list[Call]:
+        with self._lock:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def wait_for(
+        self,
+        method: str,
+        count: int,
+        timeout: float = 30.0,
+        where: Callable[[Call], bool] = lambda call: True,
+    ) -> list[Call]:
+        """Wait until ``count`` matching calls arrived; raise (listing what came) if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [c for c in self.calls(method) if where(c)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                seen = [(c.method, c.params) for c in self.calls()]
+                raise AssertionError(
+                    f"expected {count} {method} calls, got {len(found)} in {timeout}s; "
+                    f"all calls: {seen}"
+                )
+            time.sleep(0.05)
+
+    # -- the HTTP side ----------------------------------------------------------------------
+
+    def _build_app(self) -> Flask:
+        app = Flask("fake_telegram")
+
+        @app.route("/bot<token>/<method>", methods=["GET", "POST"])
+        def bot_api(token: str, method: str) -> Response:
+            if token != self.token:
+                return _error(401, "Unauthorized")
+            params = _decode_params()
+            with self._lock:
+                self._calls.append(Call(method, params))
+            handler = getattr(self, f"_api_{method}", None)
+            if handler is None:
+                return _error(404, "Not Found: method not found")
+            return handler(params)
+
+        @app.get("/file/bot<token>/<path:file_path>")
+        def download(token: str, file_path: str) -> Response:
+            if token != self.token:
+                return _error(401, "Unauthorized")
+            with self._lock:
+                self._calls.append(Call("download", {"file_path": file_path}))
+                stored = next((f for f in self._files.values() if f.path == file_path), None)
+            if stored is None:
+                return _error(404, "Not Found")
+            if stored.fail_download:
+                return _error(stored.fail_download, "Internal Server Error")
+            time.sleep(stored.delay_s)
+            return Response(stored.data, mimetype="application/octet-stream")
+
+        return app
+
+    def _api_getMe(self, params: dict[str, Any]) -> Response:  # noqa: N802 - Bot API name
+        return _ok(BOT_USER)
+
+    def _api_getFile(self, params: dict[str, Any]) -> Response:  # noqa: N802
+        with self._lock:
+            stored = self._files.get(str(params.get("file_id")))
+        if stored is None:
+            return _error(400, "Bad Request: invalid file_id")
+        if stored.fail_get_file:
+            return _error(400, stored.fail_get_file)
+        return _ok(
+            {
+                "file_id": stored.file_id,
+                "file_unique_id": f"U{stored.file_id}",
+                "file_size": len(stored.data),
+                "file_path": stored.path,
+            }
+        )
+
+    def _api_sendMessage(self, params: dict[str, Any]) -> Response:  # noqa: N802
+        if not params.get("text"):
+            return _error(400, "Bad Request: message text is empty")
+        return _ok(
+            {
+                "message_id": 100_000 + next(self._ids),
+                "date": int(time.time()),
+                "chat": {"id": params["chat_id"], "type": "private"},
+                "from": BOT_USER,
+                "text": params["text"],
+            }
+        )
+
+    def _api_sendChatAction(self, params: dict[str, Any]) -> Response:  # noqa: N802
+        return _ok(True)
+
+    def _api_answerCallbackQuery(self, params: dict[str, Any]) -> Response:  # noqa: N802
+        return _ok(True)
+
+    def _api_setWebhook(self, params: dict[str, Any]) -> Response:  # noqa: N802
+        if not str(params.get("url", "")).startswith("https://"):
+            return _error(400, "Bad Request: bad webhook: An HTTPS URL must be provided")
+        with self._lock:
+            self.webhook = dict(params)
+        return _ok(True)
+
+    def _api_deleteWebhook(self, params: dict[str, Any]) -> Response:  # noqa: N802
+        with self._lock:
+            self.webhook = {}
+        return _ok(True)
+
+    def _api_getWebhookInfo(self, params: dict[str, Any]) -> Response:  # noqa: N802
+        with self._lock:
+            hook = dict(self.webhook)
+        info: dict[str, Any] = {
+            "url": hook.get("url", ""),
+            "has_custom_certificate": False,
+            "pending_update_count": 0,
+        }
+        if hook.get("allowed_updates"):
+            info["allowed_updates"] = hook["allowed_updates"]
+        if hook.get("max_connections"):
+            info["max_connections"] = hook["max_connections"]
+        return _ok(info)
+
+
+def _decode_params() -> dict[str, Any]:
+    """Bot API parameters arrive as a form (PTB's way), a JSON body or a query string."""
+    if request.is_json:
+        return dict(request.get_json(silent=True) or {})
+    raw = {**request.args.to_dict(), **request.form.to_dict()}
+    params: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _STRING_PARAMS:
+            params[key] = value
+            continue
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def _ok(result: Any) -> Response:
+    return Response(json.dumps({"ok": True, "result": result}), mimetype="application/json")
+
+
+def _error(status: int, description: str) -> Response:
+    body = {"ok": False, "error_code": status, "description": description}
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+# Telegram numbers a bot's updates in one increasing sequence, whatever the chat; the bot
+# answers a repeated update_id once, so every Updates instance draws from this one.
+_UPDATE_IDS = itertools.count(900_001)
+
+
+class Updates:
+    """Update JSON shaped as Telegram sends it to a webhook: unique update ids, and message ids
+    counted per instance (one instance per chat)."""
+
+    def __init__(self, chat_id: int = 4242, language_code: str = "en") -> None:
+        self.chat_id = chat_id
+        self.language_code = language_code
+        self._ids = itertools.count(1)
+
+    def _user(self, language_code: str | None) -> dict[str, Any]:
+        user = {"id": self.chat_id, "is_bot": False, "first_name": "Ann", "username": "ann"}
+        code = self.language_code if language_code is None else language_code
+        if code:
+            user["language_code"] = code
+        return user
+
+    def message(
+        self,
+        chat_type: str = "private",
+        language_code: str | None = None,
+        key: str = "message",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        n = next(self._ids)
+        chat: dict[str, Any] = {"id": self.chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat.update(first_name="Ann", username="ann")
+        else:
+            chat.update(id=-100_000 - self.chat_id, title="Dog lovers")
+        message = {"message_id": n, "date": int(time.time()), "chat": chat, **fields}
+        if key != "channel_post":
+            message["from"] = self._user(language_code)
+        return {"update_id": next(_UPDATE_IDS), key: message}
+
+    def text(self, text: str, **kw: Any) -> dict[str, Any]:
+        entities = []
+        if text.startswith("/"):
+            entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        return self.message(text=text, **({"entities": entities} if entities else {}), **kw)
+
+    def photo(self, file_id: str, size: int = 1000, **kw: Any) -> dict[str, Any]:
+        """A photo message: Telegram lists sizes from the thumbnail up to the original."""
+        sizes = [
+            {"file_id": f"{file_id}-thumb", "file_unique_id": "t", "width": 90, "height": 68,
+             "file_size": 1200},
+            {"file_id": f"{file_id}-small", "file_unique_id": "s", "width": 320, "height": 240,
+             "file_size": 15000},
+            {"file_id": file_id, "file_unique_id": "l", "width": 1280, "height": 960,
+             "file_size": size},
+        ]  # fmt: skip
+        return self.message(photo=sizes, **kw)
+
+    def document(self, file_id: str, mime_type: str, size: int = 1000, **kw: Any):
+        name = "dog.jpg" if mime_type.startswith("image/") else "notes.pdf"
+        doc = {
+            "file_id": file_id,
+            "file_unique_id": f"u{file_id}",
+            "file_name": name,
+            "mime_type": mime_type,
+            "file_size": size,
+        }
+        return self.message(document=doc, **kw)
+
+    def sticker(self, **kw: Any) -> dict[str, Any]:
+        sticker = {
+            "file_id": "STICKER1",
+            "file_unique_id": "st1",
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "emoji": "🐶",
+        }
+        return self.message(sticker=sticker, **kw)
+
+    def callback_query(self) -> dict[str, Any]:
+        update = self.text("old message")
+        return {
+            "update_id": update["update_id"],
+            "callback_query": {
+                "id": "CQ1",
+                "from": self._user(None),
+                "chat_instance": "ci-1",
+                "data": "again",
+                "message": update["message"],
+            },
+        }
