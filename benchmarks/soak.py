@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import re
 import subprocess
@@ -43,6 +42,7 @@ import requests
 
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.fake_telegram import FakeTelegram, Updates
+from benchmarks.harness.latency import nearest_rank
 from benchmarks.harness.machine import cpu_model
 from benchmarks.harness.server import GunicornServer, start_gunicorn
 from benchmarks.harness.slow_clients import SlowClientReport, measure_slow_clients
@@ -78,10 +78,7 @@ class Latencies:
         return sum(n for key, n in self.statuses.items() if key != "200")
 
     def percentile_ms(self, q: float) -> float:
-        values = sorted(self.seconds)
-        if not values:
-            return math.nan
-        return 1000 * values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
+        return 1000 * nearest_rank(self.seconds, q)
 
 
 def saturate(base_url: str, photos: list[bytes], stop_at: float, out: Latencies, seed: int):

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from benchmarks.harness.latency import nearest_rank
 from benchmarks.photos import jpeg_bytes
 
 # A normal request not answered within this long counts as failed.
@@ -61,10 +62,7 @@ class SlowClientReport:
         return sorted(seconds for _, seconds in self.normal)
 
     def percentile(self, q: float) -> float:
-        values = self.normal_latencies
-        if not values:
-            return math.nan
-        return values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
+        return nearest_rank(self.normal_latencies, q)
 
     def problems(self) -> list[str]:
         found = []

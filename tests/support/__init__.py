@@ -1,1 +1,2 @@
-"""What the tests build on: real gunicorn servers, generated images, data-set lookup."""
+"""Test-only helpers: the suite's server defaults, the bot tests' webhook secret, edited
+artifacts, data-set lookup. What benchmarks and tests share lives in benchmarks/harness/."""
