@@ -216,6 +216,8 @@ def test_without_token_the_route_is_off_and_predict_works(
     response = client.post("/telegram", json=Updates().text("/help"), headers=HEADER)
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "telegram_disabled"
+    anonymous = client.post("/telegram", json=Updates().text("/help"))
+    assert anonymous.status_code == 403 and anonymous.get_json()["error"]["code"] == "forbidden"
     assert "telegram_bot" not in app.extensions
     predicted = client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
     assert predicted.status_code == 200 and predicted.get_json()["top_k"]

@@ -46,10 +46,12 @@ def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRu
 @telegram.post("/telegram")
 def telegram_webhook():
     runtime: BotRuntime | None = current_app.extensions.get(EXTENSION_KEY)
+    given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "replace")
+    if not given:  # unauthenticated whether or not the bot is on
+        return error_response(403, "forbidden", f"missing {SECRET_HEADER} header")
     if runtime is None:
         return error_response(404, "telegram_disabled", "the Telegram bot is not enabled here")
     secret = runtime.config.secret_token.encode()
-    given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "replace")
     if not hmac.compare_digest(given, secret):
         log.warning("telegram webhook call with a missing or wrong secret token refused")
         return error_response(403, "forbidden", f"missing or wrong {SECRET_HEADER} header")
