@@ -345,7 +345,7 @@ def reference() -> str:
         "`AWS_ENDPOINT_URL` for S3-compatible stores, …), read by boto3 itself.",
     ]
     for name, group in GROUPS.items():
-        lines += ["", f"## {name}: {group.__doc__}", "", "| Variable | Default | Meaning |"]
+        lines += ["", f"## {name}", "", str(group.__doc__), "", "| Variable | Default | Meaning |"]
         lines.append("|---|---|---|")
         for field, info in group.model_fields.items():
             lines.append(

@@ -1,4 +1,4 @@
-"""The HTTP contract, kept in ``service/openapi.yaml`` and nowhere else (served by the api)."""
+"""The HTTP contract, kept in ``service/http/openapi.yaml`` and nowhere else (served by the api)."""
 
 from __future__ import annotations
 
