@@ -21,7 +21,8 @@ from tests.support.open_set_fixtures import (
     tiny_dataset,
     tiny_metadata,
 )
-from training import open_set as lab
+from training.release import open_set as lab
+from training.release import open_set_scoring as scoring
 from training.release.artifact_metadata import rewrite_metadata
 from training.release.open_set_data import weights_fingerprint
 
@@ -73,8 +74,8 @@ def test_rule_errors_are_explicit() -> None:
     )
     with pytest.raises(ValueError, match="ImageNet logits"):
         known_scores(outputs[:, :10], no_imagenet)
-    assert lab.candidates_for(no_imagenet, None) == [
-        c for c in lab.CANDIDATES if c[0] not in lab.NEEDS_IMAGENET
+    assert scoring.candidates_for(no_imagenet, None) == [
+        c for c in scoring.CANDIDATES if c[0] not in scoring.NEEDS_IMAGENET
     ]
 
 
@@ -107,25 +108,25 @@ def test_auroc_matches_pairwise_count() -> None:
     known = rng.integers(0, 6, 40).astype(float)  # many ties
     unknown = rng.integers(0, 4, 30).astype(float)
     pairs = (known[:, None] > unknown[None]).mean() + 0.5 * (known[:, None] == unknown[None]).mean()
-    assert lab.auroc(known, unknown) == pytest.approx(pairs)
-    assert lab.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert scoring.auroc(known, unknown) == pytest.approx(pairs)
+    assert scoring.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
 
 
 def test_threshold_is_the_train_quantile() -> None:
     scores = np.random.default_rng(2).random(1000)
-    threshold = lab.quantile_threshold(scores, 0.02)
+    threshold = scoring.quantile_threshold(scores, 0.02)
     assert (scores < threshold).mean() == pytest.approx(0.02, abs=0.001)
 
 
 def test_crossfit_judges_each_half_by_the_other() -> None:
     scores = np.arange(100, dtype=float)  # folds: even / odd photos
-    refused = lab.crossfit_refused(scores, 0.1)
+    refused = scoring.crossfit_refused(scores, 0.1)
     # Threshold from the other fold's 10% quantile (its 6th lowest): 10 and 11.
     assert np.flatnonzero(refused).tolist() == list(range(11))
 
 
 def test_ood_halves_alternate_breeds() -> None:
-    sel, held = lab.split_by_breed(("b", "a", "c", "a", "d"))
+    sel, held = scoring.split_by_breed(("b", "a", "c", "a", "d"))
     assert sel.tolist() == [False, True, True, True, False]  # a, c selected; b, d held out
     assert (sel ^ held).all()
 
@@ -179,11 +180,11 @@ def test_lab_command_calibrates_and_writes(
     assert lab.main(argv) == 0
     printed = capsys.readouterr().out
     assert "chosen:" in printed and "AUROC val/cats" in printed
-    assert (tiny_lab["out"] / "tiny.md").read_text().count("\n|") >= len(lab.CANDIDATES) + 1
+    assert (tiny_lab["out"] / "tiny.md").read_text().count("\n|") >= len(scoring.CANDIDATES) + 1
     assert (tiny_lab["out"] / "tiny.png").stat().st_size > 1000
 
     meta = load_backend(artifact, 1).metadata
-    assert meta.open_set.method in lab.NEEDS_IMAGENET  # the 10-way head cannot see cats
+    assert meta.open_set.method in scoring.NEEDS_IMAGENET  # the 10-way head cannot see cats
     figures = meta.metrics["open_set"]
     assert figures["cats_refused"] == 1.0 and figures["dogs_refused"] == 1.0
     assert figures["train_refused"] <= 0.02 + 1e-9
@@ -240,4 +241,4 @@ def test_held_out_sets_keep_only_the_photos_a_run_never_trained_on(tmp_path: Pat
     every = load_sets(root, wnids)["train"].paths
     held = load_sets(root, wnids, held_out_every=4)["train"].paths
     assert held == every[3::4] and len(held) == 15
-    assert "held out of training (every 4th)" in lab.threshold_rule(0.02, "train", 4)
+    assert "held out of training (every 4th)" in scoring.threshold_rule(0.02, "train", 4)

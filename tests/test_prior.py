@@ -12,7 +12,7 @@ from model.backends import load_backend
 from model.metadata import ClassPrior, ModelMetadata, OpenSetRule
 from model.predictor import Predictor
 from tests.support.open_set_fixtures import tiny_artifact, tiny_metadata
-from training import prior as lab
+from training.release import prior as lab
 from training.release.artifact_metadata import rewrite_metadata
 
 BEAGLE, FOXHOUND = 2, 3

@@ -401,7 +401,7 @@ def _row(run: str, unseen: float, web: float, val: float) -> dict:
 
 
 def test_results_table_sorts_by_unseen_then_web_and_labels_val_leaky(tmp_path: Path) -> None:
-    from training.reports.results import render
+    from training.reports.results_page import render
 
     rows = [
         _row("high_val", 0.90, 0.95, 0.99),
@@ -418,7 +418,7 @@ def test_results_table_sorts_by_unseen_then_web_and_labels_val_leaky(tmp_path: P
 
 @pytest.mark.parametrize("threads", [2, None])
 def test_results_table_has_a_latency_column_only_when_speed_was_measured(threads) -> None:
-    from training.reports.results import render
+    from training.reports.results_page import render
 
     row = {**_row("run_a", 0.93, 0.90, 0.95), "latency_ms": 12.5}
     row["ood"] = {"cats": 0.991, "dogs": 0.853}

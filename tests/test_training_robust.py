@@ -140,4 +140,4 @@ def test_gpu_bundle_packs_only_the_photos_trained_on(lab_env: Path) -> None:
     assert len(index) == 1 + len(load_split(None, "train"))  # every row: held-out stay listed
     bundled = (lab_env / "bundle" / "configs" / "real_x.yaml").read_text()
     assert "weights: __BUNDLE__/tf_efficientnet_lite0_fp16.pt" in bundled
-    assert (lab_env / "bundle" / "code" / "training" / "fit.py").is_file()
+    assert (lab_env / "bundle" / "code" / "training" / "lab" / "fit.py").is_file()

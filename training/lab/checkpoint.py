@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
+from model.artifact import atomic_write
+
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temporary name, then rename over the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Write to a temporary name, then rename over the old file (``model.artifact``)."""
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

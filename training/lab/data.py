@@ -20,6 +20,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from model.artifact import atomic_write
 from model.metadata import IMAGEWOOF_CLASSES
 from training.lab.paths import cache_root, data_root
 
@@ -158,15 +159,17 @@ def safe_extract(archive: Path, dest: Path) -> Path:
 def _download(url: str, target: Path) -> None:
     from tqdm import tqdm
 
-    partial = target.with_suffix(target.suffix + ".part")
     log.info("downloading %s", url)
-    with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
+    with (
+        atomic_write(target) as partial,
+        urllib.request.urlopen(url, timeout=60) as response,
+        partial.open("wb") as out,
+    ):
         total = int(response.headers.get("Content-Length") or 0)
         with tqdm(total=total or None, unit="B", unit_scale=True, desc=target.name) as bar:
             while block := response.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))
-    partial.replace(target)
 
 
 def fetch_imagewoof(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from model.artifact import atomic_write
 from model.backends import Backend, load_backend
 from model.metadata import IMAGEWOOF_CLASSES, ModelMetadata, OpenSetRule
 from model.open_set import known_scores
@@ -81,12 +82,12 @@ def model_outputs(
                     for p in paths[at : min(at + batch_size, end)]
                 ]
                 rows.append(backend.run(np.stack(batch)).astype(np.float32))
-            np.save(folder / "part.tmp.npy", np.concatenate(rows))
-            (folder / "part.tmp.npy").replace(part)
+            with atomic_write(part) as tmp:
+                np.save(tmp, np.concatenate(rows))
         chunks.append(np.load(part))
     outputs = np.concatenate(chunks)
-    np.save(folder / "outputs.tmp.npy", outputs)
-    (folder / "outputs.tmp.npy").replace(final)
+    with atomic_write(final) as tmp:
+        np.save(tmp, outputs)
     for part in folder.glob("part-*.npy"):
         part.unlink()
     return outputs

@@ -8,14 +8,12 @@ random batch are bit-identical to the old artifact's) and only then moved over i
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from model.artifact import atomic_write, set_onnx_metadata
 from model.backends import ArtifactError, load_backend
 from model.metadata import METADATA_KEY, ModelMetadata
 
@@ -38,11 +36,7 @@ def _rewrite_onnx(src: Path, dst: Path, metadata: ModelMetadata) -> None:
     import onnx
 
     proto = onnx.load(str(src))
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != METADATA_KEY]
-    del proto.metadata_props[:]
-    for key, value in [*kept, (METADATA_KEY, metadata.to_json())]:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_onnx_metadata(proto, metadata)
     onnx.save(proto, str(dst))
 
 
@@ -59,10 +53,8 @@ def rewrite_metadata(path: Path, metadata: ModelMetadata) -> None:
     old_meta, before = _probe(path)
     if metadata.preprocessing != old_meta.preprocessing or metadata.outputs != old_meta.outputs:
         raise ArtifactError("refusing to change preprocessing or output layout of a trained model")
-    # Same file name in a side folder: TorchScript names its archive folder after the file.
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".rewrite-", dir=path.parent))
-    tmp = tmp_dir / path.name
-    try:
+    # atomic_write keeps the file name: TorchScript names its archive folder after the file.
+    with atomic_write(path) as tmp:
         if path.suffix == ".onnx":
             _rewrite_onnx(path, tmp, metadata)
         else:
@@ -73,8 +65,4 @@ def rewrite_metadata(path: Path, metadata: ModelMetadata) -> None:
         if not np.array_equal(before, after):
             diff = float(np.abs(before - after).max())
             raise ArtifactError(f"outputs changed after rewriting metadata (max |diff| {diff:.2e})")
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     log.info("rewrote metadata of %s (outputs verified identical)", path)

@@ -1,9 +1,9 @@
-"""Derive the ONNX artifact from the committed TorchScript artifact, deterministically.
+"""Derive the fp32 ONNX artifact from the shipped TorchScript artifact, deterministically.
 
-Only one model file may live in git (the TorchScript ``.pt``), yet ONNX Runtime serves the
-same network faster and in a fraction of the memory (no torch import in the workers). So
-the ``.onnx`` is built from the ``.pt`` wherever it is needed (container build, ``make run``,
-``make bench``): same graph, same metadata, outputs checked against TorchScript.
+The TorchScript ``.pt`` is what the lab ships; the fp32 ``.onnx`` made from it here is never
+committed: it is what the served static-int8 artifact is quantized from
+(``training.release.quantize``) and what ``make bench`` compares it with. Same graph, same
+metadata, outputs checked against TorchScript.
 
     python -m training.release.onnx_export model/efficientnet_lite0_imagewoof.pt /tmp/model.onnx
 
@@ -22,17 +22,15 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from model.artifact import atomic_write, set_onnx_metadata
 from model.backends import ArtifactError, OnnxBackend, TorchScriptBackend
-from model.metadata import METADATA_KEY
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +53,7 @@ def convert(src: Path, dst: Path, tolerance: float = TOLERANCE) -> float:
     metadata = reference.metadata
     size = metadata.preprocessing.input_size
     example = torch.zeros(1, 3, size, size)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, suffix=".onnx.part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_write(dst) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation notices
             torch.onnx.export(
@@ -73,9 +67,7 @@ def convert(src: Path, dst: Path, tolerance: float = TOLERANCE) -> float:
                 dynamo=False,
             )
         proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, metadata.to_json()
+        set_onnx_metadata(proto, metadata)
         proto.producer_name = "breedrecognizer training.release.onnx_export"
         pinned = pin_static_pads(proto, size)
         onnx.checker.check_model(proto)
@@ -84,10 +76,6 @@ def convert(src: Path, dst: Path, tolerance: float = TOLERANCE) -> float:
         err = verify(reference, OnnxBackend(tmp, threads=1), size)
         if err > tolerance:
             raise ArtifactError(f"ONNX output differs from TorchScript by {err:.2e} > {tolerance}")
-        tmp.chmod(0o644)  # mkstemp files are 0600: the image's non-root user could not read it
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return err
 
 

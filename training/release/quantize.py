@@ -13,7 +13,7 @@ answers both give (``training.release.int8_acceptance``) on ``unseen``, ``web`` 
 (named breed, open-set verdict) and on ``ood`` (verdict). The int8 file is written only when
 the comparison passes ``ACCEPTANCE``; otherwise the command exits 1 with the reason.
 ``--check EXISTING`` runs the same comparison on an int8 file already built, writing nothing
-but the report.
+but the report (which says why, and the command exits 1, when it falls short).
 
 The artifact carries the fp32 metadata with version ``<version>+int8``, how it was calibrated
 (``extra.quantization``) and what was measured (``metrics.int8``). The data root defaults to
@@ -65,7 +65,6 @@ from training.release.onnx_export import convert
 log = logging.getLogger("training.release.quantize")  # the same name when run as __main__
 
 
-
 class QuantizationRefusedError(RuntimeError):
     """The int8 model does not answer as the fp32 one closely enough to be shipped."""
 
@@ -102,32 +101,35 @@ def calibrated_int8(
     return calibration, sample
 
 
-def accepted_metadata(
+def compared(
+    fp32_path: Path, int8_path: Path, data_root: Path
+) -> tuple[list[SplitResult], list[str]]:
+    """Both artifacts' answers compared (the table is printed) and every shortfall found."""
+    results = compare(fp32_path, int8_path, data_root)
+    print(comparison_table(results))
+    return results, refusals(results)
+
+
+def measured_metadata(
     fp32_path: Path,
     int8_path: Path,
-    data_root: Path,
+    results: list[SplitResult],
     calibration: dict[str, Any],
     timing_photo: Path,
-) -> tuple[ModelMetadata, list[SplitResult]]:
-    """Compare the two artifacts' answers; the int8 metadata with what was measured.
+) -> ModelMetadata:
+    """The int8 metadata with what was measured: the comparison and the model times.
 
-    Raises QuantizationRefusedError when the int8 answers fall short of ``ACCEPTANCE``.
     Model times are of one batch-1 run of ``timing_photo``, one thread.
     """
     fp32, int8 = OnnxBackend(fp32_path, threads=1), OnnxBackend(int8_path, threads=1)
-    results = compare(fp32_path, int8_path, data_root)
-    print(comparison_table(results))
-    problems = refusals(results)
-    if problems:
-        raise QuantizationRefusedError("; ".join(problems))
     row = next(preprocessed([timing_photo], fp32.metadata))
     timing = {"fp32": model_ms(fp32, row), "int8": model_ms(int8, row)}
-    return int8_metadata(fp32.metadata, calibration, results, timing), results
+    return int8_metadata(fp32.metadata, calibration, results, timing)
 
 
 def build(
     src: Path, out: Path, data_root: Path, recipe: Recipe | None = None, seed: int = 0
-) -> tuple[ModelMetadata, list[SplitResult]]:
+) -> ModelMetadata:
     """The whole command: fp32 ONNX, calibration, sensitive nodes, int8, comparison, artifact.
 
     Raises QuantizationRefusedError (nothing written) when the int8 model falls short.
@@ -141,32 +143,34 @@ def build(
         fp32_path, int8_path = work / "fp32.onnx", work / "int8.onnx"
         convert(src, fp32_path)
         calibration, sample = calibrated_int8(fp32_path, int8_path, train_dir, recipe, seed, work)
-        int8_meta, results = accepted_metadata(
-            fp32_path, int8_path, data_root, calibration, sample[0][0]
-        )
+        results, problems = compared(fp32_path, int8_path, data_root)
+        if problems:
+            raise QuantizationRefusedError("; ".join(problems))
+        int8_meta = measured_metadata(fp32_path, int8_path, results, calibration, sample[0][0])
         with_metadata(int8_path, int8_meta)
         OnnxBackend(int8_path, threads=1)  # the finished file loads and its metadata parses
         with atomic_write(out) as part:
             shutil.copyfile(int8_path, part)
-    return int8_meta, results
+    return int8_meta
 
 
-def check(src: Path, existing: Path, data_root: Path) -> tuple[ModelMetadata, list[SplitResult]]:
-    """The acceptance of an int8 file already built, measured again; nothing is written.
+def check(src: Path, existing: Path, data_root: Path) -> tuple[ModelMetadata, list[str]]:
+    """The acceptance of an int8 file already built, measured again; the file is not touched.
 
-    Returns its metadata with ``metrics.int8`` as measured now (QuantizationRefusedError if it
-    falls short).
+    Returns its metadata with ``metrics.int8`` as measured now, and every way it falls short
+    of ``ACCEPTANCE`` (empty: accepted).
     """
     stored = OnnxBackend(existing, threads=1).metadata
     calibration = stored.extra.get("quantization", {})
     train_dir = data_root / "imagewoof" / "train"
     count, seed = int(calibration.get("photos", 1)), int(calibration.get("seed", 0))
-    first = calibration_sample(train_dir, stored, count, seed)[0][0]  # as when it was built
+    first = calibration_sample(train_dir, stored, count, seed)[0][0]  # timed as when built
     with tempfile.TemporaryDirectory(prefix="breedrec-quantize-") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
         convert(src, fp32_path)
-        measured, results = accepted_metadata(fp32_path, existing, data_root, calibration, first)
-    return dataclasses.replace(stored, metrics=measured.metrics), results
+        results, problems = compared(fp32_path, existing, data_root)
+        measured = measured_metadata(fp32_path, existing, results, calibration, first)
+    return dataclasses.replace(stored, metrics=measured.metrics), problems
 
 
 def _recipe_record(
@@ -251,7 +255,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def report(args: argparse.Namespace, meta: ModelMetadata, argv: list[str]) -> dict[str, Any]:
+def report(
+    args: argparse.Namespace, meta: ModelMetadata, problems: list[str], argv: list[str]
+) -> dict[str, Any]:
     """The measured figures as results/bench/int8.json keeps them."""
     return {
         "artifact": str(args.check or args.out),
@@ -259,6 +265,8 @@ def report(args: argparse.Namespace, meta: ModelMetadata, argv: list[str]) -> di
         "version": meta.version,
         "quantization": meta.extra["quantization"],
         **meta.metrics["int8"],
+        "accepted": not problems,
+        "refusals": problems,
         "command": "python -m training.release.quantize " + " ".join(argv),
     }
 
@@ -277,9 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     root = args.data_root or data_root()
+    problems: list[str] = []
     try:
         if args.check:
-            meta, _ = check(args.src, args.check, root)
+            meta, problems = check(args.src, args.check, root)
         else:
             recipe = Recipe(
                 weight_bits=args.weight_bits,
@@ -287,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 calibration_photos=args.calibration_photos,
                 max_float_nodes=args.max_float_nodes,
             )
-            meta, _ = build(args.src, args.out, root, recipe, args.seed)
+            meta = build(args.src, args.out, root, recipe, args.seed)
     except QuantizationRefusedError as exc:
         print(f"quantize: refused: {exc}", file=sys.stderr)
         return 1
@@ -295,9 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quantize: {exc}".splitlines()[0], file=sys.stderr)
         return 1
     if args.report:
-        record = report(args, meta, sys.argv[1:] if argv is None else argv)
+        record = report(args, meta, problems, sys.argv[1:] if argv is None else argv)
         with atomic_write(args.report) as part:
             part.write_text(json.dumps(record, indent=2) + "\n")
+    if problems:  # only --check gets here with problems: the report says why
+        print(f"quantize: refused: {'; '.join(problems)}", file=sys.stderr)
+        return 1
     done = f"checked {args.check}" if args.check else f"wrote {args.out}"
     log.info("%s in %.0fs", done, time.perf_counter() - started)
     return 0

@@ -15,8 +15,8 @@ def table(
     """A GitHub Markdown table: ``| a | b |`` lines, cells as ``str(cell)``, no trailing newline.
 
     ``align`` gives one item per column, ``"l"`` (left) or ``"r"`` (right); without it every
-    column is left-aligned. The rule line is written ``|---|---:|``, as every committed page
-    has it. A row of the wrong width is an error.
+    column is left-aligned. The rule line is written ``|---|---:|`` and an empty cell ``| |``,
+    as every committed page has them. A row of the wrong width is an error.
     """
     align = list(align) if align is not None else ["l"] * len(header)
     if len(align) != len(header) or any(a not in _RULES for a in align):
@@ -31,4 +31,4 @@ def table(
 
 
 def _line(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
