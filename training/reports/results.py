@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if SHIPPED_MODEL.is_file() and not args.no_shipped:
         rows.append(shipped_row(SHIPPED_MODEL))
     measure(rows, args, threads)
-    save_records([r for r in rows if "_dir" in r])
+    save_records([r for r in rows if r.get("_dir")])
     if rows[-1].get("_artifact") == SHIPPED_MODEL:
         update_card(CARD, card_block(rows[-1]))
     plot_top_run(rows, args.out.parent)
