@@ -41,7 +41,12 @@ class TorchScriptBackend:
     name = "torchscript"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        import torch
+        try:
+            import torch
+        except ImportError:  # the ONNX-only install (requirements.txt) has no torch
+            raise ArtifactError(
+                "TorchScript artifacts need torch: pip install -r requirements-torchscript.txt"
+            ) from None
 
         torch.set_num_threads(threads or default_threads())
         extra = {METADATA_KEY: ""}
