@@ -71,8 +71,8 @@ metrics_dir = str(server.prometheus_multiproc_dir or "") or tempfile.mkdtemp(
 )
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
-# Telegram update ids already taken, shared by the workers so a redelivered update is answered
-# once (service/telegram_bot/seen.py).
+# The bot's ledger of answered updates, shared by the workers of this server when no
+# REDIS_URL is set (service/telegram_bot/ledger.py).
 _own_seen_db = settings.telegram.seen_db is None
 _seen_dir = tempfile.mkdtemp(prefix="breedrecognizer-telegram-") if _own_seen_db else ""
 if _own_seen_db:

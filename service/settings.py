@@ -177,6 +177,19 @@ class ServerSettings(BaseSettings):
     )
 
 
+class StateSettings(BaseSettings):
+    """What several replicas of the service share (one container needs none of it)."""
+
+    model_config = _config()
+
+    redis_url: str | None = Field(
+        None,
+        description="Redis for state shared by replicas (the bot's answered updates and "
+        "leases), e.g. Heroku Redis' `redis://…` or `rediss://…` (TLS; its self-signed "
+        "certificate is accepted). Unset: each server keeps that state in `TELEGRAM_SEEN_DB`.",
+    )
+
+
 class TelegramSettings(BaseSettings):
     """The Telegram bot (docs/telegram.md); without a token and a secret it is off."""
 
@@ -211,10 +224,16 @@ class TelegramSettings(BaseSettings):
     startup_timeout_s: PositiveFloat = Field(
         15.0, description="How long the first update waits for the bot to start (`getMe`)."
     )
+    answer_timeout_s: PositiveFloat = Field(
+        20.0,
+        description="How long a webhook call waits for the bot's answer before it answers "
+        "`503` (Telegram then delivers the update again).",
+    )
     seen_db: Path | None = Field(
         None,
-        description="SQLite file of update ids already taken, shared by the workers. Unset: "
-        "gunicorn.conf.py makes one in a fresh temporary folder.",
+        description="SQLite file of the updates answered (and being answered), shared by the "
+        "workers of one server when `REDIS_URL` is unset. Unset: gunicorn.conf.py makes one in "
+        "a fresh temporary folder.",
     )
     app_url: str | None = Field(
         None,
@@ -244,6 +263,7 @@ GROUPS: dict[str, type[BaseSettings]] = {
     "api": ApiSettings,
     "front": FrontSettings,
     "server": ServerSettings,
+    "state": StateSettings,
     "telegram": TelegramSettings,
 }
 
@@ -255,6 +275,7 @@ class Settings(BaseModel, frozen=True):
     api: ApiSettings
     front: FrontSettings
     server: ServerSettings
+    state: StateSettings
     telegram: TelegramSettings
     telegram_error: str | None = None
 

@@ -1,9 +1,9 @@
 """Restarts and redeliveries: real gunicorn (2 workers), the fake Bot API over HTTP, SIGTERM.
 
-Telegram never sends an update again once it got a 200 for it, so every acknowledged update
-must be answered before the process exits; and an update Telegram does send again (after a
-timeout or a 503) must be answered once. The ``fake`` and ``bot_server`` fixtures come from
-tests/conftest.py.
+Telegram never sends an update again once it got a 200 for it, so the 200 comes only after
+the answer, and a SIGTERMed worker finishes the webhook calls in flight; an update Telegram
+does send again (after a timeout or a 503) is answered once. The ``fake`` and ``bot_server``
+fixtures come from tests/conftest.py. Hard kills and several replicas: test_telegram_delivery.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.support.fake_telegram import post_update as post
 from tests.support.images import jpeg_bytes
 from tests.support.server import GunicornServer
 
-QUEUED = 30
+IN_FLIGHT = 30
 # Each photo download takes this long, so the 30 updates are still being worked on at SIGTERM.
 DOWNLOAD_S = 1.0
 
@@ -38,34 +38,38 @@ def wait_for_log(server: GunicornServer, pattern: str, count: int, timeout: floa
 def test_a_redelivered_update_is_answered_once(
     bot_server: GunicornServer, fake: FakeTelegram
 ) -> None:
-    """Telegram sends the same update again (e.g. after a timeout): whichever worker gets it."""
-    update = Updates(chat_id=3001).photo(fake.add_file(jpeg_bytes(seed=31)))
-    before = len(re.findall(r"delivered again; already taken", bot_server.logs()))
-    with ThreadPoolExecutor(4) as pool:  # the copies reach both workers
+    """Telegram sends the same update again (e.g. after a timeout): whichever worker gets it.
+
+    Copies that arrive while one worker is answering get 503 (Telegram tries them again);
+    copies that arrive after the answer get 200 and no second reply.
+    """
+    update = Updates(chat_id=3001).photo(fake.add_file(jpeg_bytes(seed=31), delay_s=0.5))
+    with ThreadPoolExecutor(4) as pool:  # the copies reach both workers while it is answered
         statuses = list(pool.map(lambda _: post(bot_server, update).status_code, range(4)))
-    assert statuses == [200] * 4
-    # Three copies were recognised as such (so none of them is queued), one was answered.
-    wait_for_log(bot_server, r"delivered again; already taken", before + 3)
-    fake.wait_for("sendMessage", 1, where=lambda c: c.params.get("chat_id") == 3001)
+    assert statuses.count(200) >= 1 and set(statuses) <= {200, 503}, statuses
     assert len(replies_to(fake, 3001)) == 1
-    # Later deliveries too, one by one.
-    assert post(bot_server, update).status_code == 200
-    wait_for_log(bot_server, r"delivered again; already taken", before + 4)
+    # Every later delivery, one by one, is acknowledged without a second reply.
+    before = len(re.findall(r"delivered again; already answered", bot_server.logs()))
+    for _ in range(3):
+        assert post(bot_server, update).status_code == 200
+    wait_for_log(bot_server, r"delivered again; already answered", before + 3)
     assert len(replies_to(fake, 3001)) == 1
 
 
-def test_sigterm_answers_every_acknowledged_update_first(
+def test_sigterm_answers_every_update_in_flight_first(
     bot_server: GunicornServer, fake: FakeTelegram
 ) -> None:
-    """Last on purpose (it stops the server): 30 queued photos, a /predict upload in flight."""
-    chats = range(3100, 3100 + QUEUED)
+    """Last on purpose (it stops the server): 30 photo updates being answered, a /predict
+    upload in flight. Each webhook call is acknowledged only once answered, so the drain
+    finishes the calls in flight and refuses new ones."""
+    chats = range(3100, 3100 + IN_FLIGHT)
     updates = [
         Updates(chat_id=chat).photo(fake.add_file(jpeg_bytes(seed=chat), delay_s=DOWNLOAD_S))
         for chat in chats
     ]
-    with ThreadPoolExecutor(10) as pool:
-        statuses = list(pool.map(lambda u: post(bot_server, u).status_code, updates))
-    assert statuses == [200] * QUEUED
+    pool = ThreadPoolExecutor(IN_FLIGHT)
+    calls = [pool.submit(post, bot_server, update) for update in updates]
+    fake.wait_for("sendMessage", 1, where=lambda c: c.params.get("chat_id") in chats)
     # A /predict upload that has started, but not finished, when the SIGTERM comes.
     photo = jpeg_bytes(seed=3099)
     host, port = bot_server.base_url.removeprefix("http://").split(":")
@@ -76,7 +80,7 @@ def test_sigterm_answers_every_acknowledged_update_first(
         + photo[:500]
     )
     answered_at_sigterm = sum(len(replies_to(fake, chat)) for chat in chats)
-    assert answered_at_sigterm < QUEUED  # the drain has work to do
+    assert answered_at_sigterm < IN_FLIGHT  # the drain has work to do
     bot_server.process.send_signal(signal.SIGTERM)
     wait_for_log(bot_server, r"draining: \d+ requests in flight", 2, timeout=10)
 
@@ -94,15 +98,15 @@ def test_sigterm_answers_every_acknowledged_update_first(
     assert response.startswith(b"HTTP/1.1 200 "), response[:300]
     assert b'"top_k"' in response
 
+    # Every call in flight was answered with its breed, then acknowledged.
+    assert [call.result().status_code for call in calls] == [200] * IN_FLIGHT
+    pool.shutdown()
     assert bot_server.process.wait(30) == 0
-    # Every acknowledged update was answered with its breed before the process exited.
     for chat in chats:
         [reply] = replies_to(fake, chat)
         assert reply.params["text"].startswith("My best guess: "), reply.params["text"]
     assert replies_to(fake, 3200) == []
     logs = bot_server.logs()
-    drained = [int(n) for n in re.findall(r"telegram bot drained (\d+) queued updates", logs)]
-    assert len(drained) == 2 and 0 < sum(drained) <= QUEUED - answered_at_sigterm, logs
-    assert "NOT answered" not in logs
+    assert "requests unfinished at the deadline" not in logs
     for bad in ("cannot schedule new futures", "Traceback", "model failed", "WORKER TIMEOUT"):
         assert bad not in logs

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from model.backends import load_backend
-from model.predictor import Predictor
 from model.defaults import SERVED_MODEL, SHIPPED_MODEL
+from model.predictor import Predictor
 from tests.support.data import data_dir
 
 # Fixed photos (first by path of their folder), not picked by score.

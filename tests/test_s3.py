@@ -10,8 +10,8 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from model.predictor import Predictor
 from model.defaults import SHIPPED_MODEL
+from model.predictor import Predictor
 from tests.support.images import jpeg_bytes
 from tests.support.server import free_port, run_gunicorn_until_exit, start_gunicorn
 

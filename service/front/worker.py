@@ -10,9 +10,9 @@ held it for longer than ``timeout`` the heartbeat stops and the master replaces 
 as it would kill a stuck sync worker.
 
 On SIGTERM (what Heroku and ``docker stop`` send) the worker drains instead of stopping:
-new requests get 503 + Retry-After, requests already in the app finish, then every
-registered component (the bot) finishes what it accepted; all within ``graceful_timeout``
-less a margin, after which the master would kill it.
+new requests get 503 + Retry-After and requests in flight finish (Telegram's webhook calls
+among them: each is acknowledged only once answered), within ``graceful_timeout`` less a
+margin, after which the master would kill it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from gevent.server import StreamServer
 from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
 
-from service.front import drain
 from service.front.wsgi import Front
 from service.settings import load_settings
 
@@ -64,7 +63,8 @@ class FrontWorker(GeventWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        self.front = Front(self.wsgi, load_settings().front)
+        settings = load_settings()
+        self.front = Front(self.wsgi, settings.front, settings.telegram.concurrent_updates)
         self.wsgi = self.front
 
     def run(self) -> None:
@@ -107,27 +107,18 @@ class FrontWorker(GeventWorker):
             gevent.sleep(1.0)
 
     def _drain(self) -> None:
-        """Keep answering (503 to newcomers) while accepted requests and bot updates finish."""
+        """Keep answering (503 to newcomers) while the requests in flight finish."""
         started = time.monotonic()
         deadline = started + max(0.0, self.cfg.graceful_timeout - DRAIN_MARGIN_S)
         self.front.draining = True
-        drain.start_draining()
         requests = self.front.in_flight
         log.info("draining: %d requests in flight, up to %.1f s", requests, deadline - started)
-        # Components drain in a thread of their own: the app thread may still be busy.
-        components = gevent.get_hub().threadpool.spawn(
-            drain.finish_draining, deadline - time.monotonic()
-        )
         while self.front.in_flight and time.monotonic() < deadline:
             gevent.sleep(POLL_S)
-        drained = components.wait(max(0.0, deadline - time.monotonic()) + POLL_S) or {}
-        if components.exception is not None:
-            log.error("draining failed: %r", components.exception)
         unfinished = self.front.in_flight
         log.info(
-            "drained in %.2f s: %d requests%s%s",
+            "drained in %.2f s: %d requests%s",
             time.monotonic() - started,
             requests - unfinished,
-            "".join(f", {count} {name}" for name, count in drained.items()),
             f"; {unfinished} requests unfinished at the deadline" if unfinished else "",
         )

@@ -5,6 +5,10 @@ for the worker's app thread, a real OS thread (gevent's ThreadPool) where the Fl
 model and every blocking library call run without ever stopping the event loop. The response
 is collected there and written back by the greenlet. One app thread per worker keeps the
 model's CPU use at ``workers x MODEL_THREADS = cores``; the queue before it is bounded.
+
+Telegram's webhook calls (``POST /telegram``) wait for the bot's answer to the user, which is
+mostly network time, so they run in threads of their own (as many as the bot handles updates
+at once) and never hold the model's app thread.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from service.settings import FrontSettings
 log = logging.getLogger("breedrecognizer.front")
 
 WSGIApp = Callable[[MutableMapping[str, Any], Callable[..., Any]], Iterable[bytes]]
+WEBHOOK_PATH = "/telegram"
 
 REFUSED = Counter(
     "breedrecognizer_front_refused",
@@ -55,11 +60,12 @@ class _Collected:
 class Front:
     """Wraps the Flask app: buffered bodies, a bounded queue, one app thread, drain state."""
 
-    def __init__(self, app: WSGIApp, config: FrontSettings) -> None:
+    def __init__(self, app: WSGIApp, config: FrontSettings, webhook_threads: int = 1) -> None:
         self.app = app
         self.config = config
         self.budget = MemoryBudget(config.body_memory_bytes)
         self.pool = ThreadPool(1)
+        self.webhook_pool = ThreadPool(webhook_threads)
         flask_config = getattr(app, "config", {})
         self.limit_bytes: int | None = flask_config.get("MAX_CONTENT_LENGTH")
         self.in_flight = 0  # requests that arrived before the drain and are not answered yet
@@ -112,34 +118,41 @@ class Front:
             environ["CONTENT_LENGTH"] = str(body.size)
             environ.pop("HTTP_TRANSFER_ENCODING", None)
             environ.pop("wsgi.input_terminated", None)
-            self.in_app += 1
-            try:
-                collected = self.pool.spawn(self._run_app, environ).get()
-            finally:
-                self.in_app -= 1
+            if environ.get("PATH_INFO") == WEBHOOK_PATH:
+                collected = self.webhook_pool.spawn(self._call_app, environ).get()
+            else:
+                self.in_app += 1
+                try:
+                    collected = self.pool.spawn(self._run_app, environ).get()
+                finally:
+                    self.in_app -= 1
         finally:
             body.close()
         start_response(collected.status, collected.headers)
         return collected.body
 
     def _run_app(self, environ: MutableMapping[str, Any]) -> _Collected:
-        """In the app thread: call the app and read its whole (small) response."""
-        collected = _Collected()
+        """In the app thread: call the app, noting how long it has been busy."""
         self.app_busy_since = time.monotonic()
+        try:
+            return self._call_app(environ)
+        finally:
+            self.app_busy_since = None
+
+    def _call_app(self, environ: MutableMapping[str, Any]) -> _Collected:
+        """Call the app and read its whole (small) response."""
+        collected = _Collected()
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
             collected.status, collected.headers = status, headers
             return collected.body.append
 
+        result = self.app(environ, start_response)
         try:
-            result = self.app(environ, start_response)
-            try:
-                collected.body.extend(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
+            collected.body.extend(result)
         finally:
-            self.app_busy_since = None
+            if hasattr(result, "close"):
+                result.close()
         return collected
 
     def app_stuck_s(self) -> float:

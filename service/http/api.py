@@ -42,8 +42,15 @@ def healthz():
 
 @api.get("/readyz")
 def readyz():
-    """Readiness: routes exist only once the model is loaded and warmed up (create_app)."""
-    return jsonify({"status": "ready", "model": service_context().model})
+    """Readiness: routes exist only once the model is loaded and warmed up (create_app).
+
+    Parts that only some routes need (the bot's shared store) report their state here
+    without making the whole service unready: /predict works without them.
+    """
+    context = service_context()
+    body: dict[str, object] = {"status": "ready", "model": context.model}
+    body.update({name: check() for name, check in context.readiness.items()})
+    return jsonify(body)
 
 
 @api.get("/openapi.json")

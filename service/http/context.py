@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
@@ -21,6 +22,8 @@ class ServiceContext:
     predictor: Predictor
     settings: Settings
     model: dict[str, str]  # the model summary every answer carries
+    # Extra parts of /readyz by name (e.g. the bot's shared store): each returns its state.
+    readiness: dict[str, Callable[[], dict[str, object]]] = field(default_factory=dict)
 
 
 def model_summary(predictor: Predictor) -> dict[str, str]:
@@ -39,5 +42,5 @@ def init_context(app: Flask, predictor: Predictor, settings: Settings) -> Servic
     return context
 
 
-def service_context() -> ServiceContext:
-    return current_app.extensions[EXTENSION_KEY]
+def service_context(app: Flask | None = None) -> ServiceContext:
+    return (app or current_app).extensions[EXTENSION_KEY]

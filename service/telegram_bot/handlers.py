@@ -71,6 +71,14 @@ class BreedBot:
         self.predictor = predictor
         self.config = config
         self.executor = executor
+        self._unreplied: set[int] = set()  # updates whose user got no message at all
+
+    def replied(self, update_id: int) -> bool:
+        """Whether handling ``update_id`` reached the user (asked once, after handling)."""
+        if update_id in self._unreplied:
+            self._unreplied.discard(update_id)
+            return False
+        return True
 
     def register(self, application: Application) -> None:
         application.add_handler(CommandHandler(["start", "help"], self.on_help, NEW_MESSAGE))
@@ -142,6 +150,7 @@ class BreedBot:
                 await _reply(update.message, "failed", text("failed", _lang(update)))
             except TelegramError as exc:
                 log.warning("could not send the apology either: %s", exc)
+                self._unreplied.add(update.update_id)
 
     # -- the work -----------------------------------------------------------------------
 

@@ -2,16 +2,14 @@
 
 Each worker process owns one asyncio loop running forever in a daemon thread and one
 ``Application`` (built with ``updater(None)``: updates come from our Flask route, not from
-polling), initialised and started once on that loop. Web requests hand updates over with
-``call_soon_threadsafe`` to the application's ``update_queue``; PTB then processes up to
-``concurrent_updates`` of them at a time. Everything starts lazily on the first update, in
-the worker, so nothing with threads or sockets is created before gunicorn forks.
+polling), initialised and started once on that loop. Everything starts lazily on the first
+update, in the worker, so nothing with threads or sockets is created before gunicorn forks.
 
-An update is acknowledged (200) as soon as it is queued, and Telegram never sends it again,
-so the runtime must answer every queued update before the process exits: on SIGTERM the
-worker calls ``start_draining`` (new updates are refused, so Telegram redelivers them to the
-next process) and ``finish_draining`` (the queue is worked off while the model executor is
-still up). Redelivered updates (same ``update_id``) are queued once (``SeenUpdates``).
+An update is answered before it is acknowledged: ``answer`` runs the update through the
+application and returns only once the reply is sent, so the webhook's 200 always follows an
+answer and a replica killed at any moment leaves Telegram something to deliver again. The
+``Ledger`` makes redelivery harmless: one replica at a time holds a lease on an update, and an
+answered one is never answered twice.
 """
 
 from __future__ import annotations
@@ -21,45 +19,38 @@ import atexit
 import logging
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 from telegram import Update
 from telegram.error import InvalidToken
-from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, TypeHandler
+from telegram.ext import Application, ApplicationBuilder, Defaults
 
 from model.predictor import Predictor
-from service.front import drain
 from service.settings import TelegramSettings
 from service.telegram_bot.handlers import BreedBot
-from service.telegram_bot.seen import SeenUpdates
+from service.telegram_bot.ledger import Claim, Ledger, LedgerUnavailableError
 
 log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
 for _noisy in ("httpx", "httpcore"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
-
-# The handler group after the bot's own: it sees each update once the bot has answered it.
-ANSWERED_GROUP = 1
+# A lease outlives the wait for the answer, so the lease holder is the only one answering.
+LEASE_MARGIN_S = 5.0
 
 
 class BotUnavailableError(RuntimeError):
-    """The bot cannot take updates now (Bot API unreachable, or restarting); try again later."""
+    """No answer can be promised now (Bot API or shared store unreachable, update busy)."""
 
 
 class BotRuntime:
     """One per process: the loop thread, the Application, and the model-call executor."""
 
-    name = "telegram updates"
-
-    def __init__(
-        self,
-        config: TelegramSettings,
-        predictor: Predictor,
-    ) -> None:
+    def __init__(self, config: TelegramSettings, predictor: Predictor, ledger: Ledger) -> None:
         self.config = config
+        self.ledger = ledger
         self._predictor = predictor
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -67,60 +58,49 @@ class BotRuntime:
         self._thread: threading.Thread | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._application: Application | None = None
-        self._state_lock = threading.Lock()  # the four below; never held while waiting
-        self._seen = SeenUpdates(config.seen_db)
-        self._draining = False
-        self._queued = 0  # updates handed to the Application ...
-        self._answered = 0  # ... and those it has finished
-        drain.register(self)
+        self._bot: BreedBot | None = None
 
-    def submit(self, data: dict[str, Any]) -> bool:
-        """Queue one update (raw JSON) for processing; returns False if it is not an update.
+    def answer(self, data: dict[str, Any]) -> None:
+        """Answer one update (raw JSON), or return at once if it was answered before.
 
-        A redelivered update (an ``update_id`` already queued) is acknowledged, not queued.
-        Raises BotUnavailableError when the bot cannot take updates right now.
+        A body that is not an update is ignored. Raises BotUnavailableError when the update
+        is not answered now: the webhook then answers 503 and Telegram delivers it again.
         """
-        if self._draining:  # checked again below; this one avoids starting a bot to refuse
-            raise BotUnavailableError("the bot is restarting")
         loop, application = self._ensure_started()
         try:
             update = Update.de_json(data, application.bot)
         except Exception as exc:  # any shape PTB cannot read is not worth a retry
             log.debug("ignoring a body that is not a Telegram update: %r", exc)
-            return False
-        with self._state_lock:
-            if self._draining:
-                raise BotUnavailableError("the bot is restarting")
-            if not self._seen.first_time(update.update_id):
-                log.info("telegram update %s delivered again; already taken", update.update_id)
-                return True
-            self._queued += 1
-            loop.call_soon_threadsafe(application.update_queue.put_nowait, update)
-        return True
+            return
+        update_id = update.update_id
+        lease_s = self.config.answer_timeout_s + LEASE_MARGIN_S
+        try:
+            claim = self.ledger.claim(update_id, lease_s)
+        except LedgerUnavailableError as exc:
+            raise BotUnavailableError(f"cannot record answers: {exc}") from exc
+        if claim is Claim.ANSWERED:
+            log.info("telegram update %s delivered again; already answered", update_id)
+            return
+        if claim is Claim.BUSY:
+            raise BotUnavailableError(f"update {update_id} is being answered elsewhere")
+        future = asyncio.run_coroutine_threadsafe(self._process(application, update), loop)
+        try:
+            replied = future.result(self.config.answer_timeout_s)
+        except FutureTimeoutError:
+            # Still running: the lease stays until it runs out, so nobody answers it twice.
+            raise BotUnavailableError(f"update {update_id} not answered in time") from None
+        if not replied:
+            self.ledger.release(update_id)
+            raise BotUnavailableError(f"the reply to update {update_id} could not be sent")
+        try:
+            self.ledger.answered(update_id)
+        except LedgerUnavailableError as exc:  # answered all the same: acknowledge it
+            log.warning("telegram update %s answered but not recorded: %s", update_id, exc)
 
-    def start_draining(self) -> None:
-        with self._state_lock:
-            self._draining = True
-
-    def finish_draining(self, timeout_s: float) -> int:
-        """Answer every queued update (within ``timeout_s``), then stop; returns how many."""
-        with self._state_lock:
-            pending = self._queued - self._answered
-        started = time.monotonic()
-        self.close(timeout_s)
-        with self._state_lock:
-            left = self._queued - self._answered
-        log.info(
-            "telegram bot drained %d queued updates in %.2f s%s",
-            pending - left,
-            time.monotonic() - started,
-            f"; {left} NOT answered before the deadline" if left else "",
-        )
-        return pending - left
-
-    async def _count_answered(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        with self._state_lock:
-            self._answered += 1
+    async def _process(self, application: Application, update: Update) -> bool:
+        """Run the handlers; True when the user got a reply (or none was due)."""
+        await application.process_update(update)
+        return self._bot is not None and self._bot.replied(update.update_id)
 
     def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, Application]:
         with self._lock:
@@ -177,9 +157,8 @@ class BotRuntime:
             .defaults(Defaults(allow_sending_without_reply=True))
             .build()
         )
-        bot = BreedBot(self._predictor, self.config, self._executor)
-        bot.register(application)
-        application.add_handler(TypeHandler(object, self._count_answered), group=ANSWERED_GROUP)
+        self._bot = BreedBot(self._predictor, self.config, self._executor)
+        self._bot.register(application)
         return application
 
     @staticmethod

@@ -1,21 +1,27 @@
-"""The ``telegram`` blueprint: ``POST /telegram`` authenticates Telegram's call, hands the
-update to the bot and answers 200.
+"""The ``telegram`` blueprint: ``POST /telegram`` authenticates Telegram's call, has the bot
+answer the update, and only then answers 200.
 
-The route never waits for the answer to the user: Telegram redelivers updates that get a
-non-2xx reply, so handling happens on the bot's own loop and failures end in an apology
-message, not in an HTTP error.
+Telegram delivers an update again until a webhook call gets a 2xx, so the 200 comes after the
+reply to the user: a replica killed at any moment never leaves an acknowledged update
+unanswered. When no answer can be promised (Bot API or shared store unreachable, the update
+being answered by another replica) the route answers 503 and Telegram tries again later. The
+front runs these calls in threads of their own, beside the model's app thread
+(service/front/wsgi.py).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from functools import partial
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from model.predictor import Predictor
+from service.http.context import service_context
 from service.http.errors import error_response
 from service.settings import Settings
+from service.telegram_bot.ledger import Ledger, LedgerUnavailableError, open_ledger
 from service.telegram_bot.runtime import BotRuntime, BotUnavailableError
 
 log = logging.getLogger(__name__)
@@ -34,13 +40,30 @@ def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRu
     problem = settings.telegram_error
     reason = f"bad configuration: {problem}" if problem else config.disabled_reason
     if reason is None:
-        runtime = BotRuntime(config, predictor)
+        redis_url = settings.state.redis_url
+        ledger = open_ledger(redis_url, str(config.seen_db) if config.seen_db else None)
+        runtime = BotRuntime(config, predictor, ledger)
         app.extensions[EXTENSION_KEY] = runtime
-        log.info("telegram bot enabled on POST /telegram (Bot API %s)", config.api_base_url)
+        store = "redis" if redis_url else "sqlite"
+        service_context(app).readiness["telegram"] = partial(_readiness, ledger, store)
+        log.info(
+            "telegram bot enabled on POST /telegram (Bot API %s, answers recorded in %s)",
+            config.api_base_url,
+            store,
+        )
         return runtime
     level = logging.ERROR if problem or config.token else logging.INFO
     log.log(level, "telegram bot disabled: %s; POST /telegram answers 404", reason)
     return None
+
+
+def _readiness(ledger: Ledger, store: str) -> dict[str, object]:
+    """Whether the bot can promise answers: its store of answered updates is reachable."""
+    try:
+        ledger.check()
+    except LedgerUnavailableError as exc:
+        return {"store": store, "reachable": False, "error": str(exc)}
+    return {"store": store, "reachable": True}
 
 
 @telegram.post("/telegram")
@@ -60,10 +83,11 @@ def telegram_webhook():
         log.debug("telegram webhook body is not a JSON object; ignored")
         return jsonify(ok=True)
     try:
-        runtime.submit(data)
+        runtime.answer(data)
     except BotUnavailableError as exc:
+        log.warning("telegram update not answered now (503, Telegram retries): %s", exc)
         response, status = error_response(
-            503, "telegram_unavailable", f"the bot cannot take updates right now: {exc}"
+            503, "telegram_unavailable", f"the bot cannot answer this update now: {exc}"
         )
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response, status

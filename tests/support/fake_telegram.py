@@ -26,4 +26,4 @@ def post_update(
         headers["Content-Type"] = "application/json"
     else:
         kw["json"] = update
-    return requests.post(f"{server.base_url}/telegram", headers=headers, timeout=10, **kw)
+    return requests.post(f"{server.base_url}/telegram", headers=headers, timeout=60, **kw)
