@@ -21,10 +21,10 @@ from tests.support.open_set_fixtures import (
     tiny_dataset,
     tiny_metadata,
 )
+from training.lab.cache import weights_fingerprint
 from training.release import open_set as lab
 from training.release import open_set_scoring as scoring
 from training.release.artifact_metadata import rewrite_metadata
-from training.release.open_set_data import weights_fingerprint
 
 SHIH_TZU = 155  # ImageNet index of the first known breed
 

@@ -27,7 +27,7 @@ from training.lab.data import (
     scan_folder,
 )
 from training.lab.network import build_breed_model, split_backbone
-from training.release.export import default_preprocessing
+from training.lab.weights import default_preprocessing
 
 
 def make_dataset(root: Path, per_class: dict[str, int]) -> Path:

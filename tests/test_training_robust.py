@@ -41,7 +41,7 @@ def test_degrade_keeps_the_size_and_changes_the_pixels() -> None:
 
 def test_photo_transform_gives_a_normalised_training_view(tmp_path: Path) -> None:
     from training.lab.photo_augment import PhotoTransform
-    from training.release.export import default_preprocessing
+    from training.lab.weights import default_preprocessing
 
     path = tmp_path / "a.jpg"
     Image.new("RGB", (275, 183), (200, 120, 40)).save(path)

@@ -35,14 +35,10 @@ from training.lab.fit import fit
 from training.lab.holdout import split_train
 from training.lab.network import BreedClassifier, build_breed_model
 from training.lab.paths import run_dir
+from training.lab.weights import default_preprocessing
 from training.lab.wise import wise_ft
 from training.release.artifact_metadata import rewrite_metadata
-from training.release.export import (
-    breed_metadata,
-    default_preprocessing,
-    export_onnx,
-    export_torchscript,
-)
+from training.release.export import breed_metadata, export_onnx, export_torchscript
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,9 @@ from model.metadata import IMAGEWOOF_CLASSES, ModelMetadata, OpenSetRule
 from model.open_set import known_scores
 from model.preprocessing import preprocess_bytes
 from training.lab.answers import read_answers
-from training.lab.cache import cache_folder
+from training.lab.cache import cache_folder, weights_fingerprint
 from training.lab.data import Sample, load_split, scan_folder, train_samples
 from training.lab.paths import run_dir
-from training.release.open_set_data import weights_fingerprint
 
 log = logging.getLogger(__name__)
 NAMES = [c.name for c in IMAGEWOOF_CLASSES]

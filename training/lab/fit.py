@@ -37,7 +37,7 @@ from training.lab.paths import run_dir
 from training.lab.photo_augment import PhotoTransform
 from training.lab.teachers import OnlineTeacher, teacher_table
 from training.lab.transforms import TrainTransform
-from training.release.export import default_preprocessing
+from training.lab.weights import default_preprocessing
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 50

@@ -23,7 +23,7 @@ from training.lab.data import Sample, train_samples
 from training.lab.distributed import DistContext
 from training.lab.features import feature_maps, train_views
 from training.lab.network import build_breed_model, load_run_network, module_digest, split_backbone
-from training.release.export import default_preprocessing
+from training.lab.weights import default_preprocessing
 
 log = logging.getLogger(__name__)
 

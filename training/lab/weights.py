@@ -17,6 +17,8 @@ import timm
 import torch
 from torch import nn
 
+from model.metadata import Preprocessing
+
 log = logging.getLogger(__name__)
 
 # timm architecture → (PyPI package module, class exposing get_model_file_path, input size)
@@ -135,3 +137,10 @@ def pretrained_input_size(arch: str) -> int:
         return LITE_INPUT_SIZE[arch]
     cfg = timm.get_pretrained_cfg(arch)
     return int(cfg.input_size[-1]) if cfg is not None else 224
+
+
+def default_preprocessing(arch: str, input_size: int | None = None) -> Preprocessing:
+    """The pretrained model's normalisation, its input size, resize = size / 0.875, bicubic."""
+    mean, std = pretrained_mean_std(arch)
+    size = input_size or pretrained_input_size(arch)
+    return Preprocessing(size, round(size / 0.875), "bicubic", mean, std)

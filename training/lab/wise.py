@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from training.lab.data import ImageDataset, Sample
 from training.lab.network import BreedClassifier
 from training.lab.transforms import EvalTransform
-from training.release.export import default_preprocessing
+from training.lab.weights import default_preprocessing
 
 log = logging.getLogger(__name__)
 

@@ -25,18 +25,10 @@ from model.metadata import (
     OutputLayout,
     Preprocessing,
 )
-from training.lab.weights import pretrained_input_size, pretrained_mean_std
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-3
 OUTPUTS = OutputLayout(breed=(0, 10), imagenet=(10, 1010))
-
-
-def default_preprocessing(arch: str, input_size: int | None = None) -> Preprocessing:
-    """The pretrained model's normalisation, its input size, resize = size / 0.875, bicubic."""
-    mean, std = pretrained_mean_std(arch)
-    size = input_size or pretrained_input_size(arch)
-    return Preprocessing(size, round(size / 0.875), "bicubic", mean, std)
 
 
 def breed_metadata(

@@ -1,19 +1,17 @@
 """The photo sets of the open-set calibration: Imagewoof train (threshold), Imagewoof val
 (in-distribution report) and the cats / other-dog-breeds photos of ``ood/``. Their model
-outputs come from ``training.lab.evaluate.model_outputs``, cached per ``weights_fingerprint``.
+outputs come from ``training.lab.evaluate.model_outputs``, cached per
+``training.lab.cache.weights_fingerprint``.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model.metadata import METADATA_KEY
 from training.lab.holdout import is_held_out
 
 
@@ -65,24 +63,3 @@ def load_sets(
             groups=tuple(r["breed"] for r in rows),
         )
     return sets
-
-
-def weights_fingerprint(path: Path) -> str:
-    """SHA-256 of the artifact's content other than its metadata."""
-    digest = hashlib.sha256()
-    if path.suffix == ".onnx":
-        import onnx
-
-        proto = onnx.load(str(path))
-        del proto.metadata_props[:]
-        digest.update(proto.SerializeToString(deterministic=True))
-        return digest.hexdigest()
-    with zipfile.ZipFile(path) as zf:
-        for info in sorted(zf.infolist(), key=lambda i: i.filename):
-            # Metadata, a random per-save id and debug info change on every save; the archive
-            # folder is named after the file.
-            if info.filename.endswith((f"extra/{METADATA_KEY}", "serialization_id", ".debug_pkl")):
-                continue
-            digest.update(info.filename.split("/", 1)[-1].encode())
-            digest.update(zf.read(info))
-    return digest.hexdigest()

@@ -37,8 +37,8 @@ from training.lab.data import load_split
 from training.lab.distributed import hardware
 from training.lab.evaluate import SPLITS, VAL_CAVEAT, evaluate_artifact
 from training.lab.paths import run_dir
+from training.lab.speed import measure_speed
 from training.release.artifact_metadata import rewrite_metadata
-from training.reports.results import measure_speed
 
 log = logging.getLogger(__name__)
 RELEASE_NAME = "tf_efficientnet_lite0-imagewoof"

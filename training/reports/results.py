@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from model.metadata import IMAGEWOOF_CLASSES
 from training.lab.distributed import hardware
 from training.lab.evaluate import plot_confusion
 from training.lab.paths import REPO_ROOT, data_root, runs_root
+from training.lab.speed import measure_speed
 from training.release.open_set_data import PhotoSet, load_sets
 from training.reports.results_page import (
     CARD_BEGIN,
@@ -42,28 +42,10 @@ from training.reports.results_page import (
     top_run,
 )
 from training.reports.run_records import label_noise_seed, load_records, merged, save_records
-from training.reports.timing import time_calls
 
 log = logging.getLogger(__name__)
 LABEL_NOTES = REPO_ROOT / "training" / "label_notes.yaml"
 CARD = REPO_ROOT / "model" / "README.md"
-
-
-def measure_speed(
-    artifact: Path, threads: int, runs: int = 30, batch: int = 32, batch_runs: int = 3
-) -> dict[str, float]:
-    """Median batch-1 latency (ms) and batch-``batch`` throughput (photos/s) of the artifact."""
-    backend = load_backend(artifact, threads)
-    size = backend.metadata.preprocessing.input_size
-    rng = np.random.default_rng(0)
-    one = rng.standard_normal((1, 3, size, size), dtype=np.float32)
-    many = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
-    latencies = time_calls(lambda: backend.run(one), repeats=runs, warmup=3)
-    batches = time_calls(lambda: backend.run(many), repeats=batch_runs, warmup=1)
-    return {
-        "latency_ms": round(statistics.median(latencies) * 1000, 1),
-        "throughput_ips": round(batch * batch_runs / sum(batches), 1),
-    }
 
 
 def load_runs(root: Path) -> list[dict[str, Any]]:
