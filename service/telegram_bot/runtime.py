@@ -87,20 +87,22 @@ class BotRuntime:
         try:
             replied = future.result(self.config.answer_timeout_s)
         except FutureTimeoutError:
-            # Still running: the lease stays until it runs out, so nobody answers it twice.
+            # Still running, and it records its answer when done; meanwhile its lease keeps
+            # every other delivery of it from being answered too.
             raise BotUnavailableError(f"update {update_id} not answered in time") from None
         if not replied:
-            self.ledger.release(update_id)
             raise BotUnavailableError(f"the reply to update {update_id} could not be sent")
-        try:
-            self.ledger.answered(update_id)
-        except LedgerUnavailableError as exc:  # answered all the same: acknowledge it
-            log.warning("telegram update %s answered but not recorded: %s", update_id, exc)
 
     async def _process(self, application: Application, update: Update) -> bool:
-        """Run the handlers; True when the user got a reply (or none was due)."""
+        """Run the handlers, then settle the update's lease; True when the user got a reply."""
         await application.process_update(update)
-        return self._bot is not None and self._bot.replied(update.update_id)
+        replied = self._bot is not None and self._bot.replied(update.update_id)
+        settle = self.ledger.answered if replied else self.ledger.release
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, settle, update.update_id)
+        except LedgerUnavailableError as exc:  # answered all the same: acknowledge it
+            log.warning("telegram update %s answered but not recorded: %s", update.update_id, exc)
+        return replied
 
     def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, Application]:
         with self._lock:
