@@ -7,22 +7,22 @@ part by delivering again every call that got none, to whichever replica is up.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
+from benchmarks.harness.delivery import deliver as harness_deliver
+from benchmarks.harness.delivery import deliver_until_acknowledged, kill_scenario
+from benchmarks.harness.redis_server import RedisServer, redis_installed, start_redis
 from model.metadata import OpenSetRule
 from service.telegram_bot.ledger import Claim, Ledger, RedisLedger, SqliteLedger
 from tests.support.artifacts import rewrite_metadata
 from tests.support.fake_telegram import SECRET, Call, FakeTelegram, Updates, post_update
 from tests.support.images import jpeg_bytes
-from tests.support.redis_server import RedisServer, start_redis
 from tests.support.server import GunicornServer, start_gunicorn
 
 PHOTOS = 20
@@ -32,7 +32,10 @@ DOWNLOAD_S = 1.0
 DOWNLOAD_STEP_S = 0.15
 # The kill leaves leases behind; short answer deadlines make them run out soon.
 ANSWER_TIMEOUT_S = "8"
-REDELIVERY_DEADLINE_S = 60.0
+
+pytestmark = pytest.mark.skipif(
+    not redis_installed(), reason="redis-server is not installed (Debian package redis-server)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,21 +85,7 @@ def replies_to(fake: FakeTelegram, chat_id: int) -> list[Call]:
 
 
 def deliver(server: GunicornServer, update: dict) -> int:
-    """One webhook call; 0 when the connection failed (what a killed replica leaves)."""
-    try:
-        return post_update(server, update).status_code
-    except requests.RequestException:
-        return 0
-
-
-def deliver_until_acknowledged(servers: list[GunicornServer], update: dict) -> None:
-    """Telegram's part: deliver again (here: round-robin) until a call gets a 2xx."""
-    deadline = time.monotonic() + REDELIVERY_DEADLINE_S
-    attempt = 0
-    while not 200 <= deliver(servers[attempt % len(servers)], update) < 300:
-        assert time.monotonic() < deadline, f"update {update['update_id']} never acknowledged"
-        attempt += 1
-        time.sleep(0.2)
+    return harness_deliver(server, update, SECRET)
 
 
 def test_the_same_update_to_two_replicas_gets_one_reply(
@@ -107,7 +96,7 @@ def test_the_same_update_to_two_replicas_gets_one_reply(
     with ThreadPoolExecutor(2) as pool:  # both at once: one answers, the other is told to retry
         statuses = list(pool.map(lambda s: deliver(s, update), [first, second]))
     assert 200 in statuses and set(statuses) <= {200, 503}, statuses
-    deliver_until_acknowledged([second, first], update)
+    deliver_until_acknowledged([second, first], update, SECRET)
     for server in (first, second, first):  # later deliveries: acknowledged, not answered
         assert deliver(server, update) == 200
     [reply] = replies_to(fake, 5001)
@@ -119,34 +108,13 @@ def test_a_hard_kill_loses_no_acknowledged_update(
 ) -> None:
     """20 photos in flight to one replica, SIGKILL of its whole process group; every call
     that got no 2xx goes to the other replica; the killed one comes back."""
-    victim, survivor = replicas(), replicas()
-    chats = list(range(5100, 5100 + PHOTOS))
-    updates = [
-        Updates(chat_id=chat).photo(
-            fake.add_file(jpeg_bytes(seed=chat), delay_s=DOWNLOAD_S + DOWNLOAD_STEP_S * i)
-        )
-        for i, chat in enumerate(chats)
-    ]
-    with ThreadPoolExecutor(PHOTOS) as pool:
-        calls = [pool.submit(deliver, victim, update) for update in updates]
-        wait(calls, return_when=FIRST_COMPLETED)  # the first call acknowledged, then the kill
-        os.killpg(victim.process.pid, signal.SIGKILL)
-        statuses = [call.result() for call in calls]
-    victim.process.wait(10)
-    acknowledged = sum(200 <= status < 300 for status in statuses)
-    assert 0 < acknowledged < PHOTOS, statuses  # the kill fell in the middle
-    unacknowledged = [u for u, s in zip(updates, statuses, strict=True) if not 200 <= s < 300]
-    with ThreadPoolExecutor(len(unacknowledged)) as pool:
-        list(pool.map(lambda u: deliver_until_acknowledged([survivor], u), unacknowledged))
-    restarted = replicas()
-    assert deliver(restarted, updates[0]) == 200  # answered before: acknowledged only
-
-    counts = {chat: len(replies_to(fake, chat)) for chat in chats}
-    assert all(count >= 1 for count in counts.values()), counts
-    assert sum(count - 1 for count in counts.values()) <= 1, counts  # at most one twice
-    for chat in chats:
+    photos = [jpeg_bytes(seed=seed) for seed in range(PHOTOS)]
+    outcome = kill_scenario(replicas, fake, photos, SECRET, 5100, DOWNLOAD_S, DOWNLOAD_STEP_S)
+    assert 0 < outcome.acknowledged_before_kill < PHOTOS, outcome  # the kill fell in the middle
+    assert outcome.unanswered == 0, outcome
+    assert outcome.answered_twice <= 1, outcome
+    for chat in outcome.replies:
         assert replies_to(fake, chat)[0].params["text"].startswith("My best guess: ")
-    print(f"kill: {acknowledged} of {PHOTOS} acknowledged before it, replies per chat {counts}")
 
 
 def test_without_redis_predict_works_and_telegram_asks_for_a_retry(

@@ -1,5 +1,5 @@
 """A real ``redis-server`` on a free loopback port, plain or TLS with a self-signed certificate
-(as Heroku Redis presents one). Skips the test cleanly where redis-server is not installed."""
+(as Heroku Redis presents one), for the delivery benchmark and the tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import redis
 
 from benchmarks.harness.server import free_port
@@ -71,11 +70,12 @@ class RedisServer:
             self.process.wait(10)
 
 
+def redis_installed() -> bool:
+    return shutil.which("redis-server") is not None
+
+
 def start_redis(tls: bool = False) -> RedisServer:
-    if shutil.which("redis-server") is None:
-        pytest.skip(
-            "redis-server is not installed (Debian package redis-server; .ci/run installs it)"
-        )
+    """A fresh server (no persistence) in a temporary folder; needs ``redis_installed()``."""
     folder = Path(tempfile.mkdtemp(prefix="breedrec-redis-"))
     if tls:
         subprocess.run(
