@@ -1,18 +1,17 @@
-"""Where the shared data set lives: ``../shared/data`` from the repo, or ``BREED_DATA_DIR``."""
+"""Where the shared data set lives: the lab's data root (``training.lab.paths``)."""
 
 from __future__ import annotations
 
 import csv
-import os
 import random
 from collections import defaultdict
 from pathlib import Path
 
-from tests.support.server import REPO_ROOT
+from training.lab.paths import data_root
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("BREED_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+    return data_root()
 
 
 def imagewoof_dir() -> Path | None:
