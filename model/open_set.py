@@ -2,7 +2,7 @@
 
 A score is computed per photo (higher = more like one of the known breeds) and compared
 with the rule's threshold. The method, its parameters and the threshold were chosen and
-measured by the lab (``python -m training.open_set``) and travel inside the artifact, so
+measured by the lab (``python -m training.release.open_set``) and travel inside the artifact, so
 the service applies exactly what was measured. Every scorer is a few numpy operations on
 the output row (≤ 1010 logits): no measurable cost per request.
 """
