@@ -33,7 +33,9 @@ def _photo(rel: str) -> bytes:
 
 def test_shipped_artifact_carries_a_calibrated_rule() -> None:
     meta = load_backend(SHIPPED_MODEL, threads=1).metadata
-    assert meta.open_set.method != "none", "calibrate it: python -m training.release.open_set --write"
+    assert meta.open_set.method != "none", (
+        "calibrate it: python -m training.release.open_set --write"
+    )
     figures = meta.metrics["open_set"]
     assert "quantile of Imagewoof" in figures["threshold_rule"]
     assert {"val_refused", "cats_refused", "dogs_refused", "auroc_val_vs_ood"} <= set(figures)
