@@ -7,11 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from benchmarks.harness.fake_telegram import FakeTelegram
+from benchmarks.harness.server import GunicornServer
 from model.defaults import SHIPPED_MODEL
 from model.metadata import OpenSetRule
 from tests.support.artifacts import rewrite_metadata
-from tests.support.fake_telegram import SECRET, FakeTelegram
-from tests.support.server import GunicornServer, start_gunicorn
+from tests.support.fake_telegram import SECRET
+from tests.support.server import start_gunicorn
 
 
 @pytest.fixture(scope="session")

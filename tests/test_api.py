@@ -8,9 +8,10 @@ import pytest
 import requests
 from PIL import Image
 
+from benchmarks.photos import encode, jpeg_bytes, textured
 from model.metadata import IMAGEWOOF_CLASSES
 from tests.support.artifacts import shipped_metadata
-from tests.support.images import encode, jpeg_bytes, png_bytes, textured
+from tests.support.images import png_bytes
 
 WNIDS = {c.wnid for c in IMAGEWOOF_CLASSES}
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.support.images import encode, jpeg_bytes, png_bytes, textured
-from tests.support.server import GunicornServer
+from benchmarks.harness.server import GunicornServer
+from benchmarks.photos import encode, jpeg_bytes, textured
+from tests.support.images import png_bytes
 
 
 def _png_header_only(width: int, height: int) -> bytes:

@@ -12,13 +12,13 @@ import pytest
 import requests
 from PIL import Image
 
+from benchmarks.harness.server import REPO_ROOT
+from benchmarks.photos import encode, jpeg_bytes
 from model.backends import OnnxBackend, fast_int8_is_exact, load_backend, onnx_session_options
 from model.defaults import SERVED_MODEL, SHIPPED_MODEL
 from model.metadata import ModelMetadata
 from tests.support.artifacts import shipped_metadata
 from tests.support.data import imagewoof_dir
-from tests.support.images import encode, jpeg_bytes
-from tests.support.server import REPO_ROOT
 from training.lab.data import scan_folder
 from training.release.int8_acceptance import ACCEPTANCE, compare, refusals
 from training.release.int8_recipe import (

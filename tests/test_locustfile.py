@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness.server import REPO_ROOT, GunicornServer
 from benchmarks.summary import (
     FP32_MODEL_ONLY,
     INT8_MODEL_ONLY,
@@ -17,7 +18,6 @@ from benchmarks.summary import (
     headline,
     write_summary,
 )
-from tests.support.server import REPO_ROOT, GunicornServer
 
 
 def _run_locust(

@@ -24,8 +24,9 @@ from schemathesis.specs.openapi.checks import (
 
 from benchmarks.harness.fake_telegram import FakeTelegram
 from benchmarks.harness.server import REPO_ROOT, GunicornServer, start_gunicorn
+from benchmarks.photos import jpeg_bytes
 from service.http.openapi import OPENAPI_PATH, load_openapi
-from tests.support.images import jpeg_bytes, png_bytes
+from tests.support.images import png_bytes
 
 SECRET = "contract-secret_0123456789"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"

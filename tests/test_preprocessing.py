@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.photos import encode, jpeg_bytes, textured
 from model.metadata import Preprocessing
 from model.preprocessing import (
     ImageDecodeError,
@@ -14,7 +15,6 @@ from model.preprocessing import (
     preprocess_bytes,
     resize_and_crop,
 )
-from tests.support.images import encode, jpeg_bytes, textured
 
 SPEC = Preprocessing(input_size=224, resize_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 

@@ -10,10 +10,11 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
+from benchmarks.harness.server import free_port
+from benchmarks.photos import jpeg_bytes
 from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
-from tests.support.images import jpeg_bytes
-from tests.support.server import free_port, run_gunicorn_until_exit, start_gunicorn
+from tests.support.server import run_gunicorn_until_exit, start_gunicorn
 
 BUCKET = "breedrecognizer-models"
 CREDENTIALS = {

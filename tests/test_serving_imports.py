@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.server import REPO_ROOT
+from benchmarks.harness.server import REPO_ROOT
 
 FORBIDDEN = ("training", "timm", "torchvision")
 SERVING_PACKAGES = ("service", "model")

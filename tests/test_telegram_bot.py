@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 
+from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
+from benchmarks.harness.server import GunicornServer
+from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES
 from service.telegram_bot.texts import BREED_NAMES_RU
 from tests.support.data import imagewoof_dir
-from tests.support.fake_telegram import SECRET, Call, FakeTelegram, Updates
+from tests.support.fake_telegram import SECRET
 from tests.support.fake_telegram import post_update as post
-from tests.support.images import jpeg_bytes, png_bytes
-from tests.support.server import GunicornServer
+from tests.support.images import png_bytes
 
 RANK_LINE = re.compile(r"^\d\. .+ — (\d+%|<1%)$")
 

@@ -16,15 +16,15 @@ from flask import Flask
 from telegram import PhotoSize
 
 from app import create_app
+from benchmarks.harness.fake_telegram import FakeTelegram, Updates
+from benchmarks.harness.server import free_port
+from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.predictor import BreedScore, Prediction, Predictor
 from service.settings import SettingsError, TelegramSettings, load_group
 from service.telegram_bot.__main__ import main as webhook_cli
 from service.telegram_bot.handlers import pick_photo_size
 from service.telegram_bot.texts import help_text, language_for, percent, prediction_text
-from tests.support.fake_telegram import FakeTelegram, Updates
-from tests.support.images import jpeg_bytes
-from tests.support.server import free_port
 from tests.support.settings import settings_from, use_env
 
 SECRET = "unit-secret"

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from benchmarks.harness.server import GunicornServer
+from benchmarks.photos import jpeg_bytes
 from model.metadata import OpenSetRule
 from tests.support.artifacts import rewrite_metadata
-from tests.support.images import jpeg_bytes
-from tests.support.server import GunicornServer, start_gunicorn
+from tests.support.server import start_gunicorn
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
