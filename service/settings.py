@@ -217,7 +217,11 @@ class TelegramSettings(BaseSettings):
     max_file_mb: PositiveFloat = Field(
         20.0, description="Largest file the bot downloads (the public Bot API refuses more)."
     )
-    concurrent_updates: PositiveInt = Field(8, description="Updates handled at once per worker.")
+    concurrent_updates: PositiveInt = Field(
+        8,
+        description="Updates answered at once per worker: webhook calls each wait for their "
+        "reply in a thread of their own, beside the model's app thread.",
+    )
     model_workers: PositiveInt = Field(
         1, description="Threads per worker running the model for the bot."
     )

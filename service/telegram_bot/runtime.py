@@ -155,7 +155,6 @@ class BotRuntime:
             .base_url(self.config.api_base_url)
             .base_file_url(self.config.file_base_url)
             .updater(None)
-            .concurrent_updates(self.config.concurrent_updates)
             .defaults(Defaults(allow_sending_without_reply=True))
             .build()
         )
@@ -173,7 +172,7 @@ class BotRuntime:
             raise
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the application (finishing queued updates), then the loop; safe to repeat."""
+        """Stop the application, then the loop; safe to repeat."""
         with self._lock:
             loop, application = self._loop, self._application
             if loop is None or self._pid != os.getpid():
