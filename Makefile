@@ -17,27 +17,34 @@ help:
 	@echo "make format - ruff format + ruff check --fix"
 	@echo "make bench  - load benchmark (~5 min, under the CPU lock) -> results/bench/SUMMARY.md"
 	@echo "make soak   - 5 min at saturation + slow clients + Telegram (CPU lock) -> results/bench/soak.md"
+	@echo "make container-test - build and run both images (CPU lock) -> results/container.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Serving ONNX artifacts only (no torch): what `make run` needs.
 $(VENV)/.stamp-serving: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
-$(VENV)/.stamp-dev: requirements.txt requirements-train.txt requirements-dev.txt | $(BIN)/python
+DEV_REQUIREMENTS := requirements.txt requirements-torchscript.txt requirements-train.txt \
+	requirements-dev.txt
+$(VENV)/.stamp-dev: $(DEV_REQUIREMENTS) | $(BIN)/python
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $@
 
 # The served artifact: static-int8 ONNX, committed, made from the shipped TorchScript one by
-# `python -m model.quantize` (see docs/benchmark.md). The fp32 ONNX artifact is derived from
-# the .pt when needed (never committed); make bench compares the two.
+# `python -m training.release.quantize` (see docs/benchmark.md). The fp32 ONNX artifact is
+# derived from the .pt when needed (never committed; torch and onnx: the dev requirements);
+# make bench compares the two.
 INT8_MODEL := model/efficientnet_lite0_imagewoof.int8.onnx
 ONNX_MODEL := model/efficientnet_lite0_imagewoof.onnx
-$(ONNX_MODEL): model/efficientnet_lite0_imagewoof.pt model/convert_onnx.py | $(VENV)/.stamp-serving
-	$(BIN)/python -m model.convert_onnx $< $@
+$(ONNX_MODEL): model/efficientnet_lite0_imagewoof.pt training/release/onnx_export.py \
+		| $(VENV)/.stamp-dev
+	$(BIN)/python -m training.release.onnx_export $< $@
 
-# Serves the int8 artifact like the container does; MODEL_URI=... overrides it.
+# Serves the int8 artifact like the container does; MODEL_URI=... overrides it (a .pt needs
+# torch: pip install -r requirements-torchscript.txt).
 run: $(VENV)/.stamp-serving
 	HOST=$(HOST) PORT=$(PORT) MODEL_URI=$${MODEL_URI:-$(INT8_MODEL)} \
 		$(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
@@ -62,9 +69,10 @@ bench: $(VENV)/.stamp-dev $(ONNX_MODEL)
 soak: $(VENV)/.stamp-dev $(ONNX_MODEL)
 	$(BIN)/python -m benchmarks.soak --model $(ONNX_MODEL)
 
-# Builds the Dockerfile with podman and runs the image (tests/test_container.py; ~6 min, heavy):
-# writes results/container.md. container/tools.sh installs podman, runc and debootstrap.
+# Builds both images of the Dockerfile with podman, the default (ONNX only) and
+# SERVING=torchscript, and runs them (tests/test_container.py; ~5 min, heavy, under the CPU
+# lock): writes results/container.md. container/tools.sh installs podman, runc and debootstrap.
 .PHONY: container-test
 container-test: $(VENV)/.stamp-dev
 	container/tools.sh
-	$(BIN)/python -m pytest -rs -s tests/test_container.py
+	flock /tmp/breedrec-cpu.lock $(BIN)/python -m pytest -rs -s tests/test_container.py

@@ -1,21 +1,28 @@
-"""The image, built from the Dockerfile with podman and run for real.
+"""The images, built from the Dockerfile with podman and run for real.
 
-One build (module fixture), then the running container is checked the way a platform uses it:
-``-e PORT=…``, the image's own HEALTHCHECK command until it succeeds, a prediction on a
-generated JPEG, the processes' user and the model's readability, slow uploads
-(benchmarks/harness/slow_clients.py) not stopping the service, a graceful stop, the
-TorchScript override (``MODEL_URI=…pt``) and a bad ``MODEL_SHA256`` (non-zero exit, one line
-naming the cause). When every test that used the running container passed, the ``served``
-fixture's teardown writes the build time, image size, its biggest parts, cold start and a
-prediction to results/container.md (a report, not a test). Containers and images are removed
-afterwards; the local base image stays cached (container/base-image.sh).
+Two builds (module fixtures): the default, ONNX-only image and the TorchScript-capable one
+(``--build-arg SERVING=torchscript``). The running default image is checked the way a platform
+uses it: ``-e PORT=…``, the image's own HEALTHCHECK command until it succeeds, a prediction on
+a generated JPEG, no torch or training package inside, the processes' user and the model's
+readability, slow uploads (benchmarks/harness/slow_clients.py) not stopping the service, a
+graceful stop, a TorchScript artifact refused with the one line that names what to install,
+and a bad ``MODEL_SHA256`` (non-zero exit, one line naming the cause). The TorchScript image
+serves the ``.pt`` on request (``MODEL_URI=…pt``). A fresh ``make run`` virtualenv
+(requirements.txt only) is measured too. When no test failed, the ``served`` fixture's
+teardown writes both builds' times and sizes, the default image's biggest parts, its cold
+start, a prediction and the virtualenv's size to results/container.md (a report, not a test).
+Containers and images are removed afterwards; the local base images stay cached
+(container/base-image.sh).
 
 How the build differs from a build elsewhere, and why:
-- The base is a local Debian 12 + Python 3.11 image made by debootstrap (no image registry is
-  reachable here), passed in as ``BASE_IMAGE``; the default stays ``python:3.11-slim``.
+- The bases are local Debian 12 + Python 3.11 images made by debootstrap (no image registry
+  is reachable here), passed in as ``BASE_IMAGE`` (with venv and pip, for the build stage) and
+  ``RUNTIME_IMAGE`` (Python only, for the served image); both default to
+  ``python:3.11-slim``.
 - The CPU-only torch index (download.pytorch.org/whl/cpu) is not reachable from this machine,
-  so ``TORCH_INDEX_URL`` is the normal index: the same pinned torch version, but the CUDA build
-  (it runs on CPU just the same; the image is several GB bigger, see results/container.md).
+  so the TorchScript build's ``TORCH_INDEX_URL`` is the normal index: the same pinned torch
+  version, but the CUDA build (it runs on CPU just the same; that image is several GB bigger,
+  see results/container.md). The default image has no torch at all.
 - TLS to the package registries passes through this machine's certificate bundle, and pip here
   has a local mirror (file:// indexes). Both reach the build as read-only ``podman build
   --volume`` mounts with a pip.conf that names them: build-time only, nothing of it is
@@ -24,8 +31,9 @@ How the build differs from a build elsewhere, and why:
   rlimits fail on this kernel); ``--network host`` because only the host network reaches the
   registries.
 
-Slow: the first build takes several minutes (torch with its CUDA wheels). `.ci/run` installs
-podman, runc and debootstrap; without them, or without a working podman, the test skips.
+Slow: the default build takes a minute or two, the TorchScript one several minutes (torch with
+its CUDA wheels). `.ci/run` installs podman, runc and debootstrap; without them, or without a
+working podman, the tests skip.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -64,6 +73,8 @@ PODMAN = ["podman", "--runtime", "runc"]
 BUILD_TIMEOUT_S = 1800
 START_TIMEOUT_S = 120
 BAD_SHA256 = "0" * 64
+DEFAULT_IMAGE_MAX_BYTES = 400_000_000
+MAKE_RUN_VENV_MAX_MB = 300
 
 
 def in_container(test: Callable) -> Callable:
@@ -135,24 +146,61 @@ def build_mounts(tmp: Path) -> list[str]:
 @dataclass
 class BuiltImage:
     name: str
-    base: str
+    bases: tuple[str, str]  # (build stage, served image)
     build_seconds: float
     size_bytes: int
+    parts_mb: dict[str, int]
+
+
+@dataclass
+class Report:
+    """Figures the fixtures and tests gather for results/container.md."""
+
+    default: BuiltImage | None = None
+    torchscript: BuiltImage | None = None
+    make_run_venv_mb: int | None = None
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
+def report() -> Report:
+    return Report()
+
+
+@pytest.fixture(scope="module")
+def base_images() -> tuple[str, str]:
+    """(build stage base, served image base), made once by container/base-image.sh."""
     reason = podman_unusable()
     if reason:
         pytest.skip(reason)
-    base = subprocess.run(
-        [str(BASE_IMAGE_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
-    )
-    assert base.returncode == 0, f"base image: {base.stderr[-3000:]}"
-    base_image = base.stdout.strip().splitlines()[-1]
+    names = []
+    for kind in ("build", "runtime"):
+        base = subprocess.run(
+            [str(BASE_IMAGE_SCRIPT), kind], capture_output=True, text=True, timeout=900, check=False
+        )
+        assert base.returncode == 0, f"{kind} base image: {base.stderr[-3000:]}"
+        names.append(base.stdout.strip().splitlines()[-1])
+    return names[0], names[1]
 
+
+def size_breakdown(name: str, packages: dict[str, str]) -> dict[str, int]:
+    """MB of the image's venv and of each named group of site-packages folders (globs)."""
+    site = "/opt/venv/lib/python3.11/site-packages"
+    # Separate du runs: one du counts a folder inside an already counted one as nothing.
+    script = f"cd {site} && du -sm /opt/venv" + "".join(
+        f" && du -smc {globs} | tail -1" for globs in packages.values()
+    )
+    out = podman("run", "--rm", *ULIMITS, "--entrypoint", "sh", name, "-c", script)
+    sizes = [int(line.split()[0]) for line in out.stdout.splitlines()]
+    return dict(zip(["venv", *packages], sizes, strict=True))
+
+
+@contextmanager
+def built(
+    tmp: Path, bases: tuple[str, str], build_args: dict[str, str], parts: dict[str, str]
+) -> Iterator[BuiltImage]:
+    """The Dockerfile built with ``build_args`` (then removed); its size and biggest parts."""
     name = f"localhost/breedrecognizer-test:{uuid.uuid4().hex[:12]}"
-    tmp = tmp_path_factory.mktemp("container-build")
+    args = {"BASE_IMAGE": bases[0], "RUNTIME_IMAGE": bases[1], **build_args}
     started = time.monotonic()
     build = podman(
         "build",
@@ -161,10 +209,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
         "--network=host",
         *ULIMITS,
         *build_mounts(tmp),
-        "--build-arg",
-        f"BASE_IMAGE={base_image}",
-        "--build-arg",
-        f"TORCH_INDEX_URL={NORMAL_INDEX}",  # the CPU index is unreachable here: see above
+        *[option for key, value in args.items() for option in ("--build-arg", f"{key}={value}")],
         "--tag",
         name,
         str(REPO_ROOT),
@@ -175,12 +220,36 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
     try:
         assert build.returncode == 0, f"build failed:\n{build.stdout[-4000:]}\n{build.stderr}"
         size = int(podman("image", "inspect", "--format", "{{.Size}}", name).stdout)
-        yield BuiltImage(name, base_image, build_seconds, size)
+        yield BuiltImage(name, bases, build_seconds, size, size_breakdown(name, parts))
     finally:
         podman("rmi", "--force", name, check=False)
 
 
-def run_detached(image: BuiltImage, *env: str) -> tuple[str, int]:
+@pytest.fixture(scope="module")
+def image(
+    base_images: tuple[str, str], report: Report, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BuiltImage]:
+    """The default image: ONNX artifacts only."""
+    tmp = tmp_path_factory.mktemp("container-build")
+    with built(tmp, base_images, {}, {"onnxruntime": "onnxruntime", "numpy": "numpy*"}) as it:
+        report.default = it
+        yield it
+
+
+@pytest.fixture(scope="module")
+def torchscript_image(
+    base_images: tuple[str, str], report: Report, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BuiltImage]:
+    """``--build-arg SERVING=torchscript``, torch from the normal index (see above)."""
+    tmp = tmp_path_factory.mktemp("container-build-torchscript")
+    args = {"SERVING": "torchscript", "TORCH_INDEX_URL": NORMAL_INDEX}
+    parts = {"torch": "torch", "cuda_only": "nvidia* triton cuda*"}
+    with built(tmp, base_images, args, parts) as it:
+        report.torchscript = it
+        yield it
+
+
+def run_detached(image: BuiltImage, *env: str, volumes: tuple[str, ...] = ()) -> tuple[str, int]:
     """Start the image with ``-e PORT=<free port>`` (and ``env``); (container id, port)."""
     port = free_port()
     env_options = [option for item in env for option in ("--env", item)]
@@ -192,9 +261,27 @@ def run_detached(image: BuiltImage, *env: str) -> tuple[str, int]:
         "--env",
         f"PORT={port}",
         *env_options,
+        *[option for volume in volumes for option in ("--volume", volume)],
         image.name,
     ).stdout.strip()
     return cid, port
+
+
+def run_until_exit(image: BuiltImage, *env: str, volumes: tuple[str, ...] = ()):
+    """Run the image in the foreground, for starts that must fail; the finished process."""
+    return podman(
+        "run",
+        "--rm",
+        "--network=host",
+        *ULIMITS,
+        "--env",
+        f"PORT={free_port()}",
+        *[option for item in env for option in ("--env", item)],
+        *[option for volume in volumes for option in ("--volume", volume)],
+        image.name,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
 
 
 def wait_healthy(cid: str, timeout: float = START_TIMEOUT_S) -> float:
@@ -218,9 +305,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(image: BuiltImage, request: pytest.FixtureRequest) -> Iterator[Served]:
-    """The image running with its defaults; its figures go to results/container.md afterwards,
-    unless a test failed meanwhile (then they may describe a broken image)."""
+def served(image: BuiltImage, report: Report, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """The default image running with its defaults; the figures go to results/container.md
+    afterwards, unless a test failed meanwhile (then they may describe a broken image) or
+    some were not measured (a selection of the tests ran)."""
     failed_before = request.session.testsfailed
     started = time.monotonic()
     cid, port = run_detached(image)
@@ -229,7 +317,7 @@ def served(image: BuiltImage, request: pytest.FixtureRequest) -> Iterator[Served
         running = Served(cid, f"http://127.0.0.1:{port}", time.monotonic() - started)
         yield running
         if request.session.testsfailed == failed_before:
-            write_report(image, running)
+            write_report(report, running)
     finally:
         podman("rm", "--force", "--time=0", cid, check=False)
 
@@ -254,10 +342,17 @@ def test_predicts_a_breed_on_port_from_env(served: Served) -> None:
 
 
 @in_container
-def test_holds_no_training_dependencies(served: Served) -> None:
-    for package in ("timm", "torchvision", "onnx", "pip"):
+def test_holds_no_torch_and_no_training_dependencies(served: Served) -> None:
+    for package in ("torch", "timm", "torchvision", "onnx", "pip"):
         probe = podman("exec", served.cid, "python", "-c", f"import {package}", check=False)
         assert probe.returncode != 0, f"{package} must not be in the served image"
+    models = podman("exec", served.cid, "ls", "/app/model").stdout.split()
+    assert SERVED_MODEL.name in models and SHIPPED_MODEL.name not in models, models
+
+
+@in_container
+def test_default_image_is_at_most_400_mb(image: BuiltImage) -> None:
+    assert image.size_bytes <= DEFAULT_IMAGE_MAX_BYTES, f"{image.size_bytes / 1e6:,.0f} MB"
 
 
 @in_container
@@ -294,8 +389,29 @@ def test_stops_gracefully(image: BuiltImage) -> None:
 
 
 @in_container
-def test_serves_the_torchscript_artifact_on_request(image: BuiltImage) -> None:
-    cid, port = run_detached(image, f"MODEL_URI=/app/model/{SHIPPED_MODEL.name}")
+def test_refuses_a_torchscript_artifact_naming_what_to_install(image: BuiltImage) -> None:
+    """A .pt of one's own (mounted here) cannot be served without torch: one line says so."""
+    mounted = f"/models/{SHIPPED_MODEL.name}"
+    run = run_until_exit(image, f"MODEL_URI={mounted}", volumes=(f"{SHIPPED_MODEL}:{mounted}:ro",))
+    assert run.returncode != 0
+    logs = run.stdout + run.stderr
+    causes = [line for line in logs.splitlines() if "refusing to start" in line]
+    hint = "TorchScript artifacts need torch: pip install -r requirements-torchscript.txt"
+    assert causes and all(line.endswith(f"{mounted}: {hint}") for line in causes), logs
+    assert "Traceback" not in logs
+
+
+@in_container
+def test_bad_model_sha256_exits_non_zero_with_the_cause(image: BuiltImage) -> None:
+    run = run_until_exit(image, f"MODEL_SHA256={BAD_SHA256}")
+    assert run.returncode != 0
+    causes = [line for line in (run.stdout + run.stderr).splitlines() if "MODEL_SHA256" in line]
+    assert any("refusing to start" in line and BAD_SHA256 in line for line in causes), causes
+
+
+@in_container
+def test_torchscript_image_serves_the_pt_on_request(torchscript_image: BuiltImage) -> None:
+    cid, port = run_detached(torchscript_image, f"MODEL_URI=/app/model/{SHIPPED_MODEL.name}")
     try:
         wait_healthy(cid)
         assert predict(f"http://127.0.0.1:{port}")["model"]["backend"] == "torchscript"
@@ -304,49 +420,55 @@ def test_serves_the_torchscript_artifact_on_request(image: BuiltImage) -> None:
 
 
 @in_container
-def test_bad_model_sha256_exits_non_zero_with_the_cause(image: BuiltImage) -> None:
-    run = podman(
-        "run",
-        "--rm",
-        "--network=host",
-        *ULIMITS,
-        "--env",
-        f"PORT={free_port()}",
-        "--env",
-        f"MODEL_SHA256={BAD_SHA256}",
-        image.name,
-        timeout=START_TIMEOUT_S,
+def test_torchscript_image_serves_the_int8_model_by_default(
+    torchscript_image: BuiltImage,
+) -> None:
+    cid, port = run_detached(torchscript_image)
+    try:
+        wait_healthy(cid)
+        assert predict(f"http://127.0.0.1:{port}")["model"]["backend"] == "onnxruntime"
+    finally:
+        podman("rm", "--force", "--time=0", cid, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_make_run_virtualenv_is_at_most_300_mb(report: Report, tmp_path: Path) -> None:
+    """What `make run` installs: a fresh virtualenv with requirements.txt only."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", "requirements.txt"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=800,
         check=False,
     )
-    assert run.returncode != 0
-    causes = [line for line in (run.stdout + run.stderr).splitlines() if "MODEL_SHA256" in line]
-    assert any("refusing to start" in line and BAD_SHA256 in line for line in causes), causes
+    assert install.returncode == 0, install.stderr[-3000:]
+    probe = [str(venv / "bin" / "python"), "-c", "import torch"]
+    assert subprocess.run(probe, capture_output=True, check=False).returncode != 0
+    du = subprocess.run(["du", "-sm", str(venv)], capture_output=True, text=True, check=True)
+    report.make_run_venv_mb = int(du.stdout.split()[0])
+    assert report.make_run_venv_mb <= MAKE_RUN_VENV_MAX_MB
 
 
-def size_breakdown(image: BuiltImage) -> dict[str, int]:
-    """MB of the image's venv, of torch, and of the CUDA-only packages the CUDA torch pulls in."""
-    site = "/opt/venv/lib/python3.11/site-packages"
-    # Separate du runs: one du counts a folder inside an already counted one as nothing.
-    script = (
-        f"cd {site} && du -sm /opt/venv && du -sm torch && du -smc nvidia* triton cuda* | tail -1"
-    )
-    out = podman("run", "--rm", *ULIMITS, "--entrypoint", "sh", image.name, "-c", script)
-    venv, torch_mb, cuda_only = (int(line.split()[0]) for line in out.stdout.splitlines())
-    return {"venv": venv, "torch": torch_mb, "cuda_only": cuda_only}
-
-
-def write_report(image: BuiltImage, served: Served) -> None:
-    """results/container.md: how the image was built, how big it is, how it starts, an answer."""
+def write_report(report: Report, served: Served) -> None:
+    """results/container.md: how both images were built, their sizes, the default image's
+    cold start and an answer, and the size of the `make run` virtualenv."""
+    default, torchscript, venv_mb = report.default, report.torchscript, report.make_run_venv_mb
+    if default is None or torchscript is None or venv_mb is None:
+        return
     body = predict(served.base_url)
-    parts = size_breakdown(image)
     top = body["top_k"][0]
     podman_version = podman("version", "--format", "{{.Client.Version}}").stdout.strip()
+    parts, torch_parts = default.parts_mb, torchscript.parts_mb
     rows = [
-        ("Build time (no layer cache, base image cached)", f"{image.build_seconds:.0f} s"),
-        ("Image size", f"{image.size_bytes / 1e6:,.0f} MB"),
+        ("Build time (no layer cache, base images cached)", f"{default.build_seconds:.0f} s"),
+        ("Image size", f"{default.size_bytes / 1e6:,.0f} MB"),
         ("of which the virtualenv", f"{parts['venv']:,} MB"),
-        ("of which torch", f"{parts['torch']:,} MB"),
-        ("of which CUDA-only packages (nvidia-*, triton, cuda-*)", f"{parts['cuda_only']:,} MB"),
+        ("of which onnxruntime", f"{parts['onnxruntime']:,} MB"),
+        ("of which numpy (with its OpenBLAS)", f"{parts['numpy']:,} MB"),
         (
             "Cold start (`podman run` to first passing HEALTHCHECK)",
             f"{served.cold_start_seconds:.1f} s",
@@ -355,12 +477,23 @@ def write_report(image: BuiltImage, served: Served) -> None:
             "`/predict` on a generated 320x240 JPEG (random texture, not a dog)",
             f"top-1 {top['name']} ({top['confidence']:.3f}), known: {body['known']}",
         ),
+        ("TorchScript image: build time", f"{torchscript.build_seconds:.0f} s"),
+        ("TorchScript image: size", f"{torchscript.size_bytes / 1e6:,.0f} MB"),
+        ("of which the virtualenv", f"{torch_parts['venv']:,} MB"),
+        ("of which torch", f"{torch_parts['torch']:,} MB"),
+        (
+            "of which CUDA-only packages (nvidia-*, triton, cuda-*)",
+            f"{torch_parts['cuda_only']:,} MB",
+        ),
+        ("`make run` virtualenv (fresh, requirements.txt only)", f"{venv_mb:,} MB"),
     ]
     RESULTS.write_text(
-        "# Container image (generated by `make container-test`; do not edit)\n\n"
+        "# Container images (generated by `make container-test`; do not edit)\n\n"
         f"Built with podman {podman_version} (runc) from the Dockerfile on {cpu_model()}, "
-        f"{os.cpu_count()} cores; base `{image.base}` (Debian 12, Python 3.11, "
-        "debootstrap), torch from the normal index (the CUDA build: the CPU index is not "
-        "reachable here).\n\n" + table(["Figure", "Value"], rows) + "\n"
+        f"{os.cpu_count()} cores; build stage on `{default.bases[0]}`, served image on "
+        f"`{default.bases[1]}` (Debian 12, Python 3.11, debootstrap). The default image "
+        "serves ONNX artifacts only (no torch); the TorchScript image "
+        "(`--build-arg SERVING=torchscript`) takes torch from the normal index here (the CUDA "
+        "build: the CPU index is not reachable).\n\n" + table(["Figure", "Value"], rows) + "\n"
     )
     print(RESULTS.read_text())
