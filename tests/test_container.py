@@ -56,11 +56,11 @@ import pytest
 import requests
 
 from benchmarks.harness.machine import cpu_model
+from benchmarks.harness.server import REPO_ROOT, free_port
 from benchmarks.harness.slow_clients import check_slow_clients
+from benchmarks.photos import jpeg_bytes
 from model.defaults import SERVED_MODEL, SHIPPED_MODEL
 from tests.support.artifacts import shipped_metadata
-from tests.support.images import jpeg_bytes
-from tests.support.server import REPO_ROOT, free_port
 from training.reports.markdown import table
 
 BASE_IMAGE_SCRIPT = REPO_ROOT / "container" / "base-image.sh"

@@ -24,8 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-import redis
-
 # Answered ids are remembered this long; Telegram gives up redelivering after 24 hours.
 ANSWERED_TTL_S = 2 * 24 * 3600
 KEY_PREFIX = "breedrecognizer:telegram"
@@ -61,6 +59,9 @@ class RedisLedger:
     """Leases and answered ids as Redis keys with expiry: shared by every replica."""
 
     def __init__(self, url: str) -> None:
+        import redis  # only where REDIS_URL is set: a quarter of a worker's start-up imports
+
+        self._error = redis.RedisError
         options = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
         if url.startswith("rediss://"):
             # Heroku Redis presents a self-signed certificate: encrypt, do not verify.
@@ -81,7 +82,7 @@ class RedisLedger:
             if self._redis.exists(done):  # answered between the two calls above
                 self._redis.delete(lease)
                 return Claim.ANSWERED
-        except redis.RedisError as exc:
+        except self._error as exc:
             raise LedgerUnavailableError(f"Redis: {exc}") from exc
         return Claim.MINE
 
@@ -89,7 +90,7 @@ class RedisLedger:
         lease, done = self._keys(update_id)
         try:
             self._redis.pipeline().set(done, 1, ex=ANSWERED_TTL_S).delete(lease).execute()
-        except redis.RedisError as exc:
+        except self._error as exc:
             raise LedgerUnavailableError(f"Redis: {exc}") from exc
 
     def release(self, update_id: int) -> None:
@@ -97,13 +98,13 @@ class RedisLedger:
         try:
             if self._redis.get(lease) == self._owner.encode():
                 self._redis.delete(lease)
-        except redis.RedisError:
+        except self._error:
             pass  # the lease runs out by itself
 
     def check(self) -> None:
         try:
             self._redis.ping()
-        except redis.RedisError as exc:
+        except self._error as exc:
             raise LedgerUnavailableError(f"Redis: {exc}") from exc
 
 

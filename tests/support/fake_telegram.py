@@ -7,10 +7,7 @@ from typing import Any
 
 import requests
 
-from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
 from benchmarks.harness.server import GunicornServer
-
-__all__ = ["HEADER", "SECRET", "Call", "FakeTelegram", "Updates", "post_update"]
 
 SECRET = "test-secret_0123456789"
 HEADER = "X-Telegram-Bot-Api-Secret-Token"

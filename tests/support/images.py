@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.photos import encode, jpeg_bytes, textured
-
-__all__ = ["encode", "jpeg_bytes", "png_bytes", "textured"]
+from benchmarks.photos import encode, textured
 
 
 def png_bytes(width: int = 320, height: int = 240, seed: int = 0, mode: str = "RGB") -> bytes:

@@ -12,15 +12,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 
-from benchmarks.harness.server import (
-    REPO_ROOT,
-    GunicornServer,
-    free_port,
-    spawn_gunicorn,
-    wait_ready,
-)
-
-__all__ = ["REPO_ROOT", "GunicornServer", "free_port", "run_gunicorn_until_exit", "start_gunicorn"]
+from benchmarks.harness.server import GunicornServer, spawn_gunicorn, wait_ready
 
 
 def with_test_defaults(env: Mapping[str, str] | None = None) -> dict[str, str]:
