@@ -4,7 +4,7 @@
 # docs/deploy.md has the build and run commands.
 #
 # SERVING picks what the image can serve:
-#   onnx (default)  ONNX artifacts only (the shipped int8 model), no torch: a few hundred MB
+#   onnx (default)  ONNX artifacts only (the shipped fp32 and int8 copies), no torch
 #   torchscript     ONNX and TorchScript (MODEL_URI=...pt): adds torch from TORCH_INDEX_URL
 #                   and the shipped .pt artifact
 
@@ -62,10 +62,9 @@ RUN useradd --create-home --uid 10001 app
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 WORKDIR /app
-# Workers serve the shipped static-int8 ONNX artifact (torch is never imported; figures in
-# docs/benchmark.md). MODEL_URI=... overrides it; in the torchscript image,
+# Workers serve the shipped ONNX copy that MODEL_PRECISION picks for the CPU (torch is never
+# imported; docs/benchmark.md). MODEL_URI=... overrides it; in the torchscript image,
 # MODEL_URI=/app/model/efficientnet_lite0_imagewoof.pt serves the TorchScript artifact.
-ENV MODEL_URI=/app/model/efficientnet_lite0_imagewoof.int8.onnx
 
 USER app
 EXPOSE 8000

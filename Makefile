@@ -33,21 +33,16 @@ $(VENV)/.stamp-dev: $(DEV_REQUIREMENTS) | $(BIN)/python
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $@
 
-# The served artifact: static-int8 ONNX, committed, made from the shipped TorchScript one by
-# `python -m training.release.quantize` (see docs/benchmark.md). The fp32 ONNX artifact is
-# derived from the .pt when needed (never committed; torch and onnx: the dev requirements);
-# make bench compares the two.
+# The shipped ONNX copies of the .pt, both committed: fp32 (`python -m
+# training.release.onnx_export`) and static int8 (`python -m training.release.quantize`; see
+# docs/benchmark.md). Without MODEL_URI the service serves the one MODEL_PRECISION picks.
 INT8_MODEL := model/efficientnet_lite0_imagewoof.int8.onnx
 ONNX_MODEL := model/efficientnet_lite0_imagewoof.onnx
-$(ONNX_MODEL): model/efficientnet_lite0_imagewoof.pt training/release/onnx_export.py \
-		| $(VENV)/.stamp-dev
-	$(BIN)/python -m training.release.onnx_export $< $@
 
-# Serves the int8 artifact like the container does; MODEL_URI=... overrides it (a .pt needs
-# torch: pip install -r requirements-torchscript.txt).
+# Serves like the container does; MODEL_URI=... overrides it (a .pt needs torch:
+# pip install -r requirements-torchscript.txt).
 run: $(VENV)/.stamp-serving
-	HOST=$(HOST) PORT=$(PORT) MODEL_URI=$${MODEL_URI:-$(INT8_MODEL)} \
-		$(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
 
 test: $(VENV)/.stamp-dev
 	$(BIN)/ruff check .
@@ -62,11 +57,11 @@ format: $(VENV)/.stamp-dev
 	$(BIN)/ruff check --fix .
 
 # benchmarks/bench.py takes /tmp/breedrec-cpu.lock itself for the whole run.
-bench: $(VENV)/.stamp-dev $(ONNX_MODEL)
+bench: $(VENV)/.stamp-dev
 	$(BIN)/python -m benchmarks.bench --int8 $(INT8_MODEL) --fp32 $(ONNX_MODEL)
 
 # benchmarks/soak.py takes /tmp/breedrec-cpu.lock itself for the whole run.
-soak: $(VENV)/.stamp-dev $(ONNX_MODEL)
+soak: $(VENV)/.stamp-dev
 	$(BIN)/python -m benchmarks.soak --model $(ONNX_MODEL)
 
 # Builds both images of the Dockerfile with podman, the default (ONNX only) and

@@ -46,14 +46,12 @@ from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
 from benchmarks.harness.server import GunicornServer, gunicorn_command, start_gunicorn
 from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, SERVED, write_summary
-from model.defaults import SERVED_MODEL, SHIPPED_MODEL
+from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from training.reports.timing import time_calls
 
 log = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ONNX = SHIPPED_MODEL.with_suffix(".onnx")
-DEFAULT_INT8 = SERVED_MODEL
 START_TIMEOUT_S = 180.0
 READY_MARKERS = {
     SERVED: "ready: serving",
@@ -355,18 +353,6 @@ def throughput(
 # ---------------------------------------------------------------- artifacts
 
 
-def ensure_onnx(path: Path) -> Path:
-    """Build the ONNX artifact from the shipped TorchScript one if missing or older."""
-    if path.is_file() and path.stat().st_mtime >= SHIPPED_MODEL.stat().st_mtime:
-        return path
-    subprocess.run(
-        [sys.executable, "-m", "training.release.onnx_export", str(SHIPPED_MODEL), str(path)],
-        cwd=ROOT,
-        check=True,
-    )
-    return path
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -441,7 +427,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(
             f"int8 artifact {args.int8} not found (python -m training.release.quantize)"
         )
-    args.fp32 = ensure_onnx(args.fp32)
     photos = load_photos()
     workdir = Path(tempfile.mkdtemp(prefix="breedrec-bench-"))
     result: dict[str, Any] = {"machine": machine_info(), "load": [], "startup": []}
@@ -480,10 +465,8 @@ def _relative(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--int8", type=Path, default=DEFAULT_INT8, help="served int8 artifact")
-    parser.add_argument(
-        "--fp32", type=Path, default=DEFAULT_ONNX, help="fp32 ONNX (built from the .pt if missing)"
-    )
+    parser.add_argument("--int8", type=Path, default=INT8_MODEL, help="int8 ONNX artifact")
+    parser.add_argument("--fp32", type=Path, default=FP32_MODEL, help="fp32 ONNX artifact")
     parser.add_argument("--levels", type=_levels, default=[1, 2, 4, 8], help="users, e.g. 1,2,4,8")
     parser.add_argument("--seconds", type=int, default=20, help="per load level")
     parser.add_argument("--naive-levels", type=_levels, default=[1, 2, 4, 8])

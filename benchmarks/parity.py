@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from benchmarks.harness.cpu_lock import cpu_lock
 from model.backends import load_backend
-from model.defaults import SHIPPED_MODEL
+from model.defaults import FP32_MODEL, SHIPPED_MODEL
 from model.predictor import Predictor
 from model.preprocessing import decode_image, preprocess_image
 from training.reports.markdown import table
@@ -183,7 +183,6 @@ def write(result: dict, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.bench import DEFAULT_ONNX, ensure_onnx
     from benchmarks.photos import data_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"parity: no Imagewoof data under {data_dir()} (set BREED_DATA_DIR)", file=sys.stderr)
         return 2
     with cpu_lock(not args.no_lock):
-        onnx_path = ensure_onnx(DEFAULT_ONNX)
+        onnx_path = FP32_MODEL
         items = val_items(data_dir())
         if args.limit:
             items = random.Random(1).sample(items, min(args.limit, len(items)))

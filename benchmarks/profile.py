@@ -21,10 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench import DEFAULT_INT8, ROOT, run_locust, start_server
+from benchmarks.bench import ROOT, run_locust, start_server
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
 from benchmarks.harness.server import GunicornServer, gunicorn_command
+from model.defaults import INT8_MODEL
 from training.reports.markdown import table
 
 log = logging.getLogger("profile")
@@ -99,7 +100,7 @@ def sample_workers(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_INT8, help="artifact to serve")
+    parser.add_argument("--model", type=Path, default=INT8_MODEL, help="artifact to serve")
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")

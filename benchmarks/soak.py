@@ -47,11 +47,11 @@ from benchmarks.harness.machine import cpu_model
 from benchmarks.harness.server import GunicornServer, start_gunicorn
 from benchmarks.harness.slow_clients import SlowClientReport, measure_slow_clients
 from benchmarks.photos import generated_photos, load_val_photos
-from model.defaults import SHIPPED_MODEL
+from model.defaults import FP32_MODEL
 from training.reports.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = SHIPPED_MODEL.with_suffix(".onnx")
+DEFAULT_MODEL = FP32_MODEL
 RESULTS = ROOT / "results" / "bench"
 SECRET = "soak-secret_0123456789"
 

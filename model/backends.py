@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from model.metadata import METADATA_KEY, ModelMetadata
+from model.precision import cpu_flags, int8_dot_product
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,11 @@ def onnx_session_options(threads: int, exact_int8: bool = True):
     after another (no inter-op pool); and idle pool threads sleep instead of spinning, so a
     worker waiting for its next request never burns the core another worker is computing on.
 
-    ``exact_int8`` (``session.x64quantprecision``): on x86 CPUs without VNNI (AVX2, like the
-    EPYC these figures come from) the fast u8×s8 kernels add pairs of products in 16 bits,
-    which saturates for full-range 8-bit weights and changes answers; the option makes ONNX
-    Runtime use its exact but slower u8×u8 kernels. Artifacts quantized with 7-bit weights
-    cannot saturate, so they may run on the fast kernels (``fast_int8_is_exact``).
+    ``exact_int8`` (``session.x64quantprecision``): on x86 CPUs without VNNI (plain AVX2) the
+    fast u8×s8 kernels add pairs of products in 16 bits, which saturates for full-range 8-bit
+    weights and changes answers; the option makes ONNX Runtime use its exact but slower u8×u8
+    kernels. Where the fast kernels are exact (``fast_int8_is_exact``: VNNI, or 7-bit
+    weights) they are used.
     """
     import onnxruntime as ort
 
@@ -96,11 +97,15 @@ def onnx_session_options(threads: int, exact_int8: bool = True):
 
 
 def fast_int8_is_exact(meta: ModelMetadata) -> bool:
-    """True for int8 artifacts with 7-bit weights, which the fast kernels run exactly.
+    """True where the fast int8 kernels give exact results for this artifact.
 
-    ``training.release.quantize`` records ``weight_bits`` in ``extra.quantization``. Every
-    other artifact (float, full 8-bit, or one that does not say) runs with the exact kernels.
+    On CPUs with int8 dot-product instructions (VNNI, AMX) they add in 32 bits: always
+    exact. Elsewhere only 7-bit weights cannot saturate their 16-bit sums
+    (``training.release.quantize`` records ``weight_bits`` in ``extra.quantization``); every
+    other artifact there runs on the exact kernels.
     """
+    if int8_dot_product(cpu_flags()) is not None:
+        return True
     quantization = meta.extra.get("quantization")
     return isinstance(quantization, dict) and quantization.get("weight_bits") == 7
 

@@ -8,9 +8,11 @@ import tempfile
 from pathlib import Path
 
 # The lab's shipped TorchScript artifact (the source every other artifact is derived from)
-# and the static-int8 ONNX one made from it: the one served when MODEL_URI is not set.
+# and its two ONNX copies; without MODEL_URI the service serves one of these two, chosen for
+# the CPU (model/precision.py).
 SHIPPED_MODEL = Path(__file__).resolve().parent / "efficientnet_lite0_imagewoof.pt"
-SERVED_MODEL = SHIPPED_MODEL.with_suffix(".int8.onnx")
+FP32_MODEL = SHIPPED_MODEL.with_suffix(".onnx")
+INT8_MODEL = SHIPPED_MODEL.with_suffix(".int8.onnx")
 # Where artifacts downloaded from S3 are kept, keyed by bucket, key and ETag.
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "breedrecognizer-models"
 # Breeds listed per answer unless the caller says otherwise.

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from model.artifact import atomic_write
 from model.backends import ArtifactError
-from model.defaults import DEFAULT_CACHE_DIR, SERVED_MODEL
+from model.defaults import DEFAULT_CACHE_DIR, FP32_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ def resolve_model_uri(
     cache_dir: Path | None = None,
     timeout_s: float = 10.0,
 ) -> Path:
-    """Return a local path to the artifact named by ``uri`` (default: the served int8 model)."""
-    uri = uri or str(SERVED_MODEL)
+    """Return a local path to the artifact named by ``uri`` (default: the shipped fp32 ONNX)."""
+    uri = uri or str(FP32_MODEL)
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         path = _download_s3(parsed.netloc, parsed.path.lstrip("/"), cache_dir, timeout_s)

@@ -11,14 +11,16 @@ from pathlib import Path
 
 from flask import Flask
 
-from model.backends import ArtifactError
+from model.backends import ArtifactError, load_backend
+from model.defaults import FP32_MODEL, INT8_MODEL
+from model.precision import choose_precision, cpu_flags
 from model.predictor import Predictor
 from service.http import metrics
 from service.http.api import api
 from service.http.context import init_context
 from service.http.errors import register_error_handlers
 from service.http.page import page
-from service.settings import BOOT_FAILURE_EXIT, Settings, settings_or_exit
+from service.settings import BOOT_FAILURE_EXIT, ModelSettings, Settings, settings_or_exit
 from service.telegram_bot import init_telegram, telegram
 
 log = logging.getLogger("breedrecognizer")
@@ -34,12 +36,27 @@ def configure_logging(level: str) -> None:
     logging.getLogger().setLevel(level)
 
 
-def load_predictor(settings: Settings) -> Predictor:
-    """Fetch, verify, load and warm up the model; exit with one clear log line if impossible."""
+def choose_artifact(model: ModelSettings) -> tuple[str, str]:
+    """The artifact to serve and why: ``MODEL_URI``, else the shipped ONNX copy whose
+    precision suits this CPU (``MODEL_PRECISION``, model/precision.py)."""
+    if model.uri:
+        return model.uri, "MODEL_URI names it"
+    choice = choose_precision(
+        model.precision, cpu_flags(), lambda: load_backend(INT8_MODEL, threads=1).metadata
+    )
+    return str(INT8_MODEL if choice.precision == "int8" else FP32_MODEL), choice.reason
+
+
+def load_predictor(settings: Settings) -> tuple[Predictor, str]:
+    """Fetch, verify, load and warm up the model; exit with one clear log line if impossible.
+
+    Returns the predictor and why this artifact was chosen.
+    """
     model = settings.model
+    uri, reason = choose_artifact(model)
     try:
         predictor = Predictor.from_uri(
-            model.uri,
+            uri,
             sha256=model.sha256,
             threads=model.threads,
             top_k=settings.api.top_k,
@@ -48,9 +65,10 @@ def load_predictor(settings: Settings) -> Predictor:
         )
         predictor.warmup()
     except (ArtifactError, OSError, ValueError) as exc:
-        log.critical("refusing to start: cannot load model from %s: %s", model.uri, exc)
+        log.critical("refusing to start: cannot load model from %s: %s", uri, exc)
         raise SystemExit(BOOT_FAILURE_EXIT) from None
-    return predictor
+    log.info("serving %s: %s", uri, reason)
+    return predictor, reason
 
 
 def create_app(predictor: Predictor | None = None, settings: Settings | None = None) -> Flask:
@@ -62,15 +80,16 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     settings = settings or settings_or_exit()
     configure_logging(settings.api.log_level)
     if predictor is None:
-        predictor = load_predictor(settings)
+        predictor, reason = load_predictor(settings)
     else:
         predictor.warmup()
+        reason = "given to create_app"
 
     app = Flask(__name__, root_path=str(SERVICE_DIR))
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_upload_bytes
     app.json.sort_keys = False
 
-    init_context(app, predictor, settings)
+    init_context(app, predictor, settings, reason)
     init_telegram(app, predictor, settings)
     register_error_handlers(app)
     metrics.init_app(app, predictor, settings.server.prometheus_multiproc_dir is not None)

@@ -19,12 +19,12 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.defaults import DEFAULT_CACHE_DIR, DEFAULT_MAX_PIXELS, DEFAULT_TOP_K, SERVED_MODEL
+from model.defaults import DEFAULT_CACHE_DIR, DEFAULT_MAX_PIXELS, DEFAULT_TOP_K
 
 MAX_TOP_K = 10
 # gunicorn's "worker failed to boot" exit code: the master stops instead of respawning the
@@ -53,11 +53,18 @@ class ModelSettings(BaseSettings):
 
     model_config = _config("MODEL_")
 
-    uri: str = Field(
-        str(SERVED_MODEL),
+    uri: str | None = Field(
+        None,
         description="Model artifact: a local path, `file://…` or `s3://bucket/key`; "
-        "`.onnx` runs on ONNX Runtime, `.pt` on TorchScript. Default: the shipped static-int8 "
-        "ONNX artifact.",
+        "`.onnx` runs on ONNX Runtime, `.pt` on TorchScript (needs "
+        "requirements-torchscript.txt). Unset: the shipped ONNX copy of `MODEL_PRECISION`.",
+    )
+    precision: Literal["auto", "int8", "fp32"] = Field(
+        "auto",
+        description="Which shipped ONNX copy to serve when `MODEL_URI` is unset: `auto` takes "
+        "static int8 where the CPU has int8 dot-product instructions (VNNI, AMX, ARM dotprod) "
+        "and the int8 copy passed the lab's acceptance on the served answers, else fp32. The "
+        "choice and its reason are logged and shown in every answer's `model`.",
     )
     sha256: str | None = Field(
         None,
@@ -300,6 +307,7 @@ _REASONS = {
     "greater_than_equal": "must be >= {ge}",
     "less_than": "must be < {lt}",
     "less_than_equal": "must be <= {le}",
+    "literal_error": "must be {expected}",
 }
 
 

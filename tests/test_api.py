@@ -10,6 +10,8 @@ from PIL import Image
 
 from benchmarks.photos import encode, jpeg_bytes, textured
 from model.metadata import IMAGEWOOF_CLASSES
+from service.factory import choose_artifact
+from service.settings import ModelSettings
 from tests.support.artifacts import shipped_metadata
 from tests.support.images import png_bytes
 
@@ -58,8 +60,10 @@ def _check_prediction(body: dict, top_k: int = 3) -> None:
         assert body["breed"] == body["top_k"][0]
     else:
         assert body["breed"] is None
-    assert set(body["model"]) == {"name", "version", "architecture", "backend"}
-    assert body["model"]["backend"] == "onnxruntime"  # the default: the int8 artifact
+    assert set(body["model"]) == {
+        *("name", "version", "architecture", "backend", "precision", "chosen_because")
+    }
+    assert body["model"]["backend"] == "onnxruntime"  # the default: a shipped ONNX copy
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
@@ -106,7 +110,12 @@ def test_health_and_readiness(base_url: str) -> None:
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
     assert ready.json()["model"]["name"] == shipped_metadata().name
-    assert ready.json()["model"]["version"] == shipped_metadata().version + "+int8"
+    served, reason = choose_artifact(ModelSettings(uri=None, precision="auto"))
+    precision = "int8" if served.endswith(".int8.onnx") else "fp32"
+    suffix = "+int8" if precision == "int8" else ""
+    assert ready.json()["model"]["version"] == shipped_metadata().version + suffix
+    assert ready.json()["model"]["precision"] == precision
+    assert ready.json()["model"]["chosen_because"] == reason
 
 
 def test_index_page_served(base_url: str) -> None:

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from benchmarks.harness.server import REPO_ROOT
-from model.defaults import SERVED_MODEL
 from service.settings import SettingsError, load_settings, reference
 from tests.support.server import run_gunicorn_until_exit
 from tests.support.settings import settings_from, use_env
@@ -18,7 +17,8 @@ from tests.support.settings import settings_from, use_env
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from(monkeypatch, {})
-    assert settings.model.uri == str(SERVED_MODEL)
+    assert settings.model.uri is None  # the shipped ONNX copy chosen for the CPU
+    assert settings.model.precision == "auto"
     assert settings.model.sha256 is None
     assert settings.model.threads is None
     assert settings.api.max_upload_bytes == 10 * 1024 * 1024

@@ -59,7 +59,9 @@ from benchmarks.harness.machine import cpu_model
 from benchmarks.harness.server import REPO_ROOT, free_port
 from benchmarks.harness.slow_clients import check_slow_clients
 from benchmarks.photos import jpeg_bytes
-from model.defaults import SERVED_MODEL, SHIPPED_MODEL
+from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
+from service.factory import choose_artifact
+from service.settings import ModelSettings
 from tests.support.artifacts import shipped_metadata
 from training.reports.markdown import table
 
@@ -336,7 +338,9 @@ def test_predicts_a_breed_on_port_from_env(served: Served) -> None:
     assert body["model"]["name"] == shipped_metadata().name
     assert body["model"]["backend"] == "onnxruntime"
     logs = podman("logs", served.cid)
-    assert f"from /app/model/{SERVED_MODEL.name}" in logs.stdout + logs.stderr  # the int8 one
+    chosen = Path(choose_artifact(ModelSettings(uri=None, precision="auto"))[0]).name
+    assert f"from /app/model/{chosen}" in logs.stdout + logs.stderr  # as chosen on this CPU
+    assert body["model"]["chosen_because"].startswith("auto: ")
     breeds = {breed.name for breed in shipped_metadata().classes}
     assert len(body["top_k"]) == 3 and all(item["name"] in breeds for item in body["top_k"])
 
@@ -347,7 +351,8 @@ def test_holds_no_torch_and_no_training_dependencies(served: Served) -> None:
         probe = podman("exec", served.cid, "python", "-c", f"import {package}", check=False)
         assert probe.returncode != 0, f"{package} must not be in the served image"
     models = podman("exec", served.cid, "ls", "/app/model").stdout.split()
-    assert SERVED_MODEL.name in models and SHIPPED_MODEL.name not in models, models
+    assert {FP32_MODEL.name, INT8_MODEL.name} <= set(models), models
+    assert SHIPPED_MODEL.name not in models, models
 
 
 @in_container
@@ -420,7 +425,7 @@ def test_torchscript_image_serves_the_pt_on_request(torchscript_image: BuiltImag
 
 
 @in_container
-def test_torchscript_image_serves_the_int8_model_by_default(
+def test_torchscript_image_serves_an_onnx_copy_by_default(
     torchscript_image: BuiltImage,
 ) -> None:
     cid, port = run_detached(torchscript_image)

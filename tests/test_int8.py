@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,11 @@ from PIL import Image
 from benchmarks.harness.server import REPO_ROOT
 from benchmarks.photos import encode, jpeg_bytes
 from model.backends import OnnxBackend, fast_int8_is_exact, load_backend, onnx_session_options
-from model.defaults import SERVED_MODEL, SHIPPED_MODEL
+from model.defaults import INT8_MODEL, SHIPPED_MODEL
 from model.metadata import ModelMetadata
 from tests.support.artifacts import shipped_metadata
 from tests.support.data import imagewoof_dir
+from tests.support.server import start_gunicorn
 from training.lab.data import scan_folder
 from training.release.int8_acceptance import ACCEPTANCE, compare, refusals
 from training.release.int8_recipe import (
@@ -124,7 +126,7 @@ def test_cli_without_calibration_photos_exits_with_one_line(tmp_path: Path) -> N
 
 def test_served_artifact_is_the_shipped_model_quantized() -> None:
     """Same classes, preprocessing, open-set rule as the .pt: a stale int8 file fails here."""
-    int8 = load_backend(SERVED_MODEL, threads=1).metadata
+    int8 = load_backend(INT8_MODEL, threads=1).metadata
     fp32 = shipped_metadata()
     assert int8.version == f"{fp32.version}+int8"
 
@@ -138,7 +140,7 @@ def test_served_artifact_is_the_shipped_model_quantized() -> None:
     measured = int8.metrics["int8"]
     assert measured["top1_agreement_unseen_web_val"] >= 99.0
     assert set(measured["splits"]) == {"unseen", "web", "val", "ood"}
-    assert SERVED_MODEL.stat().st_size < 25 * 2**20
+    assert INT8_MODEL.stat().st_size < 25 * 2**20
 
 
 def _optimized_ops(model: Path, tmp_path: Path) -> list[str]:
@@ -159,21 +161,28 @@ def _float_convs(ops: list[str]) -> int:
 def test_quantized_graph_runs_integer_kernels(tmp_path: Path) -> None:
     """After ONNX Runtime's optimisations the QDQ pairs are gone into QLinearConv kernels;
     only nodes the recipe gave float weights (7-bit recipe) may still run float Convs."""
-    served = load_backend(SERVED_MODEL, threads=1).metadata.extra["quantization"]
-    ops = _optimized_ops(SERVED_MODEL, tmp_path)
+    served = load_backend(INT8_MODEL, threads=1).metadata.extra["quantization"]
+    ops = _optimized_ops(INT8_MODEL, tmp_path)
     assert ops.count("QLinearConv") >= 40  # EfficientNet-Lite0 has 49 convolutions
     assert _float_convs(ops) <= len(served.get("float_nodes", []))
 
 
-def test_only_seven_bit_weights_run_on_the_fast_kernels() -> None:
-    """7-bit artifacts may use the fast (saturating) kernels; everything else, the served
-    8-bit artifact included, runs on the exact ones."""
-    served = load_backend(SERVED_MODEL, threads=1).metadata
+@pytest.mark.parametrize(
+    ("flags", "fast_for_eight_bits"),
+    [(frozenset({"avx2"}), False), (frozenset({"avx2", "avx512_vnni"}), True)],
+    ids=["avx2", "vnni"],
+)
+def test_the_fast_kernels_run_only_where_they_are_exact(
+    monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], fast_for_eight_bits: bool
+) -> None:
+    """With VNNI the fast kernels add in 32 bits and are exact for every int8 artifact;
+    without it (plain AVX2) only 7-bit weights cannot saturate them."""
+    monkeypatch.setattr("model.backends.cpu_flags", lambda: flags)
+    served = load_backend(INT8_MODEL, threads=1).metadata
     seven = dataclasses.replace(served, extra={"quantization": {"weight_bits": 7}})
     eight = dataclasses.replace(served, extra={"quantization": {"weight_bits": 8}})
     assert fast_int8_is_exact(seven)
-    assert not fast_int8_is_exact(eight) and not fast_int8_is_exact(served)
-    assert not fast_int8_is_exact(shipped_metadata())  # float: no int8 kernels at all
+    assert fast_int8_is_exact(eight) == fast_int8_is_exact(served) == fast_for_eight_bits
 
 
 def test_session_options_for_shared_cores() -> None:
@@ -208,10 +217,20 @@ def test_held_out_sample_never_repeats_calibration_photos(tmp_path: Path) -> Non
     assert not {p for p, _ in first} & {p for p, _ in rest}
 
 
-def test_served_int8_artifact_under_gunicorn(base_url: str) -> None:
-    """The suite's server runs with no MODEL_URI: the default is the int8 artifact."""
+@pytest.fixture(scope="module")
+def int8_url() -> Iterator[str]:
+    """The service asked for the int8 copy (``MODEL_PRECISION=int8``, no MODEL_URI)."""
+    server = start_gunicorn({"MODEL_PRECISION": "int8"})
+    yield server.base_url
+    server.stop()
+
+
+def test_served_int8_artifact_under_gunicorn(int8_url: str) -> None:
+    base_url = int8_url
     ready = requests.get(f"{base_url}/readyz", timeout=5).json()
     assert ready["model"]["version"].endswith("+int8")
+    assert ready["model"]["precision"] == "int8"
+    assert ready["model"]["chosen_because"] == "MODEL_PRECISION=int8"
     assert ready["model"]["backend"] == "onnxruntime"
     files = {"image": ("dog.jpg", jpeg_bytes(seed=5))}
     body = requests.post(f"{base_url}/predict", files=files, timeout=30).json()
@@ -220,7 +239,8 @@ def test_served_int8_artifact_under_gunicorn(base_url: str) -> None:
 
 
 @pytest.mark.data
-def test_served_int8_names_real_breeds_under_gunicorn(base_url: str) -> None:
+def test_served_int8_names_real_breeds_under_gunicorn(int8_url: str) -> None:
+    base_url = int8_url
     root = imagewoof_dir()
     if root is None:
         pytest.skip("needs ../shared/data (Imagewoof unseen photos)")
@@ -245,11 +265,11 @@ def test_served_int8_meets_acceptance_on_honest_splits(fp32_onnx: Path) -> None:
     root = imagewoof_dir()
     if root is None:
         pytest.skip("needs ../shared/data (Imagewoof unseen/web, ood)")
-    results = compare(fp32_onnx, SERVED_MODEL, root.parent, ("unseen", "web", "ood"), threads=2)
+    results = compare(fp32_onnx, INT8_MODEL, root.parent, ("unseen", "web", "ood"), threads=2)
     # The pooled agreement needs val too (minutes): checked by training.release.quantize itself.
     per_split = dataclasses.replace(ACCEPTANCE, min_top1_agreement=0.0)
     assert refusals(results, per_split, required=("unseen", "web", "ood")) == []
-    stored = OnnxBackend(SERVED_MODEL, threads=1).metadata.metrics["int8"]["splits"]
+    stored = OnnxBackend(INT8_MODEL, threads=1).metadata.metrics["int8"]["splits"]
     for result in results:  # what the artifact says about itself is what it does
         # (equal on the machine that made it; other CPUs' kernels may flip a photo or two)
         want = stored[result.split]["verdict_agreement"]

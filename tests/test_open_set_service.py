@@ -11,8 +11,10 @@ import pytest
 import requests
 
 from model.backends import load_backend
-from model.defaults import SERVED_MODEL, SHIPPED_MODEL
+from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
+from service.factory import choose_artifact
+from service.settings import ModelSettings
 from tests.support.data import data_dir
 
 # Fixed photos (first by path of their folder), not picked by score.
@@ -69,7 +71,8 @@ def test_predict_cat_photo_is_not_a_known_breed(base_url: str, rel: str) -> None
 @needs_data
 def test_served_verdict_equals_lab_verdict(base_url: str) -> None:
     """The service and the lab's code path (Predictor on the served artifact) agree."""
-    predictor = Predictor(load_backend(SERVED_MODEL, threads=1))
+    served, _ = choose_artifact(ModelSettings(uri=None, precision="auto"))
+    predictor = Predictor(load_backend(served, threads=1))
     for rel in [*VAL_PHOTOS, *CAT_PHOTOS]:
         data = _photo(rel)
         served = requests.post(f"{base_url}/predict", files={"image": ("x.jpg", data)}).json()

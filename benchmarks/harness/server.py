@@ -30,17 +30,13 @@ from pathlib import Path
 
 import psutil
 
+from service.settings import GROUPS, env_name
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_TARGET = "app:create_app()"
-SERVICE_SETTINGS = (
-    "MODEL_URI",
-    "MODEL_SHA256",
-    "MODEL_THREADS",
-    "OMP_NUM_THREADS",
-    "WEB_CONCURRENCY",
-    "PORT",
-    "HOST",
-    "PROMETHEUS_MULTIPROC_DIR",
+# Every variable of the service's settings tree (docs/settings.md).
+SERVICE_SETTINGS = frozenset(
+    env_name(group, field) for group in GROUPS.values() for field in group.model_fields
 )
 READY_POLL_S = 0.01  # fine enough to measure a cold start
 

@@ -26,18 +26,23 @@ class ServiceContext:
     readiness: dict[str, Callable[[], dict[str, object]]] = field(default_factory=dict)
 
 
-def model_summary(predictor: Predictor) -> dict[str, str]:
+def model_summary(predictor: Predictor, chosen_because: str) -> dict[str, str]:
+    """What every answer says of the model: which one, on what, and why this artifact."""
     meta = predictor.metadata
     return {
         "name": meta.name,
         "version": meta.version,
         "architecture": meta.architecture,
         "backend": predictor.backend.name,
+        "precision": "int8" if meta.extra.get("quantization") else "fp32",
+        "chosen_because": chosen_because,
     }
 
 
-def init_context(app: Flask, predictor: Predictor, settings: Settings) -> ServiceContext:
-    context = ServiceContext(predictor, settings, model_summary(predictor))
+def init_context(
+    app: Flask, predictor: Predictor, settings: Settings, chosen_because: str
+) -> ServiceContext:
+    context = ServiceContext(predictor, settings, model_summary(predictor, chosen_because))
     app.extensions[EXTENSION_KEY] = context
     return context
 

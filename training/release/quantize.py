@@ -38,8 +38,9 @@ import numpy as np
 
 from model.artifact import atomic_write
 from model.backends import ArtifactError, OnnxBackend
-from model.defaults import SERVED_MODEL
+from model.defaults import INT8_MODEL
 from model.metadata import ModelMetadata
+from model.precision import SERVED_ANSWERS
 from training.lab.paths import data_root
 from training.release.int8_acceptance import (
     SplitResult,
@@ -146,12 +147,21 @@ def build(
         results, problems = compared(fp32_path, int8_path, data_root)
         if problems:
             raise QuantizationRefusedError("; ".join(problems))
-        int8_meta = measured_metadata(fp32_path, int8_path, results, calibration, sample[0][0])
+        int8_meta = accepted(
+            measured_metadata(fp32_path, int8_path, results, calibration, sample[0][0])
+        )
         with_metadata(int8_path, int8_meta)
         OnnxBackend(int8_path, threads=1)  # the finished file loads and its metadata parses
         with atomic_write(out) as part:
             shutil.copyfile(int8_path, part)
     return int8_meta
+
+
+def accepted(meta: ModelMetadata) -> ModelMetadata:
+    """Mark an int8 copy that passed on the service's answers: only such a copy is served by
+    ``MODEL_PRECISION=auto`` (model/precision.py)."""
+    int8 = {**meta.metrics["int8"], "accepted_on": SERVED_ANSWERS}
+    return dataclasses.replace(meta, metrics={**meta.metrics, "int8": int8})
 
 
 def check(src: Path, existing: Path, data_root: Path) -> tuple[ModelMetadata, list[str]]:
@@ -214,7 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Shipped TorchScript artifact -> accepted static-int8 ONNX artifact."
     )
     parser.add_argument("src", type=Path, help="TorchScript artifact (.pt) with metadata")
-    parser.add_argument("--out", type=Path, default=SERVED_MODEL, help="int8 ONNX to write")
+    parser.add_argument("--out", type=Path, default=INT8_MODEL, help="int8 ONNX to write")
     parser.add_argument(
         "--check",
         type=Path,
