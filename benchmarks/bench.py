@@ -45,8 +45,10 @@ import psutil
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
 from benchmarks.harness.server import GunicornServer, gunicorn_command, start_gunicorn
-from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, SERVED, write_summary
+from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, write_summary
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
+from service.factory import choose_artifact
+from service.settings import ModelSettings
 from training.reports.timing import time_calls
 
 log = logging.getLogger("bench")
@@ -54,7 +56,7 @@ log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180.0
 READY_MARKERS = {
-    SERVED: "ready: serving",
+    "ours-int8": "ready: serving",
     "ours-fp32": "ready: serving",
     "ours-torchscript": "ready: serving",
     "naive": "naive app ready",
@@ -387,7 +389,7 @@ def serve(
         )
         run_locust(server, 2, 3, workdir)  # warm connections, caches and allocators
         loads = [(users, seconds, "/predict") for users in levels]
-        if name == SERVED and args.http_floor_seconds:
+        if name == result["served"]["service"] and args.http_floor_seconds:
             loads.append((max(levels), args.http_floor_seconds, "/healthz"))
         for users, load_seconds, route in loads:
             row = run_locust(server, users, load_seconds, workdir, route)
@@ -430,6 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     photos = load_photos()
     workdir = Path(tempfile.mkdtemp(prefix="breedrec-bench-"))
     result: dict[str, Any] = {"machine": machine_info(), "load": [], "startup": []}
+    result["served"] = served_here()
     result["settings"] = {
         "levels": args.levels,
         "seconds": args.seconds,
@@ -444,9 +447,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def ours(name: str, model: Path) -> tuple[str, list[str], dict[str, str]]:
         return name, gunicorn_command(), {**base_env, "MODEL_URI": str(model)}
 
-    served = serve(args, result, workdir, ours(SERVED, args.int8), args.levels, args.seconds)
+    int8 = serve(args, result, workdir, ours("ours-int8", args.int8), args.levels, args.seconds)
     serve(args, result, workdir, ours("ours-fp32", args.fp32), args.levels, args.seconds)
-    in_process(args, result, photos, served)
+    in_process(args, result, photos, int8)
     if args.torchscript_levels:
         torchscript = ours("ours-torchscript", SHIPPED_MODEL)
         serve(args, result, workdir, torchscript, args.torchscript_levels, args.naive_seconds)
@@ -454,6 +457,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         naive = ("naive", naive_command(), base_env)
         serve(args, result, workdir, naive, args.naive_levels, args.naive_seconds)
     return result
+
+
+def served_here() -> dict[str, str]:
+    """What the service serves on this CPU without MODEL_URI (``MODEL_PRECISION=auto``)."""
+    artifact, reason = choose_artifact(ModelSettings(uri=None, precision="auto"))
+    precision = "int8" if artifact.endswith(".int8.onnx") else "fp32"
+    return {
+        "service": f"ours-{precision}",
+        "precision": precision,
+        "reason": reason,
+        "artifact": _relative(Path(artifact)),
+    }
 
 
 def _relative(path: Path) -> str:

@@ -43,11 +43,11 @@ import requests
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.fake_telegram import FakeTelegram, Updates
 from benchmarks.harness.latency import nearest_rank
-from benchmarks.harness.machine import cpu_model
 from benchmarks.harness.server import GunicornServer, start_gunicorn
 from benchmarks.harness.slow_clients import SlowClientReport, measure_slow_clients
 from benchmarks.photos import generated_photos, load_val_photos
 from model.defaults import FP32_MODEL
+from model.precision import cpu_model
 from training.reports.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]

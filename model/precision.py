@@ -10,6 +10,7 @@ metadata); otherwise fp32 is served everywhere.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -30,16 +31,26 @@ class PrecisionChoice:
     reason: str
 
 
+def _cpuinfo_field(names: tuple[str, ...], cpuinfo: Path) -> str | None:
+    """The first processor's value of one of ``names`` in /proc/cpuinfo (None if absent)."""
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in names:
+            return value.strip()
+    return None
+
+
 @cache
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """The CPU's feature flags (empty where /proc/cpuinfo does not exist)."""
-    if not cpuinfo.is_file():
-        return frozenset()
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+    return frozenset((_cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, as figures say where they were measured."""
+    return _cpuinfo_field(("model name",), cpuinfo) or platform.processor() or "unknown CPU"
 
 
 def int8_dot_product(flags: frozenset[str]) -> str | None:

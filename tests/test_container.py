@@ -55,11 +55,11 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from benchmarks.harness.machine import cpu_model
 from benchmarks.harness.server import REPO_ROOT, free_port
 from benchmarks.harness.slow_clients import check_slow_clients
 from benchmarks.photos import jpeg_bytes
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
+from model.precision import cpu_model
 from service.factory import choose_artifact
 from service.settings import ModelSettings
 from tests.support.artifacts import shipped_metadata

@@ -14,7 +14,6 @@ from benchmarks.harness.server import REPO_ROOT, GunicornServer
 from benchmarks.summary import (
     FP32_MODEL_ONLY,
     INT8_MODEL_ONLY,
-    SERVED,
     headline,
     write_summary,
 )
@@ -86,6 +85,9 @@ def _row(service: str, users: int, rps: float, **extra: float) -> dict:
     return row
 
 
+SERVED = "ours-int8"
+
+
 def test_summary_headline_and_files(tmp_path: Path) -> None:
     result = {
         "machine": {
@@ -97,6 +99,7 @@ def test_summary_headline_and_files(tmp_path: Path) -> None:
             "commit": "c",
             "versions": {"onnxruntime": "1"},
         },
+        "served": {"service": SERVED, "precision": "int8", "reason": "auto: made up"},
         "load": [
             _row(SERVED, 1, 140.0, p50_ms=7.0),
             _row(SERVED, 8, 240.0, worker_rss_max_mb=120.0),
@@ -134,8 +137,10 @@ def test_summary_flags_missed_targets(tmp_path: Path) -> None:
     result = {
         "machine": {"date": "d", "cpu": "c", "cores": 2, "memory_gb": 1.0, "python": "3"}
         | {"commit": "c", "versions": {}},
+        "served": {"service": SERVED, "precision": "int8", "reason": "auto: made up"},
         "load": [_row(SERVED, 1, 60.0, p50_ms=15.0, failures=1)],
-        "startup": [{"service": SERVED, "cold_start_s": 2.0}],
+        "startup": [{"service": SERVED, "cold_start_s": 2.5}],
+        "stages": [{"artifact": "int8", "stage": "model", "median_ms": 4.0}],
         "model_only": [{"what": FP32_MODEL_ONLY, "per_s": 200.0}],
     }
     text = write_summary(result, tmp_path)

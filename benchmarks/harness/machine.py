@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -11,19 +10,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from model.precision import INT8_DOT_PRODUCT_FLAGS, cpu_flags, cpu_model
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("onnxruntime", "torch", "numpy", "pillow", "flask", "gunicorn", "locust")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's guess where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def commit() -> str:
@@ -40,6 +30,13 @@ def machine_info() -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
+        # The vector and int8 dot-product flags that decide which runtime and precision pay.
+        "cpu_flags": sorted(
+            flag
+            for flag in cpu_flags()
+            if flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "asimd")
+            or flag in INT8_DOT_PRODUCT_FLAGS
+        ),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": sys.version.split()[0],
         "commit": commit(),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from model.precision import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,4 @@ def hardware() -> str:
     if torch.cuda.is_available():
         names = {torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}
         return f"{torch.cuda.device_count()}x {', '.join(sorted(names))}"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"CPU {cpu}, {os.cpu_count()} cores"
+    return f"CPU {cpu_model()}, {os.cpu_count()} cores"

@@ -21,6 +21,7 @@ import numpy as np
 
 from model.backends import OnnxBackend
 from model.metadata import ModelMetadata
+from model.precision import cpu_model
 from training.lab.answers import read_answers
 from training.lab.data import scan_folder, scan_images
 from training.lab.evaluate import model_outputs
@@ -195,7 +196,7 @@ def int8_metadata(
         "top1_agreement_unseen_web_val": pooled_agreement(results, LABELLED_SPLITS),
         "acceptance": dataclasses.asdict(ACCEPTANCE),
         "model_ms_batch1_1thread": timing,
-        "measured_on": f"{_cpu_name()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        "measured_on": f"{cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
     }
     return dataclasses.replace(
         fp32,
@@ -203,12 +204,3 @@ def int8_metadata(
         metrics={**fp32.metrics, "int8": measured},
         extra={**fp32.extra, "quantization": calibration},
     )
-
-
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
