@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import logging
-import multiprocessing as mp
 import os
 import re
 import statistics
@@ -44,6 +43,7 @@ import psutil
 
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
+from benchmarks.harness.parallel import parallel_rate
 from benchmarks.harness.server import GunicornServer, gunicorn_command, start_gunicorn
 from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, write_summary
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
@@ -346,16 +346,8 @@ def throughput(
 
     ``batch`` images per model call; 0 means decode + preprocess + model + read-out per photo.
     """
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(processes), ctx.Queue()
-    args = (str(model_path), threads, seconds, batch, photos, barrier, queue)
-    procs = [ctx.Process(target=_throughput_worker, args=args) for _ in range(processes)]
-    for proc in procs:
-        proc.start()
-    counts = [queue.get(timeout=seconds + 120) for _ in procs]
-    for proc in procs:
-        proc.join()
-    return sum(counts) / seconds
+    args = (str(model_path), threads, seconds, batch, photos)
+    return parallel_rate(_throughput_worker, args, processes, seconds)
 
 
 # ---------------------------------------------------------------- artifacts

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ from tqdm import tqdm
 
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
+from benchmarks.harness.parallel import parallel_rate
 from model.backends import OnnxBackend
 from model.defaults import FP32_MODEL, INT8_MODEL
 from model.metadata import ModelMetadata
@@ -220,16 +220,8 @@ def _throughput_worker(variant: Variant, seconds: float, photos, barrier, queue)
 
 def throughput(variant: Variant, photos: np.ndarray, processes: int, seconds: float) -> float:
     """Photos/s of ``processes`` processes x 1 thread running the variant, started together."""
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(processes), ctx.Queue()
-    args = (variant, seconds, photos[:32], barrier, queue)
-    procs = [ctx.Process(target=_throughput_worker, args=args) for _ in range(processes)]
-    for proc in procs:
-        proc.start()
-    counts = [queue.get(timeout=seconds + 120) for _ in procs]
-    for proc in procs:
-        proc.join()
-    return round(sum(counts) / seconds, 1)
+    args = (variant, seconds, photos[:32])
+    return round(parallel_rate(_throughput_worker, args, processes, seconds), 1)
 
 
 def verdicts(rows: list[dict[str, Any]]) -> None:
