@@ -53,8 +53,9 @@ def load_predictor(settings: Settings) -> tuple[Predictor, str]:
     Returns the predictor and why this artifact was chosen.
     """
     model = settings.model
-    uri, reason = choose_artifact(model)
+    uri = model.uri or "the shipped ONNX copies"
     try:
+        uri, reason = choose_artifact(model)
         predictor = Predictor.from_uri(
             uri,
             sha256=model.sha256,
