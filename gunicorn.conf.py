@@ -73,7 +73,7 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
 # The bot's ledger of answered updates, shared by the workers of this server when no
 # REDIS_URL is set (service/telegram_bot/ledger.py).
-_own_seen_db = settings.telegram.seen_db is None
+_own_seen_db = settings.telegram.seen_db is None and not settings.state.redis_url
 _seen_dir = tempfile.mkdtemp(prefix="breedrecognizer-telegram-") if _own_seen_db else ""
 if _own_seen_db:
     os.environ["TELEGRAM_SEEN_DB"] = os.path.join(_seen_dir, "seen.sqlite")
