@@ -1,14 +1,14 @@
-"""The benchmark behind ``make bench``: the served int8 artifact vs fp32 vs a naive first version.
+"""The benchmark behind ``make bench``: the int8 and fp32 ONNX copies vs a naive first version.
 
     .venv/bin/python -m benchmarks.bench            # ~6 min; results/bench/SUMMARY.md
 
 One run, one machine, under the shared CPU lock (benchmarks/harness/cpu_lock.py):
 
 1. our service under gunicorn exactly as deployed (gunicorn.conf.py) on the static-int8
-   ONNX artifact: cold start, then locust (a subprocess, headless, no wait time) at 1, 2, 4,
+   ONNX copy: cold start, then locust (a subprocess, headless, no wait time) at 1, 2, 4,
    8 users for a fixed time each; worker RSS and server CPU per request; a /healthz-only
-   load (the HTTP stack alone);
-2. the same service on the fp32 ONNX artifact (derived from the shipped TorchScript one);
+   load (the HTTP stack alone) on the copy ``MODEL_PRECISION=auto`` serves on this CPU;
+2. the same service on the fp32 ONNX copy;
 3. in-process profile of one request's stages (decode, resize, normalise, model, read-out);
 4. model-only throughput: the deployed number of processes × threads running each artifact
    back to back (no HTTP, no decode) — the fp32 figure is the ceiling the service is

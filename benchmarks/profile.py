@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.profile [--users 4] [--seconds 20]   # ~1 min, CPU lock
 
-Starts the service as deployed (gunicorn.conf.py, two workers, the int8 artifact), loads it
+Starts the service as deployed (gunicorn.conf.py, two workers, the ONNX copy chosen for this
+CPU unless ``--model`` names one), loads it
 with locust at ``--users`` (no wait time) and samples both workers with py-spy meanwhile:
 one as collapsed stacks (turned into the top-20 table ``results/bench/profile_top20.md``:
 self and inclusive share of the worker's busy samples per function), the other as a flame
@@ -25,7 +26,8 @@ from benchmarks.bench import ROOT, run_locust, start_server
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
 from benchmarks.harness.server import GunicornServer, gunicorn_command
-from model.defaults import INT8_MODEL
+from service.factory import choose_artifact
+from service.settings import ModelSettings
 from training.reports.markdown import table
 
 log = logging.getLogger("profile")
@@ -100,7 +102,12 @@ def sample_workers(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=INT8_MODEL, help="artifact to serve")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path(choose_artifact(ModelSettings(uri=None, precision="auto"))[0]),
+        help="artifact to serve (default: the one MODEL_PRECISION=auto picks here)",
+    )
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")

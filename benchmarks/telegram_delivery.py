@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.telegram_delivery [--rounds 3] [--photos 20]
         # ~2 min under the CPU lock; results/bench/telegram_delivery.md (+ .json)
 
-1. Cost: sequential photo updates to one replica (the served int8 artifact, Imagewoof val
+1. Cost: sequential photo updates to one replica (the ONNX copy chosen for this CPU, Imagewoof val
    photos when ../shared/data is there, else generated ones), each webhook call timed from
    request to 200. The 200 comes after the reply, so this is also the bot's answer time.
 2. What it buys, per round on a fresh Redis: ``photos`` photo updates in flight to one

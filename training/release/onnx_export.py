@@ -1,8 +1,9 @@
 """Derive the fp32 ONNX artifact from the shipped TorchScript artifact, deterministically.
 
-The TorchScript ``.pt`` is what the lab ships; the fp32 ``.onnx`` made from it here is never
-committed: it is what the served static-int8 artifact is quantized from
-(``training.release.quantize``) and what ``make bench`` compares it with. Same graph, same
+The TorchScript ``.pt`` is what the lab ships; the fp32 ``.onnx`` made from it here is the
+committed fp32 copy (``model/efficientnet_lite0_imagewoof.onnx``, the same bytes when made
+again), one of the two the service chooses from, and what the static-int8 copy is quantized
+from (``training.release.quantize``). Same graph, same
 metadata, outputs checked against TorchScript.
 
     python -m training.release.onnx_export model/efficientnet_lite0_imagewoof.pt /tmp/model.onnx
