@@ -3,8 +3,8 @@
 Every value comes from ``service.settings`` (the one place the environment is read; reference
 in docs/settings.md), with defaults that suit one small container (a Heroku dyno). Start it
 with the app factory: ``gunicorn -c gunicorn.conf.py 'app:create_app()'``. What the workers
-must share (threads per worker, the metrics folder, the Telegram update ids already taken) is
-passed to them through the environment.
+must share (threads per worker, the metrics folder, the Telegram update ids already taken,
+the photos kept for feedback) is passed to them through the environment.
 """
 
 import os
@@ -78,6 +78,17 @@ _seen_dir = tempfile.mkdtemp(prefix="breedrecognizer-telegram-") if _own_seen_db
 if _own_seen_db:
     os.environ["TELEGRAM_SEEN_DB"] = os.path.join(_seen_dir, "seen.sqlite")
 
+# The photos kept for feedback, shared by the workers of this server when no REDIS_URL is set
+# (service/feedback/recent.py).
+_own_recent_dir = (
+    settings.feedback.uri is not None
+    and settings.feedback.recent_dir is None
+    and not settings.state.redis_url
+)
+_recent_dir = tempfile.mkdtemp(prefix="breedrecognizer-recent-") if _own_recent_dir else ""
+if _own_recent_dir:
+    os.environ["FEEDBACK_RECENT_DIR"] = _recent_dir
+
 
 def on_starting(server):
     os.makedirs(metrics_dir, exist_ok=True)
@@ -104,3 +115,5 @@ def on_exit(server):
         shutil.rmtree(metrics_dir, ignore_errors=True)
     if _own_seen_db:
         shutil.rmtree(_seen_dir, ignore_errors=True)
+    if _own_recent_dir:
+        shutil.rmtree(_recent_dir, ignore_errors=True)

@@ -51,11 +51,25 @@ class OutputLayout:
 
 @dataclass(frozen=True)
 class OpenSetRule:
-    """How to decide "not one of my breeds": a named method, its threshold and parameters."""
+    """How sure an answer is (model/open_set.py): below ``threshold`` of the ``method`` score
+    the photo is not one of my breeds; a known photo is sure at or above ``sure_threshold`` of
+    the ``sure_method`` score (empty: ``method`` with ``params``), unsure below it. No sure
+    threshold: every known answer is sure."""
 
     method: str = "none"
     threshold: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    sure_method: str = ""
+    sure_threshold: float | None = None
+    sure_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sure_scorer(self) -> str:
+        return self.sure_method or self.method
+
+    @property
+    def sure_scorer_params(self) -> dict[str, Any]:
+        return self.sure_params if self.sure_method else self.params
 
 
 @dataclass(frozen=True)

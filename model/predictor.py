@@ -1,4 +1,4 @@
-"""From upload bytes to a breed answer: preprocessing, backend, softmax, top-k, open-set verdict."""
+"""From upload bytes to a breed answer: preprocessing, backend, softmax, top-k, verdict."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from model.backends import Backend, load_backend
 from model.defaults import DEFAULT_MAX_PIXELS, DEFAULT_TOP_K
 from model.metadata import ModelMetadata
-from model.open_set import is_known, known_scores, softmax
+from model.open_set import softmax, verdicts
 from model.preprocessing import preprocess_bytes
 from model.prior import answer_logits
 from model.source import resolve_model_uri
@@ -33,17 +33,25 @@ class BreedScore:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The answer for one photo. ``breed`` is None when the photo is not one of our breeds."""
+    """The answer for one photo: ``verdict`` sure, unsure or unknown (model/open_set.py).
 
-    known: bool
+    ``breed`` is None when the photo is not one of our breeds (``unknown``).
+    """
+
+    verdict: str
     breed: BreedScore | None
     top_k: tuple[BreedScore, ...]
     known_score: float
+
+    @property
+    def known(self) -> bool:
+        return self.verdict != "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON answer's fields, in the order the API documents them."""
         return {
             "breed": self.breed.to_dict() if self.breed else None,
+            "verdict": self.verdict,
             "known": self.known,
             "known_score": self.known_score,
             "top_k": [b.to_dict() for b in self.top_k],
@@ -116,21 +124,20 @@ class Predictor:
         classes = meta.classes
         outputs = outputs.astype(np.float32, copy=False)
         probs = softmax(answer_logits(outputs, meta))
-        scores = known_scores(
+        scores, row_verdicts = verdicts(
             outputs, meta, breed_probs=None if meta.prior.log_adjustment else probs
         )
-        known = is_known(scores, meta)
         k = max(1, min(top_k or self.top_k, len(classes)))
         results = []
-        for row, row_known, score in zip(probs, known, scores, strict=True):
+        for row, verdict, score in zip(probs, row_verdicts, scores, strict=True):
             ranked = tuple(
                 BreedScore(classes[i].wnid, classes[i].name, round(float(row[i]), 6))
                 for i in np.argsort(-row)[:k]
             )
             results.append(
                 Prediction(
-                    known=bool(row_known),
-                    breed=ranked[0] if row_known else None,
+                    verdict=str(verdict),
+                    breed=None if verdict == "unknown" else ranked[0],
                     top_k=ranked,
                     known_score=round(float(score), 6),
                 )

@@ -15,10 +15,12 @@ from model.backends import ArtifactError, load_backend
 from model.defaults import FP32_MODEL, INT8_MODEL
 from model.precision import choose_precision, cpu_flags
 from model.predictor import Predictor
+from service.feedback.service import build_feedback
 from service.http import metrics
 from service.http.api import api
 from service.http.context import init_context
 from service.http.errors import register_error_handlers
+from service.http.feedback import feedback
 from service.http.page import page
 from service.settings import BOOT_FAILURE_EXIT, ModelSettings, Settings, settings_or_exit
 from service.telegram_bot import init_telegram, telegram
@@ -90,11 +92,17 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_upload_bytes
     app.json.sort_keys = False
 
-    init_context(app, predictor, settings, reason)
+    wnids = [c.wnid for c in predictor.metadata.classes]
+    try:
+        feedback_service = build_feedback(settings.feedback, settings.state.redis_url, wnids)
+    except ValueError as exc:
+        log.critical("refusing to start: bad configuration: %s", exc)
+        raise SystemExit(BOOT_FAILURE_EXIT) from None
+    init_context(app, predictor, settings, reason, feedback_service)
     init_telegram(app, predictor, settings)
     register_error_handlers(app)
     metrics.init_app(app, predictor, settings.server.prometheus_multiproc_dir is not None)
-    for blueprint in (api, page, telegram):
+    for blueprint in (api, feedback, page, telegram):
         app.register_blueprint(blueprint)
     log.info("ready: serving %s %s", predictor.metadata.name, predictor.metadata.version)
     return app

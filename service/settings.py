@@ -1,10 +1,11 @@
 """Every setting of the service, read from the environment in this module and nowhere else.
 
-One tree of pydantic-settings groups (model, API, front, server, Telegram bot); each field is
-one environment variable, named by the group's prefix and the field (``MODEL_`` + ``uri`` =
-``MODEL_URI``) and documented by its description. ``load_settings()`` reads them once;
-gunicorn.conf.py (in the master), the app factory and the worker class (after the fork) all
-call it. ``python -m service.settings`` writes the generated reference, docs/settings.md.
+One tree of pydantic-settings groups (model, API, front, server, state, feedback, Telegram
+bot); each field is one environment variable, named by the group's prefix and the field
+(``MODEL_`` + ``uri`` = ``MODEL_URI``) and documented by its description.
+``load_settings()`` reads them once; gunicorn.conf.py (in the master), the app factory and the
+worker class (after the fork) all call it. ``python -m service.settings`` writes the
+generated reference, docs/settings.md.
 
 Standard library and pydantic only (``model.defaults`` is too): gunicorn.conf.py imports
 this in the master, before any worker (or numpy, or a model runtime) exists.
@@ -192,9 +193,45 @@ class StateSettings(BaseSettings):
     redis_url: str | None = Field(
         None,
         description="Redis for state shared by replicas (the bot's answered updates and "
-        "leases), e.g. Heroku Redis' `redis://…` or `rediss://…` (TLS; its self-signed "
-        "certificate is accepted). Unset: each server keeps that state in `TELEGRAM_SEEN_DB`.",
+        "leases, the photos kept for feedback), e.g. Heroku Redis' `redis://…` or "
+        "`rediss://…` (TLS; its self-signed certificate is accepted). Unset: each server "
+        "keeps that state in `TELEGRAM_SEEN_DB` and `FEEDBACK_RECENT_DIR`.",
     )
+
+
+class FeedbackSettings(BaseSettings):
+    """Corrections sent by users (docs/feedback.md); without `FEEDBACK_URI` feedback is off."""
+
+    model_config = _config("FEEDBACK_")
+
+    uri: str | None = Field(
+        None,
+        description="Where corrections are stored: a folder path, `file://…` or "
+        "`s3://bucket/prefix`. Unset: feedback is off (no buttons, `POST /feedback` answers "
+        "`404`).",
+    )
+    keep_s: PositiveFloat = Field(
+        3600.0,
+        description="Seconds the photo behind an answer is kept for feedback; later, "
+        "`POST /feedback` answers `404 unknown_answer`.",
+    )
+    keep_photos: PositiveInt = Field(
+        1000, description="Most photos kept for feedback at once (the oldest go first)."
+    )
+    keep_mb: PositiveFloat = Field(
+        500.0,
+        description="Most megabytes of photos kept for feedback on disk (the oldest go first).",
+    )
+    recent_dir: Path | None = Field(
+        None,
+        description="Folder of the photos kept for feedback, shared by the workers of one "
+        "server when `REDIS_URL` is unset. Unset: gunicorn.conf.py makes a fresh temporary "
+        "folder.",
+    )
+
+    @property
+    def keep_bytes(self) -> int:
+        return int(self.keep_mb * 2**20)
 
 
 class TelegramSettings(BaseSettings):
@@ -275,6 +312,7 @@ GROUPS: dict[str, type[BaseSettings]] = {
     "front": FrontSettings,
     "server": ServerSettings,
     "state": StateSettings,
+    "feedback": FeedbackSettings,
     "telegram": TelegramSettings,
 }
 
@@ -287,6 +325,7 @@ class Settings(BaseModel, frozen=True):
     front: FrontSettings
     server: ServerSettings
     state: StateSettings
+    feedback: FeedbackSettings
     telegram: TelegramSettings
     telegram_error: str | None = None
 

@@ -49,7 +49,10 @@ FORMATS = {
 
 
 def _check_prediction(body: dict, top_k: int = 3) -> None:
-    assert set(body) == {"breed", "known", "known_score", "top_k", "model"}
+    assert set(body) == {"id", "breed", "verdict", "known", "known_score", "top_k", "model"}
+    assert isinstance(body["id"], str) and len(body["id"]) >= 16
+    assert body["verdict"] in ("sure", "unsure", "unknown")
+    assert body["known"] == (body["verdict"] != "unknown")
     assert len(body["top_k"]) == top_k
     confidences = [item["confidence"] for item in body["top_k"]]
     assert confidences == sorted(confidences, reverse=True)
@@ -89,7 +92,9 @@ def test_predict_field_file_and_raw_body(base_url: str) -> None:
     )
     answers = [r.json() for r in (by_image, by_file, raw, octet)]
     assert all(r.status_code == 200 for r in (by_image, by_file, raw, octet))
-    # Same bytes, same model: the same answer whichever way the photo was sent.
+    # Same bytes, same model: the same answer whichever way the photo was sent; each answer
+    # has an id of its own.
+    assert len({a.pop("id") for a in answers}) == 4
     assert all(a == answers[0] for a in answers)
 
 

@@ -131,6 +131,14 @@ def test_top_k_and_pixel_limit_configure_the_served_predictor(
     client = create_app(settings=settings_from(monkeypatch, env)).test_client()
     small = client.post("/predict", data=jpeg_bytes(320, 240), content_type="image/jpeg")
     assert small.status_code == 200 and len(small.get_json()["top_k"]) == 5
-    assert list(small.get_json()) == ["breed", "known", "known_score", "top_k", "model"]
+    assert list(small.get_json()) == [
+        "id",
+        "breed",
+        "verdict",
+        "known",
+        "known_score",
+        "top_k",
+        "model",
+    ]
     big = client.post("/predict", data=jpeg_bytes(400, 300), content_type="image/jpeg")
     assert big.status_code == 413 and big.get_json()["error"]["code"] == "image_too_large"

@@ -91,7 +91,8 @@ def test_rule_picks_the_smallest_passing_size() -> None:
 def test_pair_counts_discordant_photos_on_breed_and_on_verdict() -> None:
     def answers(top1: list[int], known: list[bool]) -> Answers:
         ranked = np.array([[t, 1 - t] for t in top1])
-        return Answers(ranked, np.full(ranked.shape, 0.5), np.array(known))
+        verdict = np.where(np.array(known), "sure", "unknown").astype(object)
+        return Answers(ranked, np.full(ranked.shape, 0.5), verdict)
 
     shipped = answers([0, 0, 1, 1], [True, True, True, False])
     smaller = answers([0, 1, 1, 0], [True, False, True, True])

@@ -46,10 +46,11 @@ def test_percentages() -> None:
     assert [percent(x) for x in (0.873, 0.004, 1.0, 0.01)] == ["87%", "<1%", "100%", "1%"]
 
 
-def _prediction(known: bool) -> Prediction:
+def _prediction(known: bool, verdict: str = "sure") -> Prediction:
     scores = zip(IMAGEWOOF_CLASSES[:3], (0.5, 0.3, 0.1), strict=True)
     top = tuple(BreedScore(c.wnid, c.name, p) for c, p in scores)
-    return Prediction(known=known, breed=top[0] if known else None, top_k=top, known_score=0.5)
+    verdict = verdict if known else "unknown"
+    return Prediction(verdict=verdict, breed=top[0] if known else None, top_k=top, known_score=0.5)
 
 
 def test_prediction_texts_in_both_languages() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from model.predictor import Predictor
+from service.feedback.service import Feedback
 from service.settings import Settings
 
 EXTENSION_KEY = "breedrecognizer"
@@ -22,6 +23,7 @@ class ServiceContext:
     predictor: Predictor
     settings: Settings
     model: dict[str, str]  # the model summary every answer carries
+    feedback: Feedback | None = None  # None: FEEDBACK_URI unset, feedback off
     # Extra parts of /readyz by name (e.g. the bot's shared store): each returns its state.
     readiness: dict[str, Callable[[], dict[str, object]]] = field(default_factory=dict)
 
@@ -40,9 +42,14 @@ def model_summary(predictor: Predictor, chosen_because: str) -> dict[str, str]:
 
 
 def init_context(
-    app: Flask, predictor: Predictor, settings: Settings, chosen_because: str
+    app: Flask,
+    predictor: Predictor,
+    settings: Settings,
+    chosen_because: str,
+    feedback: Feedback | None = None,
 ) -> ServiceContext:
-    context = ServiceContext(predictor, settings, model_summary(predictor, chosen_because))
+    model = model_summary(predictor, chosen_because)
+    context = ServiceContext(predictor, settings, model, feedback)
     app.extensions[EXTENSION_KEY] = context
     return context
 

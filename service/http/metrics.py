@@ -49,6 +49,17 @@ PREDICTIONS = Counter(
     "Answers given, by predicted breed (wnid, or 'unknown' when not one of our breeds)",
     ["breed"],
 )
+VERDICTS = Counter(
+    "breedrecognizer_verdicts",
+    "Answers given, by verdict (sure, unsure, unknown)",
+    ["verdict"],
+)
+FEEDBACK = Counter(
+    "breedrecognizer_feedback",
+    "Corrections stored, by outcome (right: the answer was confirmed, wrong: corrected) and "
+    "by the label the user gave (wnid, or 'none')",
+    ["outcome", "label"],
+)
 # Info-style gauge (always 1); "max" merges the identical series every worker writes.
 MODEL_INFO = Gauge(
     "breedrecognizer_model_info",
@@ -74,9 +85,20 @@ def _predictions_child(breed: str):
     return PREDICTIONS.labels(breed)
 
 
+@functools.lru_cache(maxsize=8)
+def _verdicts_child(verdict: str):
+    return VERDICTS.labels(verdict)
+
+
 def observe_prediction(prediction: Prediction, seconds: float) -> None:
     INFERENCE_LATENCY.observe(seconds)
     _predictions_child(prediction.breed.wnid if prediction.breed else "unknown").inc()
+    _verdicts_child(prediction.verdict).inc()
+
+
+def observe_feedback(correct: bool, label: str) -> None:
+    """``label`` is one of the breeds' wnids or "none" (checked before): bounded labels."""
+    FEEDBACK.labels("right" if correct else "wrong", label).inc()
 
 
 def render(multiprocess_mode: bool) -> Response:

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+from service.redis_client import redis_client
+
 # Answered ids are remembered this long; Telegram gives up redelivering after 24 hours.
 ANSWERED_TTL_S = 2 * 24 * 3600
 KEY_PREFIX = "breedrecognizer:telegram"
@@ -59,14 +61,7 @@ class RedisLedger:
     """Leases and answered ids as Redis keys with expiry: shared by every replica."""
 
     def __init__(self, url: str) -> None:
-        import redis  # only where REDIS_URL is set: a quarter of a worker's start-up imports
-
-        self._error = redis.RedisError
-        options = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
-        if url.startswith("rediss://"):
-            # Heroku Redis presents a self-signed certificate: encrypt, do not verify.
-            options["ssl_cert_reqs"] = "none"
-        self._redis = redis.Redis.from_url(url, **options)
+        self._redis, self._error = redis_client(url)
         self._owner = owner_id()
 
     def _keys(self, update_id: int) -> tuple[str, str]:

@@ -33,7 +33,12 @@ class Answers:
 
     ranked: np.ndarray  # (n, classes) breed indices, best first
     probs: np.ndarray  # (n, classes) confidence of each breed, as the answer states it
-    known: np.ndarray  # (n,) the open-set verdict: True = one of our breeds
+    verdict: np.ndarray  # (n,) "sure", "unsure" or "unknown" (model/open_set.py)
+
+    @property
+    def known(self) -> np.ndarray:
+        """True where the answer names a breed (sure or unsure)."""
+        return self.verdict != "unknown"
 
     @property
     def top1(self) -> np.ndarray:
@@ -48,9 +53,9 @@ def read_answers(outputs: np.ndarray, meta: ModelMetadata) -> Answers:
     index = {c.wnid: i for i, c in enumerate(meta.classes)}
     ranked = np.zeros((len(outputs), classes), dtype=np.int64)
     probs = np.zeros((len(outputs), classes), dtype=np.float64)
-    known = np.zeros(len(outputs), dtype=bool)
+    verdict = np.full(len(outputs), "unknown", dtype=object)
     for row, prediction in enumerate(predictor.interpret(outputs) if len(outputs) else []):
         ranked[row] = [index[b.wnid] for b in prediction.top_k]
         probs[row, ranked[row]] = [b.confidence for b in prediction.top_k]
-        known[row] = prediction.known
-    return Answers(ranked, probs, known)
+        verdict[row] = prediction.verdict
+    return Answers(ranked, probs, verdict)

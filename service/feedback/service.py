@@ -1,0 +1,91 @@
+"""``Feedback``: remember the photo behind an answer, and store a correction of it.
+
+The API's ``POST /feedback`` and the bot's buttons both call ``submit``; an answer's ``id``
+comes from ``new_answer_id`` whether or not feedback is on, so every answer has one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.feedback.recent import (
+    FolderRecentAnswers,
+    RecentAnswer,
+    RecentAnswers,
+    RedisRecentAnswers,
+)
+from service.feedback.store import NONE_LABEL, FeedbackRecord, FeedbackStore, open_store
+from service.http.metrics import observe_feedback
+from service.settings import FeedbackSettings
+
+log = logging.getLogger(__name__)
+
+
+class UnknownAnswerError(LookupError):
+    """No recent answer has this id (never given, or its photo is no longer kept)."""
+
+
+class BadLabelError(ValueError):
+    """The label is neither one of the breeds' wnids nor "none"."""
+
+
+def new_answer_id() -> str:
+    """16 URL-safe characters: unguessable, and short enough for Telegram's callback data."""
+    return secrets.token_urlsafe(12)
+
+
+class Feedback:
+    """The recent answers and the store of corrections, for the labels ``wnids`` + "none"."""
+
+    def __init__(self, store: FeedbackStore, recent: RecentAnswers, wnids: list[str]) -> None:
+        self.store, self.recent = store, recent
+        self.labels = frozenset([*wnids, NONE_LABEL])
+
+    def remember(self, answer_id: str, photo: bytes, answer: dict[str, Any]) -> None:
+        self.recent.put(answer_id, RecentAnswer(photo, answer))
+
+    def submit(self, answer_id: str, label: str) -> bool:
+        """Store the correction; False when this (answer, label) was stored before.
+
+        Raises BadLabelError, UnknownAnswerError, or the stores' unavailable errors.
+        """
+        if label not in self.labels:
+            raise BadLabelError(label)
+        entry = self.recent.get(answer_id)
+        if entry is None:
+            raise UnknownAnswerError(answer_id)
+        record = FeedbackRecord(
+            answer_id=answer_id,
+            photo_sha256=hashlib.sha256(entry.photo).hexdigest(),
+            label=label,
+            answer=entry.answer,
+            received_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        stored = self.store.save(record, entry.photo)
+        if stored:
+            observe_feedback(record.correct, label)
+            log.info("feedback stored: answer %s is %s (%s)", answer_id, label, record.correct)
+        return stored
+
+
+def build_feedback(
+    settings: FeedbackSettings, redis_url: str | None, wnids: list[str]
+) -> Feedback | None:
+    """The feedback of these settings, or None when ``FEEDBACK_URI`` is unset (off)."""
+    if not settings.uri:
+        return None
+    recent: RecentAnswers
+    if redis_url:
+        recent = RedisRecentAnswers(redis_url, settings.keep_s, settings.keep_photos)
+    else:
+        folder = settings.recent_dir or Path(tempfile.mkdtemp(prefix="breedrecognizer-recent-"))
+        recent = FolderRecentAnswers(
+            folder, settings.keep_s, settings.keep_photos, settings.keep_bytes
+        )
+    return Feedback(open_store(settings.uri), recent, wnids)
