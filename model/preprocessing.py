@@ -3,7 +3,9 @@
 Bytes in, normalised float32 CHW array out, following the ``Preprocessing`` stored in the
 artifact. Decoding is defensive (size limits, decompression bombs, truncated files, odd
 modes) because it faces untrusted uploads; it is also cheap: JPEGs much larger than the
-input are decoded at reduced scale (libjpeg DCT scaling, ``Image.draft``).
+input are decoded at reduced scale (libjpeg DCT scaling, ``Image.draft``). HEIC/HEIF (the
+iPhone's default) opens like any other format through the pillow-heif plugin, under the same
+limits.
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from model.defaults import DEFAULT_MAX_PIXELS
 from model.metadata import Preprocessing
+
+# Only the primary picture is ever used: thumbnails, depth maps and auxiliary images are not
+# read. libheif applies the file's rotation and mirroring itself and resets the EXIF
+# orientation to 1, so ``exif_transpose`` below does not turn the photo a second time.
+register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 MIN_SIDE = 8
 
@@ -82,7 +90,8 @@ def decode_image(
         raise ImageDecodeError(
             "not_an_image", "the file is not an image format we can read"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+    # RuntimeError: libheif's errors other than bad input (its own limits, allocation).
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, RuntimeError) as exc:
         raise ImageDecodeError("corrupt_image", f"the image could not be decoded: {exc}") from None
 
 
