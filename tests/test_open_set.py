@@ -94,6 +94,23 @@ def test_predictor_verdict_follows_rule() -> None:
     assert not predictions[1].known and predictions[1].breed is None
     assert len(predictions[1].top_k) == 3  # nearest guesses still listed
     assert predictions[1].to_dict()["breed"] is None
+    # No sure threshold (artifacts calibrated before there were three verdicts): known = sure.
+    assert [p.verdict for p in predictions] == ["sure", "unknown"]
+
+
+def test_three_verdicts_from_two_scorers() -> None:
+    """Unknown by the ImageNet breed mass; sure by the breed head's confidence."""
+    rule = OpenSetRule("imagenet_breed_mass", 0.5, sure_method="max_softmax", sure_threshold=0.9)
+    outputs = _rows(SHIH_TZU, SHIH_TZU, CAT_INDEX)
+    outputs[1, :10] = [2, 2, 0, 0, 0, 0, 0, 0, 0, 0]  # a Shih-Tzu the breed head doubts
+    predictions = Predictor(_FixedBackend(tiny_metadata(rule))).interpret(outputs, top_k=2)
+    assert [p.verdict for p in predictions] == ["sure", "unsure", "unknown"]
+    unsure = predictions[1]
+    assert unsure.known and unsure.breed == unsure.top_k[0]  # an unsure answer names a breed
+    assert unsure.to_dict()["verdict"] == "unsure" and unsure.to_dict()["known"] is True
+    assert rule.sure_scorer == "max_softmax" and rule.sure_scorer_params == {}
+    same = OpenSetRule("energy", 1.0, {"temperature": 2.0}, sure_threshold=3.0)
+    assert same.sure_scorer == "energy" and same.sure_scorer_params == {"temperature": 2.0}
 
 
 def test_every_scorer_is_cheap_and_shaped() -> None:
@@ -112,17 +129,15 @@ def test_auroc_matches_pairwise_count() -> None:
     assert scoring.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
 
 
-def test_threshold_is_the_train_quantile() -> None:
-    scores = np.random.default_rng(2).random(1000)
-    threshold = scoring.quantile_threshold(scores, 0.02)
-    assert (scores < threshold).mean() == pytest.approx(0.02, abs=0.001)
-
-
-def test_crossfit_judges_each_half_by_the_other() -> None:
-    scores = np.arange(100, dtype=float)  # folds: even / odd photos
-    refused = scoring.crossfit_refused(scores, 0.1)
-    # Threshold from the other fold's 10% quantile (its 6th lowest): 10 and 11.
-    assert np.flatnonzero(refused).tolist() == list(range(11))
+def test_thresholds_refuse_and_admit_the_shares_asked() -> None:
+    scores = np.random.default_rng(2).random(1000).astype(np.float32)
+    refusing = scoring.refusing_threshold(scores, 0.99)
+    assert (scores < refusing).mean() == pytest.approx(0.99, abs=1e-9)
+    admitting = scoring.admitting_threshold(scores, 0.05)
+    assert (scores >= admitting).mean() == pytest.approx(0.05, abs=1e-9)
+    # 0.99 × 100 is 99.00000000000001 in floating point: still 99 photos, not 100.
+    hundred = np.arange(100, dtype=np.float32)
+    assert (hundred < scoring.refusing_threshold(hundred, 0.99)).sum() == 99
 
 
 def test_ood_halves_alternate_breeds() -> None:
@@ -179,15 +194,19 @@ def test_lab_command_calibrates_and_writes(
     argv += ["--out-dir", str(tiny_lab["out"]), "--write"]
     assert lab.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "chosen:" in printed and "AUROC val/cats" in printed
-    assert (tiny_lab["out"] / "tiny.md").read_text().count("\n|") >= len(scoring.CANDIDATES) + 1
+    assert "kept: unknown by" in printed and "AUROC genuine/cats" in printed
+    report = (tiny_lab["out"] / "tiny.md").read_text()
+    # Two tables of every scorer, one of the verdicts on train, val, cats and dogs.
+    assert report.count("\n|") == 2 * (len(scoring.CANDIDATES) + 2) + 4 + 2
     assert (tiny_lab["out"] / "tiny.png").stat().st_size > 1000
 
     meta = load_backend(artifact, 1).metadata
     assert meta.open_set.method in scoring.NEEDS_IMAGENET  # the 10-way head cannot see cats
+    assert meta.open_set.sure_threshold is not None
     figures = meta.metrics["open_set"]
-    assert figures["cats_refused"] == 1.0 and figures["dogs_refused"] == 1.0
-    assert figures["train_refused"] <= 0.02 + 1e-9
+    assert figures["verdicts"]["cats"]["unknown"] == 1.0  # 99% of 12 cats: all of them
+    assert figures["verdicts"]["dogs"]["sure"] == 0.0  # at most 5% of 12 dogs: none
+    assert figures["verdicts"]["val"]["unknown"] < 0.5
     assert figures["photos"] == {"train": 60, "val": 30, "cats": 12, "dogs": 12}
 
     predictor = Predictor(load_backend(artifact, 1))
@@ -212,14 +231,15 @@ def test_lab_command_single_method(tiny_lab: dict[str, Path]) -> None:
     assert load_backend(artifact, 1).metadata.open_set.method == "max_softmax"
 
 
-def test_lab_command_val_crossfit(tiny_lab: dict[str, Path]) -> None:
+def test_lab_command_on_held_out_train_photos(tiny_lab: dict[str, Path]) -> None:
     artifact = tiny_artifact(tiny_lab["tmp"] / "tiny.pt")
     argv = ["--artifact", str(artifact), "--data-dir", str(tiny_lab["data"]), "--write"]
-    argv += ["--out-dir", str(tiny_lab["out"]), "--threshold-from", "val-crossfit"]
+    argv += ["--out-dir", str(tiny_lab["out"]), "--held-out-every", "4"]
     assert lab.main(argv) == 0
     figures = load_backend(artifact, 1).metadata.metrics["open_set"]
-    assert figures["threshold_rule"].startswith("0.02 quantile of Imagewoof val scores")
-    assert "val-crossfit" in (tiny_lab["out"] / "tiny.md").read_text()
+    assert figures["photos"]["train"] == 15
+    assert "held out of training (every 4th)" in figures["threshold_rule"]
+    assert "--held-out-every 4" in (tiny_lab["out"] / "tiny.md").read_text()
 
 
 def test_lab_command_fails_with_one_line(tiny_lab: dict[str, Path], capsys) -> None:
@@ -241,4 +261,6 @@ def test_held_out_sets_keep_only_the_photos_a_run_never_trained_on(tmp_path: Pat
     every = load_sets(root, wnids)["train"].paths
     held = load_sets(root, wnids, held_out_every=4)["train"].paths
     assert held == every[3::4] and len(held) == 15
-    assert "held out of training (every 4th)" in scoring.threshold_rule(0.02, "train", 4)
+    assert "held out of training (every 4th)" in scoring.rules_text(
+        scoring.Rules(genuine="train"), 4
+    )

@@ -38,9 +38,11 @@ def test_shipped_artifact_carries_a_calibrated_rule() -> None:
     assert meta.open_set.method != "none", (
         "calibrate it: python -m training.release.open_set --write"
     )
+    assert meta.open_set.sure_threshold is not None, "three verdicts need a sure threshold"
     figures = meta.metrics["open_set"]
-    assert "quantile of Imagewoof" in figures["threshold_rule"]
-    assert {"val_refused", "cats_refused", "dogs_refused", "auroc_val_vs_ood"} <= set(figures)
+    assert "ood/cats" in figures["threshold_rule"] and "ood/dogs" in figures["threshold_rule"]
+    assert {"train", "val", "cats", "dogs"} <= set(figures["verdicts"])
+    assert set(figures["verdicts"]["cats"]) == {"sure", "unsure", "unknown"}
 
 
 @pytest.mark.data
@@ -78,4 +80,5 @@ def test_served_verdict_equals_lab_verdict(base_url: str) -> None:
         served = requests.post(f"{base_url}/predict", files={"image": ("x.jpg", data)}).json()
         local = predictor.predict_bytes(data)
         assert served["known"] == local.known
+        assert served["verdict"] == local.verdict
         assert served["known_score"] == pytest.approx(local.known_score, abs=1e-4)

@@ -78,7 +78,7 @@ def compare_split(
         top1_agreement=pct(want.top1 == got.top1),
         fp32_known=pct(want.known),
         int8_known=pct(got.known),
-        verdict_agreement=pct(want.known == got.known),
+        verdict_agreement=pct(want.verdict == got.verdict),  # sure / unsure / unknown
     )
 
 

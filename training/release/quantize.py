@@ -42,6 +42,7 @@ from model.defaults import INT8_MODEL
 from model.metadata import ModelMetadata
 from model.precision import SERVED_ANSWERS
 from training.lab.paths import data_root
+from training.release.artifact_metadata import rewrite_metadata
 from training.release.int8_acceptance import (
     SplitResult,
     compare,
@@ -167,8 +168,9 @@ def accepted(meta: ModelMetadata) -> ModelMetadata:
 def check(src: Path, existing: Path, data_root: Path) -> tuple[ModelMetadata, list[str]]:
     """The acceptance of an int8 file already built, measured again; the file is not touched.
 
-    Returns its metadata with ``metrics.int8`` as measured now, and every way it falls short
-    of ``ACCEPTANCE`` (empty: accepted).
+    Returns its metadata as it would be built now from ``src`` (the rule, prior and figures of
+    the current ``.pt``, ``metrics.int8`` as measured now, the recorded calibration) and every
+    way it falls short of ``ACCEPTANCE`` (empty: accepted).
     """
     stored = OnnxBackend(existing, threads=1).metadata
     calibration = stored.extra.get("quantization", {})
@@ -180,7 +182,7 @@ def check(src: Path, existing: Path, data_root: Path) -> tuple[ModelMetadata, li
         convert(src, fp32_path)
         results, problems = compared(fp32_path, existing, data_root)
         measured = measured_metadata(fp32_path, existing, results, calibration, first)
-    return dataclasses.replace(stored, metrics=measured.metrics), problems
+    return dataclasses.replace(measured, extra=stored.extra), problems
 
 
 def _recipe_record(
@@ -262,6 +264,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     parser.add_argument("--report", type=Path, help="also write the measured figures here (JSON)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="with --check: write the metadata measured now into the checked file (weights "
+        "untouched), e.g. after the .pt got a new open-set rule",
+    )
     return parser.parse_args(argv)
 
 
@@ -313,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # CLI: one-line cause, non-zero exit
         print(f"quantize: {exc}".splitlines()[0], file=sys.stderr)
         return 1
+    if args.check and args.record:
+        meta = ModelMetadata.from_json(meta.to_json())  # as the file will read it back
+        rewrite_metadata(args.check, meta)
     if args.report:
         record = report(args, meta, problems, sys.argv[1:] if argv is None else argv)
         with atomic_write(args.report) as part:
