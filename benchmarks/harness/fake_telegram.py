@@ -1,19 +1,24 @@
 """A fake Telegram Bot API server over real HTTP, for the bot's tests and the soak.
 
 It implements the methods the bot calls (getMe, getFile, file download, sendMessage,
-sendChatAction, answerCallbackQuery, setWebhook, deleteWebhook, getWebhookInfo), answers
-in the Bot API's ``{"ok": ..., "result": ...}`` envelope, and records every call so callers
-can check what the bot sent:
+sendChatAction, answerCallbackQuery, editMessageText, editMessageReplyMarkup, setWebhook,
+deleteWebhook, getWebhookInfo), answers in the Bot API's ``{"ok": ..., "result": ...}``
+envelope, keeps the messages the bot sent (text and inline keyboard, as edits leave them) and
+records every call with its result, so callers can check what the bot sent and press its
+buttons:
 
     with FakeTelegram() as fake:
         file_id = fake.add_file(jpeg_bytes())
         env = fake.env()  # TELEGRAM_TOKEN, TELEGRAM_API_BASE_URL, TELEGRAM_FILE_BASE_URL
         ... post an update to the app ...
         [reply] = fake.wait_for("sendMessage", 1)
+        message = fake.message(reply)  # as it stands now, with its reply_markup
+        ... post Updates().callback_query(message, data="...") to the app ...
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import threading
@@ -36,16 +41,41 @@ BOT_USER = {
     "supports_inline_queries": False,
 }
 # Parameters PTB sends as plain strings; everything else arrives JSON-encoded.
-_STRING_PARAMS = {"text", "file_id", "url", "secret_token", "action", "callback_query_id"}
+_STRING_PARAMS = {
+    "text",
+    "file_id",
+    "url",
+    "secret_token",
+    "action",
+    "callback_query_id",
+    "inline_message_id",
+}
+# What Telegram answers when a callback query is answered late or twice.
+QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup "
+    "are exactly the same as a current content and reply markup of the message"
+)
 
 
 @dataclass(frozen=True)
 class Call:
-    """One request the bot made: method name, decoded parameters, arrival time."""
+    """One request the bot made: method name, decoded parameters, arrival time, and what the
+    fake answered (``result``, or the Bot API ``error`` description)."""
 
     method: str
     params: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
+    result: Any = None
+    error: str | None = None
+
+
+class ApiError(Exception):
+    """A Bot API error answer: HTTP status and description."""
+
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(description)
+        self.status, self.description = status, description
 
 
 @dataclass
@@ -71,6 +101,10 @@ class FakeTelegram:
         self._lock = threading.Lock()
         self._calls: list[Call] = []
         self._files: dict[str, StoredFile] = {}
+        self._messages: dict[tuple[Any, Any], dict[str, Any]] = {}  # (chat id, message id)
+        self._answered_queries: set[str] = set()
+        self._expired_queries: set[str] = set()
+        self._failures: dict[str, int] = {}  # method -> calls still to fail with a 502
         self._ids = itertools.count(1)
         self.webhook: dict[str, Any] = {}
         self._server = make_server(
@@ -129,6 +163,22 @@ class FakeTelegram:
             self._files[stored.file_id] = stored
         return stored.file_id
 
+    def message(self, sent: Call) -> dict[str, Any]:
+        """The message a sendMessage call made, as edits left it (with its reply_markup)."""
+        key = (sent.result["chat"]["id"], sent.result["message_id"])
+        with self._lock:
+            return copy.deepcopy(self._messages[key])
+
+    def expire_callback_query(self, query_id: str) -> None:
+        """Make answering this callback query fail as Telegram does once it is too old."""
+        with self._lock:
+            self._expired_queries.add(query_id)
+
+    def fail(self, method: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with 502 Bad Gateway (Telegram down)."""
+        with self._lock:
+            self._failures[method] = self._failures.get(method, 0) + times
+
     def calls(self, method: str | None = None) -> list[Call]:
         with self._lock:
             return [c for c in self._calls if method is None or c.method == method]
@@ -167,13 +217,21 @@ class FakeTelegram:
         def bot_api(token: str, method: str) -> Response:
             if token != self.token:
                 return _error(401, "Unauthorized")
+            at = time.monotonic()
             params = _decode_params()
-            with self._lock:
-                self._calls.append(Call(method, params))
             handler = getattr(self, f"_api_{method}", None)
-            if handler is None:
-                return _error(404, "Not Found: method not found")
-            return handler(params)
+            try:
+                if handler is None:
+                    raise ApiError(404, "Not Found: method not found")
+                self._maybe_fail(method)
+                result = handler(params)
+            except ApiError as exc:
+                with self._lock:
+                    self._calls.append(Call(method, params, at, error=exc.description))
+                return _error(exc.status, exc.description)
+            with self._lock:
+                self._calls.append(Call(method, params, at, result))
+            return _ok(result)
 
         @app.get("/file/bot<token>/<path:file_path>")
         def download(token: str, file_path: str) -> Response:
@@ -191,57 +249,95 @@ class FakeTelegram:
 
         return app
 
-    def _api_getMe(self, params: dict[str, Any]) -> Response:  # noqa: N802 - Bot API name
-        return _ok(BOT_USER)
+    def _maybe_fail(self, method: str) -> None:
+        with self._lock:
+            if self._failures.get(method, 0) > 0:
+                self._failures[method] -= 1
+                raise ApiError(502, "Bad Gateway")
 
-    def _api_getFile(self, params: dict[str, Any]) -> Response:  # noqa: N802
+    def _api_getMe(self, params: dict[str, Any]) -> Any:  # noqa: N802 - Bot API name
+        return BOT_USER
+
+    def _api_getFile(self, params: dict[str, Any]) -> Any:  # noqa: N802
         with self._lock:
             stored = self._files.get(str(params.get("file_id")))
         if stored is None:
-            return _error(400, "Bad Request: invalid file_id")
+            raise ApiError(400, "Bad Request: invalid file_id")
         if stored.fail_get_file:
-            return _error(400, stored.fail_get_file)
-        return _ok(
-            {
-                "file_id": stored.file_id,
-                "file_unique_id": f"U{stored.file_id}",
-                "file_size": len(stored.data),
-                "file_path": stored.path,
-            }
-        )
+            raise ApiError(400, stored.fail_get_file)
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": f"U{stored.file_id}",
+            "file_size": len(stored.data),
+            "file_path": stored.path,
+        }
 
-    def _api_sendMessage(self, params: dict[str, Any]) -> Response:  # noqa: N802
+    def _api_sendMessage(self, params: dict[str, Any]) -> Any:  # noqa: N802
         if not params.get("text"):
-            return _error(400, "Bad Request: message text is empty")
-        return _ok(
-            {
-                "message_id": 100_000 + next(self._ids),
-                "date": int(time.time()),
-                "chat": {"id": params["chat_id"], "type": "private"},
-                "from": BOT_USER,
-                "text": params["text"],
-            }
-        )
+            raise ApiError(400, "Bad Request: message text is empty")
+        message = {
+            "message_id": 100_000 + next(self._ids),
+            "date": int(time.time()),
+            "chat": {"id": params["chat_id"], "type": "private"},
+            "from": BOT_USER,
+            "text": params["text"],
+        }
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        with self._lock:
+            self._messages[(message["chat"]["id"], message["message_id"])] = message
+            return copy.deepcopy(message)
 
-    def _api_sendChatAction(self, params: dict[str, Any]) -> Response:  # noqa: N802
-        return _ok(True)
+    def _api_sendChatAction(self, params: dict[str, Any]) -> Any:  # noqa: N802
+        return True
 
-    def _api_answerCallbackQuery(self, params: dict[str, Any]) -> Response:  # noqa: N802
-        return _ok(True)
+    def _api_answerCallbackQuery(self, params: dict[str, Any]) -> Any:  # noqa: N802
+        query_id = str(params.get("callback_query_id", ""))
+        with self._lock:
+            if not query_id or query_id in self._answered_queries | self._expired_queries:
+                raise ApiError(400, QUERY_TOO_OLD)
+            self._answered_queries.add(query_id)
+        return True
 
-    def _api_setWebhook(self, params: dict[str, Any]) -> Response:  # noqa: N802
+    def _api_editMessageText(self, params: dict[str, Any]) -> Any:  # noqa: N802
+        if not params.get("text"):
+            raise ApiError(400, "Bad Request: message text is empty")
+        return self._edit(params, params["text"])
+
+    def _api_editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:  # noqa: N802
+        return self._edit(params, None)
+
+    def _edit(self, params: dict[str, Any], text: str | None) -> dict[str, Any]:
+        """Telegram's edit: the keyboard is the one given (none given: removed)."""
+        key = (params.get("chat_id"), params.get("message_id"))
+        with self._lock:
+            message = self._messages.get(key)
+            if message is None:
+                raise ApiError(400, "Bad Request: message to edit not found")
+            edited = {k: v for k, v in message.items() if k != "reply_markup"}
+            if text is not None:
+                edited["text"] = text
+            if params.get("reply_markup"):
+                edited["reply_markup"] = params["reply_markup"]
+            if edited == message:
+                raise ApiError(400, NOT_MODIFIED)
+            edited["edit_date"] = int(time.time())
+            self._messages[key] = edited
+            return copy.deepcopy(edited)
+
+    def _api_setWebhook(self, params: dict[str, Any]) -> Any:  # noqa: N802
         if not str(params.get("url", "")).startswith("https://"):
-            return _error(400, "Bad Request: bad webhook: An HTTPS URL must be provided")
+            raise ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided")
         with self._lock:
             self.webhook = dict(params)
-        return _ok(True)
+        return True
 
-    def _api_deleteWebhook(self, params: dict[str, Any]) -> Response:  # noqa: N802
+    def _api_deleteWebhook(self, params: dict[str, Any]) -> Any:  # noqa: N802
         with self._lock:
             self.webhook = {}
-        return _ok(True)
+        return True
 
-    def _api_getWebhookInfo(self, params: dict[str, Any]) -> Response:  # noqa: N802
+    def _api_getWebhookInfo(self, params: dict[str, Any]) -> Any:  # noqa: N802
         with self._lock:
             hook = dict(self.webhook)
         info: dict[str, Any] = {
@@ -253,7 +349,7 @@ class FakeTelegram:
             info["allowed_updates"] = hook["allowed_updates"]
         if hook.get("max_connections"):
             info["max_connections"] = hook["max_connections"]
-        return _ok(info)
+        return info
 
 
 def _decode_params() -> dict[str, Any]:
@@ -285,6 +381,7 @@ def _error(status: int, description: str) -> Response:
 # Telegram numbers a bot's updates in one increasing sequence, whatever the chat; the bot
 # answers a repeated update_id once, so every Updates instance draws from this one.
 _UPDATE_IDS = itertools.count(900_001)
+_QUERY_IDS = itertools.count(1)
 
 
 class Updates:
@@ -363,15 +460,23 @@ class Updates:
         }
         return self.message(sticker=sticker, **kw)
 
-    def callback_query(self) -> dict[str, Any]:
-        update = self.text("old message")
-        return {
-            "update_id": update["update_id"],
-            "callback_query": {
-                "id": "CQ1",
-                "from": self._user(None),
-                "chat_instance": "ci-1",
-                "data": "again",
-                "message": update["message"],
-            },
+    def callback_query(
+        self,
+        message: dict[str, Any] | None = None,
+        data: str = "again",
+        language_code: str | None = None,
+    ) -> dict[str, Any]:
+        """This user pressing a button with ``data`` under ``message`` (e.g. a message the bot
+        sent, from ``FakeTelegram.message``); without one, under an old message of the chat.
+        Every query gets its own id (``update["callback_query"]["id"]``)."""
+        update_id = next(_UPDATE_IDS)
+        if message is None:
+            message = self.text("old message")["message"]
+        query = {
+            "id": f"CQ{next(_QUERY_IDS)}",
+            "from": self._user(language_code),
+            "chat_instance": f"ci-{self.chat_id}",
+            "data": data,
+            "message": message,
         }
+        return {"update_id": update_id, "callback_query": query}
