@@ -4,6 +4,7 @@ benchmarks/harness/."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -42,10 +43,17 @@ def fake() -> Iterator[FakeTelegram]:
 
 
 @pytest.fixture(scope="module")
+def feedback_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where ``bot_server`` stores the corrections its buttons collect (``FEEDBACK_URI``)."""
+    return tmp_path_factory.mktemp("feedback")
+
+
+@pytest.fixture(scope="module")
 def bot_server(
-    fake: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
+    fake: FakeTelegram, feedback_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornServer]:
-    """The bot under real gunicorn (two workers) talking to ``fake``, webhook secret ``SECRET``.
+    """The bot under real gunicorn (two workers) talking to ``fake``, webhook secret ``SECRET``,
+    feedback on (buttons under each answer, corrections stored in ``feedback_dir``).
 
     The tests' photos are generated noise, which the shipped open-set rule rightly refuses;
     the bot tests check the known-breed reply, so it runs the same weights with rule none.
@@ -55,6 +63,7 @@ def bot_server(
     )
     env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "WEB_CONCURRENCY": "2"}
     env["MODEL_URI"] = str(accepting)
+    env["FEEDBACK_URI"] = str(feedback_dir)
     running = start_gunicorn(env)
     yield running
     running.stop()

@@ -3,18 +3,24 @@
 The ``fake`` and ``bot_server`` fixtures come from tests/conftest.py.
 
 Updates are posted to ``/telegram`` as Telegram posts them; the assertions are on what the
-bot sent to the fake Bot API (sendMessage, sendChatAction, getFile, answerCallbackQuery).
+bot sent to the fake Bot API (sendMessage, sendChatAction, getFile, answerCallbackQuery, the
+edits of its messages) and, for the feedback buttons, on the corrections stored in
+``FEEDBACK_URI`` (the ``feedback_dir`` folder).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
 from benchmarks.harness.server import GunicornServer
@@ -22,7 +28,7 @@ from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES
 from service.telegram_bot.texts import BREED_NAMES_RU
 from tests.support.data import imagewoof_dir
-from tests.support.fake_telegram import SECRET
+from tests.support.fake_telegram import SECRET, answer_to, buttons
 from tests.support.fake_telegram import post_update as post
 from tests.support.images import png_bytes
 
@@ -112,6 +118,8 @@ def test_start_and_help_list_the_breeds(
     assert "10" in text
     for name in names:
         assert f"• {name}" in text
+    # Feedback is on here: the help says what happens to corrected photos.
+    assert ("сохраняются" if language == "ru" else "The photos you correct are kept") in text
 
 
 @pytest.mark.parametrize(
@@ -169,9 +177,147 @@ def test_failures_are_apologised_for(bot_server: GunicornServer, fake: FakeTeleg
 
 
 def test_callback_query_is_answered(bot_server: GunicornServer, fake: FakeTelegram) -> None:
-    assert post(bot_server, Updates(chat_id=1050).callback_query()).status_code == 200
-    [call] = fake.wait_for("answerCallbackQuery", 1)
-    assert call.params["callback_query_id"] == "CQ1"
+    press = Updates(chat_id=1050).callback_query()
+    assert post(bot_server, press).status_code == 200
+    assert answer_to(fake, press).params.get("text") is None  # not a button of ours
+
+
+# -- feedback buttons ---------------------------------------------------------------------
+
+WNID_BY_NAME = {c.name: c.wnid for c in IMAGEWOOF_CLASSES}
+RECORD_FIELDS = {"answer_id", "photo_sha256", "label", "answer", "received_at"}
+ANSWER_FIELDS = {"id", "breed", "verdict", "known", "known_score", "top_k", "model"}
+
+
+def answered_photo(
+    bot_server: GunicornServer, fake: FakeTelegram, updates: Updates, photo: bytes
+) -> tuple[Call, dict[str, str]]:
+    """Send a photo; its reply and the buttons under it."""
+    update = updates.photo(fake.add_file(photo), size=len(photo))
+    assert post(bot_server, update).status_code == 200
+    reply = reply_to(fake, update)
+    return reply, buttons(fake.message(reply))
+
+
+def press(
+    bot_server: GunicornServer, fake: FakeTelegram, updates: Updates, reply: Call, data: str
+) -> Call:
+    """Press the button with ``data`` under the bot's message; the answer to the press."""
+    update = updates.callback_query(fake.message(reply), data=data)
+    assert post(bot_server, update).status_code == 200
+    return answer_to(fake, update)
+
+
+def records(feedback_dir: Path, answer_id: str) -> list[dict[str, Any]]:
+    found = sorted((feedback_dir / "records").glob(f"{answer_id}.*.json"))
+    return [json.loads(path.read_text()) for path in found]
+
+
+def test_answer_carries_right_and_wrong_buttons(
+    bot_server: GunicornServer, fake: FakeTelegram
+) -> None:
+    reply, keys = answered_photo(bot_server, fake, Updates(chat_id=1101), jpeg_bytes(seed=41))
+    assert list(keys) == ["✅ Right", "❌ Wrong"]
+    named = reply.params["text"].removeprefix("My best guess: ").split(" 🐶")[0]
+    right = re.fullmatch(r"fb:([A-Za-z0-9_-]{16}):ok:(n\d{8})", keys["✅ Right"])
+    assert right and right[2] == WNID_BY_NAME[named]
+    assert keys["❌ Wrong"] == f"fb:{right[1]}:wrong"
+    assert all(len(data.encode()) <= 64 for data in keys.values())
+
+
+def test_wrong_then_a_breed_stores_the_correction(
+    bot_server: GunicornServer, fake: FakeTelegram, feedback_dir: Path
+) -> None:
+    updates = Updates(chat_id=1102)
+    photo = jpeg_bytes(seed=42)
+    reply, keys = answered_photo(bot_server, fake, updates, photo)
+    answer_id = keys["❌ Wrong"].split(":")[1]
+    assert press(bot_server, fake, updates, reply, keys["❌ Wrong"]).params["text"] == (
+        "Which breed is it?"
+    )
+    # The buttons are now the ten breeds and "none of these"; nothing is stored yet.
+    choices = buttons(fake.message(reply))
+    assert list(choices) == [*(c.name for c in IMAGEWOOF_CLASSES), "None of these"]
+    assert fake.message(reply)["text"] == reply.params["text"]
+    assert records(feedback_dir, answer_id) == []
+    named = keys["✅ Right"].rsplit(":", 1)[1]
+    chosen = next(c for c in IMAGEWOOF_CLASSES if c.wnid != named)
+    assert choices[chosen.name] == f"fb:{answer_id}:{chosen.wnid}"
+    thanks = press(bot_server, fake, updates, reply, choices[chosen.name])
+    assert thanks.params["text"].startswith("Thanks!")
+    [record] = records(feedback_dir, answer_id)
+    assert record["label"] == chosen.wnid
+    assert record["photo_sha256"] == hashlib.sha256(photo).hexdigest()
+    assert (feedback_dir / "photos" / record["photo_sha256"]).read_bytes() == photo
+    assert record["answer"]["id"] == answer_id and record["answer"]["breed"]["wnid"] == named
+    # Nothing of who pressed: no chat, user or name in the record, only these fields.
+    assert set(record) == RECORD_FIELDS and set(record["answer"]) == ANSWER_FIELDS
+    without_ids = {**record, "answer_id": "", "answer": {**record["answer"], "id": ""}}
+    assert "Ann" not in json.dumps(without_ids)  # the user's first name
+    # The message now thanks, and its buttons are gone.
+    edited = fake.message(reply)
+    assert edited["text"].startswith(reply.params["text"]) and "Thanks" in edited["text"]
+    assert buttons(edited) == {}
+
+
+def test_right_stores_the_named_breed_once(
+    bot_server: GunicornServer, fake: FakeTelegram, feedback_dir: Path
+) -> None:
+    updates = Updates(chat_id=1103)
+    reply, keys = answered_photo(bot_server, fake, updates, jpeg_bytes(seed=43))
+    _, answer_id, _, named = keys["✅ Right"].split(":")
+    thanks = press(bot_server, fake, updates, reply, keys["✅ Right"])
+    assert thanks.params["text"].startswith("Thanks!")
+    [record] = records(feedback_dir, answer_id)
+    assert record["label"] == named == record["answer"]["breed"]["wnid"]
+    [edit] = fake.wait_for("editMessageText", 1, where=lambda c: c.params["chat_id"] == 1103)
+    assert "reply_markup" not in edit.params and buttons(fake.message(reply)) == {}
+    # The same button pressed again (another device still showed it): thanks, stored once.
+    again = press(bot_server, fake, updates, reply, keys["✅ Right"])
+    assert again.params["text"].startswith("Thanks!")
+    assert len(records(feedback_dir, answer_id)) == 1
+    assert fake.message(reply)["text"].count("Thanks") == 1
+
+
+FORGER = Updates(chat_id=1104)  # one chat for every case: its message ids go on counting
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "fb:{id}:n99999999",  # not one of the breeds
+        "fb:{id}:ok",  # right, without the label it confirms
+        "fb:{id}:wrong:n02088364",
+        "fb:{id}:ok:none:x",
+        "fb:{id}",
+        "fb:",
+        "fb:{id}:<script>",
+        "fb:{id}:ok:" + "n" * 40,
+    ],
+)
+def test_forged_buttons_store_nothing(
+    bot_server: GunicornServer, fake: FakeTelegram, feedback_dir: Path, data: str
+) -> None:
+    reply, keys = answered_photo(bot_server, fake, FORGER, jpeg_bytes(seed=44))
+    answer_id = keys["❌ Wrong"].split(":")[1]
+    answered = press(bot_server, fake, FORGER, reply, data.format(id=answer_id))
+    assert answered.params["text"] == "Sorry, I could not read this button."
+    assert records(feedback_dir, answer_id) == []
+    assert buttons(fake.message(reply)) == keys  # the real buttons are left as they were
+
+
+def test_stale_answer_is_told_so_and_stores_nothing(
+    bot_server: GunicornServer, fake: FakeTelegram, feedback_dir: Path
+) -> None:
+    updates = Updates(chat_id=1105, language_code="ru")
+    reply, keys = answered_photo(bot_server, fake, updates, jpeg_bytes(seed=45))
+    assert list(keys) == ["✅ Верно", "❌ Неверно"]
+    _, answer_id, _, named = keys["✅ Верно"].split(":")
+    unknown_id = "A" * 16  # an answer this server never gave (or no longer keeps)
+    answered = press(bot_server, fake, updates, reply, f"fb:{unknown_id}:ok:{named}")
+    assert answered.params["text"].startswith("Этот ответ уже не поправить")
+    assert records(feedback_dir, unknown_id) == [] and records(feedback_dir, answer_id) == []
+    assert buttons(fake.message(reply)) == {}  # buttons that cannot work are taken away
 
 
 def test_other_updates_and_bad_bodies_are_ignored(
@@ -234,6 +380,22 @@ def test_twenty_updates_at_once_are_all_answered(
     ready = set(re.findall(r"telegram bot @\S+ ready in worker pid (\d+)", bot_server.logs()))
     assert len(ready) == 2, bot_server.logs()
     assert len(fake.calls("getMe")) == 2
+
+
+def test_replies_are_counted_by_verdict_and_press_outcome(
+    bot_server: GunicornServer, fake: FakeTelegram
+) -> None:
+    updates = Updates(chat_id=1106)
+    reply, keys = answered_photo(bot_server, fake, updates, jpeg_bytes(seed=46))
+    press(bot_server, fake, updates, reply, keys["❌ Wrong"])
+    press(bot_server, fake, updates, reply, "fb:garbled")
+    press(bot_server, fake, updates, reply, buttons(fake.message(reply))["Dingo"])
+    body = requests.get(f"{bot_server.base_url}/metrics", timeout=10).text  # every worker's
+    counted = dict(re.findall(r'^breedrecognizer_telegram_replies_total\{kind="(\w+)"\} (\S+)$',
+                              body, re.MULTILINE))  # fmt: skip
+    for kind in ("sure", "feedback_choices", "feedback_bad", "feedback_stored"):
+        assert float(counted.get(kind, 0)) >= 1, (kind, counted)
+    assert "breed" not in counted  # answers are counted by verdict
 
 
 @pytest.mark.data

@@ -1,14 +1,18 @@
-"""The bot's parts in one process: texts, settings, size choice, the webhook CLI, and the
-Flask route with the real model and a fake Bot API over HTTP for the cases that need a
-particular model verdict or failure (unknown breed, model crash, unreachable Bot API).
+"""The bot's parts in one process: texts, feedback buttons, settings, size choice, the webhook
+CLI, and the Flask route with the real model and a fake Bot API over HTTP for the cases that
+need a particular model verdict or failure (unknown breed, unsure answer, model crash,
+unreachable Bot API, feedback off or its stores failing).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,15 +20,31 @@ from flask import Flask
 from telegram import PhotoSize
 
 from app import create_app
-from benchmarks.harness.fake_telegram import FakeTelegram, Updates
+from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
 from benchmarks.harness.server import free_port
 from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.predictor import BreedScore, Prediction, Predictor
+from service.feedback.store import NONE_LABEL
 from service.settings import SettingsError, TelegramSettings, load_group
 from service.telegram_bot.__main__ import main as webhook_cli
+from service.telegram_bot.buttons import (
+    MAX_CALLBACK_BYTES,
+    Press,
+    answer_keyboard,
+    breeds_keyboard,
+    is_feedback,
+    parse_press,
+)
 from service.telegram_bot.handlers import pick_photo_size
-from service.telegram_bot.texts import help_text, language_for, percent, prediction_text
+from service.telegram_bot.texts import (
+    BREED_NAMES_RU,
+    help_text,
+    language_for,
+    percent,
+    prediction_text,
+)
+from tests.support.fake_telegram import answer_to, buttons
 from tests.support.settings import settings_from, use_env
 
 SECRET = "unit-secret"
@@ -69,6 +89,63 @@ def test_prediction_texts_in_both_languages() -> None:
 def test_help_lists_every_breed() -> None:
     text = help_text(IMAGEWOOF_CLASSES, "en", 3)
     assert all(f"• {c.name}" in text for c in IMAGEWOOF_CLASSES)
+
+
+def test_unsure_names_the_breed_with_a_doubt() -> None:
+    unsure_en = prediction_text(_prediction(True, "unsure"), "en", 10)
+    assert unsure_en.startswith("I think it's a Shih-Tzu, but I'm not sure")
+    assert "1. Shih-Tzu — 50%\n2. Rhodesian ridgeback — 30%\n3. Beagle — 10%" in unsure_en
+    unsure_ru = prediction_text(_prediction(True, "unsure"), "ru", 10)
+    assert unsure_ru.startswith("Думаю, это Ши-тцу, но я не уверен")
+    assert "Мои варианты:\n1. Ши-тцу — 50%\n2. Родезийский риджбек — 30%" in unsure_ru
+    assert "не уверен" not in prediction_text(_prediction(True), "ru", 10)
+
+
+def test_help_tells_of_kept_photos_only_with_feedback_on() -> None:
+    assert "kept" not in help_text(IMAGEWOOF_CLASSES, "en", 3)
+    on = help_text(IMAGEWOOF_CLASSES, "en", 3, feedback=True)
+    assert "The photos you correct are kept to improve the model" in on
+    assert "without your name" in on
+    assert "сохраняются" in help_text(IMAGEWOOF_CLASSES, "ru", 3, feedback=True)
+    assert "сохраняются" not in help_text(IMAGEWOOF_CLASSES, "ru", 3)
+
+
+# -- feedback buttons ---------------------------------------------------------------------
+
+ANSWER_ID = "Ab3_-x9ZQ0aa1234"
+
+
+def test_buttons_round_trip_within_telegram_limits() -> None:
+    named = IMAGEWOOF_CLASSES[2].wnid
+    for lang in ("en", "ru"):
+        rows = answer_keyboard(ANSWER_ID, named, lang).inline_keyboard
+        right, wrong = rows[0]
+        assert parse_press(right.callback_data) == Press(ANSWER_ID, named)
+        assert parse_press(wrong.callback_data) == Press(ANSWER_ID, None)
+        choices = [b for row in breeds_keyboard(ANSWER_ID, IMAGEWOOF_CLASSES, lang).inline_keyboard
+                   for b in row]  # fmt: skip
+        assert [parse_press(b.callback_data).label for b in choices] == [
+            *(c.wnid for c in IMAGEWOOF_CLASSES),
+            NONE_LABEL,
+        ]
+        every = [right, wrong, *choices]
+        assert all(len(b.callback_data.encode()) <= MAX_CALLBACK_BYTES for b in every)
+    assert choices[0].text == "Ши-тцу" and choices[-1].text == "Ни одна из этих"
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["fb:", "fb:x", f"fb:{ANSWER_ID}", f"fb:{ANSWER_ID}:ok", f"fb:{ANSWER_ID}:ok:wrong",
+     f"fb:{ANSWER_ID}:wrong:n02088364", f"fb:{ANSWER_ID}:ok:n02088364:x", "fb::n02088364",
+     f"fb:{ANSWER_ID}:n0208 8364", f"fb:{'a' * 33}:none", f"xx:{ANSWER_ID}:none"],
+)  # fmt: skip
+def test_garbled_button_data_is_no_press(data: str) -> None:
+    assert parse_press(data) is None
+
+
+def test_only_our_buttons_are_feedback() -> None:
+    assert is_feedback("fb:") and is_feedback(f"fb:{ANSWER_ID}:none")
+    assert not is_feedback(None) and not is_feedback("again") and not is_feedback("fbx:1")
 
 
 # -- settings and photo size --------------------------------------------------------------
@@ -132,7 +209,7 @@ def test_cli_sets_inspects_and_deletes_the_webhook(
     assert "https://dogs.example.com/telegram" in capsys.readouterr().out
     assert fake.webhook["url"] == "https://dogs.example.com/telegram"
     assert fake.webhook["secret_token"] == SECRET
-    assert fake.webhook["allowed_updates"] == ["message"]
+    assert fake.webhook["allowed_updates"] == ["message", "callback_query"]
     assert fake.webhook["max_connections"] == 10
     assert webhook_cli(["info"]) == 0
     assert '"url": "https://dogs.example.com/telegram"' in capsys.readouterr().out
@@ -332,3 +409,132 @@ def test_ignored_updates_are_logged_at_debug(bot_app, fake: FakeTelegram, caplog
             time.sleep(0.05)
     assert "body is not a JSON object" in caplog.text
     assert not [c for c in fake.calls("sendMessage") if c.params["chat_id"] == 2006]
+
+
+# -- feedback buttons through the route ------------------------------------------------------
+
+
+def _sent(fake: FakeTelegram, chat_id: int) -> Call:
+    [call] = fake.wait_for("sendMessage", 1, where=lambda c: c.params["chat_id"] == chat_id)
+    return call
+
+
+def _press(client: Any, fake: FakeTelegram, updates: Updates, sent: Call, data: str) -> Call:
+    """Press ``data`` under the bot's message; the answer to that press."""
+    update = updates.callback_query(fake.message(sent), data=data)
+    assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
+    return answer_to(fake, update)
+
+
+def _labels(store: Path) -> list[str]:
+    return sorted(json.loads(p.read_text())["label"] for p in store.glob("records/*.json"))
+
+
+def _photo_answer(client: Any, fake: FakeTelegram, updates: Updates) -> Call:
+    update = updates.photo(fake.add_file(jpeg_bytes(seed=updates.chat_id)))
+    assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
+    return _sent(fake, updates.chat_id)
+
+
+def test_feedback_off_means_no_buttons(bot_app, fake: FakeTelegram) -> None:
+    client = bot_app().test_client()
+    updates = Updates(chat_id=2101)
+    sent = _photo_answer(client, fake, updates)
+    assert "reply_markup" not in sent.params and buttons(fake.message(sent)) == {}
+    # A press on a button from the time feedback was on is answered, and nothing else.
+    answered = _press(client, fake, updates, sent, f"fb:{'A' * 16}:ok:none")
+    assert answered.params["text"] == "I am not taking corrections at the moment."
+    edits = fake.calls("editMessageText") + fake.calls("editMessageReplyMarkup")
+    assert [c for c in edits if c.params["chat_id"] == 2101] == []
+    help_update = Updates(chat_id=2102).text("/help")
+    assert client.post("/telegram", json=help_update, headers=HEADER).status_code == 200
+    assert "kept" not in _sent(fake, 2102).params["text"]
+
+
+def test_unsure_answer_in_russian_and_its_right_button(
+    bot_app, predictor: Predictor, fake: FakeTelegram, tmp_path: Path
+) -> None:
+    # Every photo is one of the breeds, and never sure of which: the answer is unsure.
+    unsure = Predictor(predictor.backend)
+    unsure.metadata = replace(
+        predictor.metadata,
+        open_set=OpenSetRule("none", sure_method="max_softmax", sure_threshold=1.01),
+    )
+    client = bot_app(unsure, FEEDBACK_URI=str(tmp_path)).test_client()
+    updates = Updates(chat_id=2103, language_code="ru")
+    sent = _photo_answer(client, fake, updates)
+    assert sent.params["text"].startswith("Думаю, это ")
+    assert ", но я не уверен" in sent.params["text"]
+    keys = buttons(fake.message(sent))
+    assert list(keys) == ["✅ Верно", "❌ Неверно"]
+    named = keys["✅ Верно"].rsplit(":", 1)[1]
+    named_ru = BREED_NAMES_RU[named]
+    assert sent.params["text"].startswith(f"Думаю, это {named_ru}, но")
+    assert (
+        _press(client, fake, updates, sent, keys["✅ Верно"]).params["text"].startswith("Спасибо")
+    )
+    [record] = [json.loads(p.read_text()) for p in tmp_path.glob("records/*.json")]
+    assert record["label"] == named and record["answer"]["verdict"] == "unsure"
+    assert fake.message(sent)["text"].endswith("это фото поможет мне учиться.")
+
+
+def test_right_under_not_my_breeds_stores_none(
+    bot_app, predictor: Predictor, fake: FakeTelegram, tmp_path: Path
+) -> None:
+    strict = Predictor(predictor.backend)
+    strict.metadata = replace(predictor.metadata, open_set=OpenSetRule("max_softmax", 0.999))
+    client = bot_app(strict, FEEDBACK_URI=str(tmp_path)).test_client()
+    updates = Updates(chat_id=2104)
+    sent = _photo_answer(client, fake, updates)
+    assert "does not look like one of the 10 breeds" in sent.params["text"]
+    keys = buttons(fake.message(sent))
+    assert keys["✅ Right"].endswith(":ok:none")
+    _press(client, fake, updates, sent, keys["✅ Right"])
+    assert _labels(tmp_path) == ["none"]
+
+
+def test_store_unavailable_says_try_later(bot_app, fake: FakeTelegram, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    client = bot_app(FEEDBACK_URI=str(blocker / "store")).test_client()
+    updates = Updates(chat_id=2105)
+    sent = _photo_answer(client, fake, updates)
+    keys = buttons(fake.message(sent))
+    answered = _press(client, fake, updates, sent, keys["✅ Right"])
+    assert answered.params["text"] == "Sorry, I cannot save this right now. Please try again later."
+    assert buttons(fake.message(sent)) == keys  # pressing again later can still work
+
+
+def test_photo_not_kept_still_answered_without_buttons(
+    bot_app, fake: FakeTelegram, tmp_path: Path
+) -> None:
+    recent = tmp_path / "recent"
+    app = bot_app(FEEDBACK_URI=str(tmp_path / "store"), FEEDBACK_RECENT_DIR=str(recent))
+    shutil.rmtree(recent)
+    recent.write_text("a file where the kept photos' folder should be")
+    sent = _photo_answer(app.test_client(), fake, Updates(chat_id=2106))
+    assert "does not look like one of the 10 breeds" in sent.params["text"]  # the answer
+    assert "reply_markup" not in sent.params
+
+
+def test_press_answered_only_once_the_bot_api_takes_the_answer(
+    bot_app, fake: FakeTelegram, tmp_path: Path
+) -> None:
+    """An answer to a press that did not reach Telegram is a 503: Telegram delivers the press
+    again, and the label is stored once. One Telegram refuses (too old) needs no redelivery."""
+    client = bot_app(FEEDBACK_URI=str(tmp_path)).test_client()
+    updates = Updates(chat_id=2107)
+    sent = _photo_answer(client, fake, updates)
+    keys = buttons(fake.message(sent))
+    update = updates.callback_query(fake.message(sent), data=keys["❌ Wrong"])
+    fake.fail("answerCallbackQuery")
+    response = client.post("/telegram", json=update, headers=HEADER)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
+    assert answer_to(fake, update).params["text"] == "Which breed is it?"
+    beagle = buttons(fake.message(sent))["Beagle"]
+    late = updates.callback_query(fake.message(sent), data=beagle)
+    fake.expire_callback_query(late["callback_query"]["id"])
+    assert client.post("/telegram", json=late, headers=HEADER).status_code == 200
+    assert _labels(tmp_path) == ["n02088364"]
+    assert buttons(fake.message(sent)) == {}

@@ -1,8 +1,11 @@
-"""What the bot does with each kind of message, as python-telegram-bot handlers.
+"""What the bot does with each kind of message and button press, as python-telegram-bot
+handlers.
 
-Every handler answers the user, also when something fails (download, decoding, model):
-the failure is logged and the user gets an apology, so no update ever becomes an error
-that Telegram would redeliver.
+Every handler answers the user, also when something fails (download, decoding, model, the
+feedback store): the failure is logged and the user gets an apology, so no update ever
+becomes an error that Telegram would redeliver. With feedback on (``FEEDBACK_URI``) each
+answer to a photo carries right / wrong buttons (service/telegram_bot/buttons.py); a press
+stores the user's label through ``Feedback.submit``, which keeps no trace of who pressed.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from concurrent.futures import Executor
 from functools import partial
 
 from prometheus_client import Counter
-from telegram import Message, PhotoSize, Update
+from telegram import InlineKeyboardMarkup, Message, PhotoSize, Update
 from telegram.constants import ChatAction
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -29,28 +32,56 @@ from telegram.ext import (
 
 from model.predictor import Prediction, Predictor
 from model.preprocessing import ImageDecodeError
+from service.feedback.recent import RecentUnavailableError
+from service.feedback.service import (
+    BadLabelError,
+    Feedback,
+    UnknownAnswerError,
+    new_answer_id,
+)
+from service.feedback.store import FeedbackStoreError
 from service.http.metrics import observe_prediction
 from service.settings import TelegramSettings
+from service.telegram_bot.buttons import (
+    answer_keyboard,
+    breeds_keyboard,
+    is_feedback,
+    named_label,
+    parse_press,
+)
 from service.telegram_bot.texts import (
     help_text,
     image_problem,
     language_for,
     prediction_text,
     text,
+    thanked,
 )
 
 log = logging.getLogger(__name__)
 
 REPLIES = Counter(
     "breedrecognizer_telegram_replies",
-    "Bot answers by kind (breed, unknown, help, hint, too_large, bad_image, download_failed...)",
+    "Bot answers by kind (photo verdicts sure, unsure, unknown; help, hint_*, too_large, "
+    "bad_image, download_failed, failed; callback_query; feedback button outcomes feedback_*)",
     ["kind"],
 )
 
-# Only new messages: edited messages and channel posts are ignored on purpose. The webhook
-# command asks Telegram for just these update types (allowed_updates).
+# Only new messages and button presses: edited messages and channel posts are ignored on
+# purpose. The webhook command asks Telegram for just these update types (allowed_updates).
 NEW_MESSAGE = filters.UpdateType.MESSAGE
-ALLOWED_UPDATES = ("message",)
+ALLOWED_UPDATES = ("message", "callback_query")
+
+# What a feedback press answers (answerCallbackQuery), by outcome (its REPLIES kind).
+PRESS_ANSWERS = {
+    "feedback_stored": "thanks",
+    "feedback_repeated": "thanks",  # the same label for the same answer again: still thanks
+    "feedback_choices": "which_breed",
+    "feedback_stale": "feedback_stale",
+    "feedback_bad": "feedback_bad",
+    "feedback_unavailable": "feedback_unavailable",
+    "feedback_off": "feedback_off",
+}
 
 
 def pick_photo_size(sizes: tuple[PhotoSize, ...], max_bytes: int) -> PhotoSize | None:
@@ -67,11 +98,16 @@ class BreedBot:
         predictor: Predictor,
         config: TelegramSettings,
         executor: Executor,
+        feedback: Feedback | None = None,
+        model: dict[str, str] | None = None,
     ) -> None:
         self.predictor = predictor
         self.config = config
         self.executor = executor
-        self._unreplied: set[int] = set()  # updates whose user got no message at all
+        self.feedback = feedback  # None: feedback off, no buttons
+        self.model = model or {}  # the model summary every remembered answer carries
+        # Updates whose user got nothing: no message sent, or the button press not answered.
+        self._unreplied: set[int] = set()
 
     def replied(self, update_id: int) -> bool:
         """Whether handling ``update_id`` reached the user (asked once, after handling)."""
@@ -100,7 +136,8 @@ class BreedBot:
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         lang = _lang(update)
         classes = self.predictor.metadata.classes
-        await _reply(update.message, "help", help_text(classes, lang, self.predictor.top_k))
+        reply = help_text(classes, lang, self.predictor.top_k, self.feedback is not None)
+        await _reply(update.message, "help", reply)
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -131,10 +168,27 @@ class BreedBot:
         await _reply(message, kind, reply)
 
     async def on_callback_query(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        # The bot sends no inline keyboards; answering just stops the client's spinner.
-        log.debug("telegram update %s: callback query answered", update.update_id)
-        REPLIES.labels("callback_query").inc()
-        await update.callback_query.answer()
+        """A button press: feedback buttons store a label; any other is just answered."""
+        query = update.callback_query
+        if not is_feedback(query.data):
+            # Not a button of ours: answering just stops the client's spinner.
+            log.debug("telegram update %s: callback query answered", update.update_id)
+            await self._answer_press(update, "callback_query", None)
+            return
+        lang = _lang(update)
+        press = parse_press(query.data)
+        if self.feedback is None:
+            kind = "feedback_off"
+        elif press is None:
+            log.info("telegram update %s: unreadable feedback button", update.update_id)
+            kind = "feedback_bad"
+        elif press.label is None:
+            keyboard = breeds_keyboard(press.answer_id, self.predictor.metadata.classes, lang)
+            await _edit(update, None, keyboard)
+            kind = "feedback_choices"
+        else:
+            kind = await self._store(update, self.feedback, press.answer_id, press.label, lang)
+        await self._answer_press(update, kind, text(PRESS_ANSWERS[kind], lang))
 
     async def on_ignored(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         kinds = (
@@ -151,6 +205,8 @@ class BreedBot:
             except TelegramError as exc:
                 log.warning("could not send the apology either: %s", exc)
                 self._unreplied.add(update.update_id)
+        elif isinstance(update, Update) and update.callback_query:
+            await self._answer_press(update, "failed", text("failed", _lang(update)))
 
     # -- the work -----------------------------------------------------------------------
 
@@ -180,15 +236,19 @@ class BreedBot:
             log.exception("telegram update %s: model failed", update.update_id)
             await _reply(message, "failed", text("failed", lang))
             return
+        answer_id = new_answer_id()
+        keyboard = await self._offer_feedback(update, answer_id, data, prediction, lang)
         breeds = len(self.predictor.metadata.classes)
-        kind_answer = "breed" if prediction.known else "unknown"
-        await _reply(message, kind_answer, prediction_text(prediction, lang, breeds))
+        reply = prediction_text(prediction, lang, breeds)
+        await _reply(message, prediction.verdict, reply, keyboard)
         log.info(
-            "telegram update %s: %s of %d bytes -> %s (%.2f) in %.2fs",
+            "telegram update %s: %s of %d bytes -> answer %s: %s %s (%.2f) in %.2fs",
             update.update_id,
             kind,
             len(data),
-            prediction.breed.name if prediction.breed else "unknown",
+            answer_id,
+            prediction.verdict,
+            prediction.breed.name if prediction.breed else "-",
             prediction.top_k[0].confidence,
             time.perf_counter() - started,
         )
@@ -201,16 +261,106 @@ class BreedBot:
         observe_prediction(prediction, time.perf_counter() - started)
         return prediction
 
+    async def _offer_feedback(
+        self, update: Update, answer_id: str, photo: bytes, prediction: Prediction, lang: str
+    ) -> InlineKeyboardMarkup | None:
+        """Keep the photo for a correction and offer the buttons; None when feedback is off.
+
+        Losing the photo costs only the buttons, never the answer.
+        """
+        if self.feedback is None:
+            return None
+        answer = {"id": answer_id, **prediction.to_dict(), "model": self.model}
+        call = partial(self.feedback.remember, answer_id, photo, answer)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, call)
+        except RecentUnavailableError as exc:
+            log.warning("telegram update %s: photo not kept, no buttons: %s", update.update_id, exc)
+            return None
+        except Exception:  # a broken store must not cost the user the answer
+            log.warning(
+                "telegram update %s: photo not kept, no buttons", update.update_id, exc_info=True
+            )
+            return None
+        return answer_keyboard(answer_id, named_label(prediction), lang)
+
+    async def _store(
+        self, update: Update, feedback: Feedback, answer_id: str, label: str, lang: str
+    ) -> str:
+        """Store a pressed label; the outcome's REPLIES kind. Thanks in the message if stored."""
+        query = update.callback_query
+        call = partial(feedback.submit, answer_id, label)
+        try:
+            stored = await asyncio.get_running_loop().run_in_executor(None, call)
+        except BadLabelError:
+            log.info("telegram update %s: feedback label %r refused", update.update_id, label)
+            return "feedback_bad"
+        except UnknownAnswerError:
+            log.info("telegram update %s: feedback for a stale answer", update.update_id)
+            await _edit(update, None)  # the buttons cannot work any more
+            return "feedback_stale"
+        except (FeedbackStoreError, RecentUnavailableError) as exc:
+            log.error("telegram update %s: feedback not stored: %s", update.update_id, exc)
+            return "feedback_unavailable"
+        message = query.message
+        if isinstance(message, Message) and message.text and not thanked(message.text):
+            thanks = f"{message.text}\n\n{text('thanks_line', lang)}"
+            await _edit(update, thanks)  # without the keyboard
+        else:
+            await _edit(update, None)
+        return "feedback_stored" if stored else "feedback_repeated"
+
+    async def _answer_press(self, update: Update, kind: str, reply: str | None) -> None:
+        """Answer a callback query: the press's reply, which the webhook waits for.
+
+        Telegram refusing the answer (the query is too old, or answered already) needs no
+        second delivery; an unreachable Bot API does, so the update counts as unanswered.
+        """
+        REPLIES.labels(kind).inc()
+        try:
+            await update.callback_query.answer(reply)
+        except BadRequest as exc:
+            log.info("telegram update %s: callback query not answerable: %s", update.update_id, exc)
+        except TelegramError as exc:
+            log.warning(
+                "telegram update %s: callback query not answered: %s", update.update_id, exc
+            )
+            self._unreplied.add(update.update_id)
+
     async def _too_large(self, message: Message, lang: str, size: int) -> None:
         limit_mb = self.config.max_file_bytes / (1024 * 1024)
         reply = text("too_large", lang, size_mb=size / (1024 * 1024), limit_mb=limit_mb)
         await _reply(message, "too_large", reply)
 
 
-async def _reply(message: Message, kind: str, reply: str) -> None:
+async def _reply(
+    message: Message, kind: str, reply: str, keyboard: InlineKeyboardMarkup | None = None
+) -> None:
     """Answer as a reply to the user's message (so album photos each get their own)."""
     REPLIES.labels(kind).inc()
-    await message.reply_text(reply, do_quote=True)
+    await message.reply_text(reply, do_quote=True, reply_markup=keyboard)
+
+
+async def _edit(
+    update: Update, new_text: str | None, keyboard: InlineKeyboardMarkup | None = None
+) -> None:
+    """Edit the pressed message: its text (the keyboard goes, unless given) or its keyboard.
+
+    A failed edit is cosmetic and must not stop the answer to the press.
+    """
+    query = update.callback_query
+    if query.inline_message_id is None and not isinstance(query.message, Message):
+        log.debug("telegram update %s: pressed message inaccessible, not edited", update.update_id)
+        return
+    try:
+        if new_text is None:
+            await query.edit_message_reply_markup(keyboard)
+        else:
+            await query.edit_message_text(new_text, reply_markup=keyboard)
+    except BadRequest as exc:  # e.g. "message is not modified" after a second press
+        log.debug("telegram update %s: message not edited: %s", update.update_id, exc)
+    except TelegramError as exc:
+        log.warning("telegram update %s: message not edited: %s", update.update_id, exc)
 
 
 def _lang(update: Update) -> str:

@@ -28,6 +28,7 @@ from telegram.error import InvalidToken
 from telegram.ext import Application, ApplicationBuilder, Defaults
 
 from model.predictor import Predictor
+from service.feedback.service import Feedback
 from service.settings import TelegramSettings
 from service.telegram_bot.handlers import BreedBot
 from service.telegram_bot.ledger import Claim, Ledger, LedgerUnavailableError
@@ -48,10 +49,18 @@ class BotUnavailableError(RuntimeError):
 class BotRuntime:
     """One per process: the loop thread, the Application, and the model-call executor."""
 
-    def __init__(self, config: TelegramSettings, predictor: Predictor, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        config: TelegramSettings,
+        predictor: Predictor,
+        ledger: Ledger,
+        feedback: Feedback | None = None,
+        model: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self._predictor = predictor
+        self._feedback, self._model = feedback, model  # the buttons' store, the answers' model
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,7 +103,8 @@ class BotRuntime:
             raise BotUnavailableError(f"the reply to update {update_id} could not be sent")
 
     async def _process(self, application: Application, update: Update) -> bool:
-        """Run the handlers, then settle the update's lease; True when the user got a reply."""
+        """Run the handlers, then settle the update's lease; True when the user got a reply
+        (a message sent, or a button press answered)."""
         await application.process_update(update)
         replied = self._bot is not None and self._bot.replied(update.update_id)
         settle = self.ledger.answered if replied else self.ledger.release
@@ -158,7 +168,9 @@ class BotRuntime:
             .defaults(Defaults(allow_sending_without_reply=True))
             .build()
         )
-        self._bot = BreedBot(self._predictor, self.config, self._executor)
+        self._bot = BreedBot(
+            self._predictor, self.config, self._executor, self._feedback, self._model
+        )
         self._bot.register(application)
         return application
 

@@ -28,7 +28,12 @@ TEXTS: dict[str, dict[str, str]] = {
             "{top_k} guesses. I know these {count} breeds:\n{breeds}\n\n"
             "Photos sent as files work too; albums get one answer per photo."
         ),
+        "help_feedback": (
+            "Under each answer, tell me whether I was right. The photos you correct are kept "
+            "to improve the model (without your name, chat or any other trace of you)."
+        ),
         "known": "My best guess: {breed} 🐶\n\nTop guesses:\n{ranking}",
+        "unsure": "I think it's a {breed}, but I'm not sure 🤔\n\nTop guesses:\n{ranking}",
         "unknown": (
             "Hmm, this does not look like one of the {count} breeds I know. "
             "The nearest ones would be:\n{ranking}\n\nSend /help to see the breeds I know."
@@ -43,6 +48,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "bad_image": "Sorry, I could not read this image: {reason}. Please send a JPEG or PNG.",
         "download_failed": "Sorry, I could not download this photo from Telegram. Try again?",
         "failed": "Sorry, something went wrong on my side. Please try again in a minute.",
+        # Feedback buttons under an answer, and what pressing them says.
+        "button_right": "✅ Right",
+        "button_wrong": "❌ Wrong",
+        "button_none": "None of these",
+        "which_breed": "Which breed is it?",
+        "thanks": "Thanks! I will learn from it.",
+        "thanks_line": "✅ Thanks for telling me: this photo will help me learn.",
+        "feedback_stale": "This answer is too old to correct now. Send the photo again?",
+        "feedback_bad": "Sorry, I could not read this button.",
+        "feedback_unavailable": "Sorry, I cannot save this right now. Please try again later.",
+        "feedback_off": "I am not taking corrections at the moment.",
     },
     "ru": {
         "help": (
@@ -50,7 +66,12 @@ TEXTS: dict[str, dict[str, str]] = {
             "вероятных варианта). Я знаю эти {count} пород:\n{breeds}\n\n"
             "Можно присылать и фото файлом; в альбоме отвечу на каждое фото."
         ),
+        "help_feedback": (
+            "Под каждым ответом можно отметить, угадал ли я. Фото, которые вы поправите, "
+            "сохраняются, чтобы улучшить модель (без вашего имени, чата и других данных о вас)."
+        ),
         "known": "Похоже, это {breed} 🐶\n\nМои варианты:\n{ranking}",
+        "unsure": "Думаю, это {breed}, но я не уверен 🤔\n\nМои варианты:\n{ranking}",
         "unknown": (
             "Хм, это не похоже ни на одну из {count} пород, которые я знаю. "
             "Ближе всего:\n{ranking}\n\nОтправьте /help, чтобы увидеть список пород."
@@ -65,6 +86,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "bad_image": "Не удалось прочитать изображение: {reason}. Пришлите фото в JPEG или PNG.",
         "download_failed": "Не удалось скачать фото из Telegram. Попробуйте ещё раз.",
         "failed": "Что-то пошло не так на моей стороне. Попробуйте ещё раз через минуту.",
+        "button_right": "✅ Верно",
+        "button_wrong": "❌ Неверно",
+        "button_none": "Ни одна из этих",
+        "which_breed": "Какая это порода?",
+        "thanks": "Спасибо! Я на этом научусь.",
+        "thanks_line": "✅ Спасибо за ответ: это фото поможет мне учиться.",
+        "feedback_stale": "Этот ответ уже не поправить: он слишком старый. Пришлите фото ещё раз?",
+        "feedback_bad": "Не удалось прочитать эту кнопку.",
+        "feedback_unavailable": "Сейчас не получается сохранить ответ. Попробуйте позже.",
+        "feedback_off": "Сейчас я не принимаю исправления.",
     },
 }
 
@@ -119,14 +150,23 @@ def _ranking(scores: Iterable[BreedScore], lang: str) -> str:
 
 
 def prediction_text(prediction: Prediction, lang: str, breed_count: int) -> str:
+    """The answer in words: sure names the breed, unsure names it with a doubt, unknown not."""
     ranking = _ranking(prediction.top_k, lang)
-    if prediction.known and prediction.breed is not None:
+    if prediction.breed is not None and prediction.verdict in ("sure", "unsure"):
         name = breed_name(prediction.breed.wnid, prediction.breed.name, lang)
-        return text("known", lang, breed=name, ranking=ranking)
+        key = "known" if prediction.verdict == "sure" else "unsure"
+        return text(key, lang, breed=name, ranking=ranking)
     return text("unknown", lang, count=breed_count, ranking=ranking)
 
 
-def help_text(classes: Iterable[BreedClass], lang: str, top_k: int) -> str:
+def help_text(classes: Iterable[BreedClass], lang: str, top_k: int, feedback: bool = False) -> str:
+    """What the bot does; with ``feedback`` also that corrected photos are kept, and how."""
     names = [breed_name(c.wnid, c.name, lang) for c in classes]
     breeds = "\n".join(f"• {name}" for name in names)
-    return text("help", lang, top_k=top_k, count=len(names), breeds=breeds)
+    about = text("help", lang, top_k=top_k, count=len(names), breeds=breeds)
+    return f"{about}\n\n{text('help_feedback', lang)}" if feedback else about
+
+
+def thanked(message_text: str) -> bool:
+    """Whether an answer was already edited to thank for feedback (in any language)."""
+    return any(message_text.endswith(texts["thanks_line"]) for texts in TEXTS.values())

@@ -42,7 +42,8 @@ def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRu
     if reason is None:
         redis_url = settings.state.redis_url
         ledger = open_ledger(redis_url, str(config.seen_db) if config.seen_db else None)
-        runtime = BotRuntime(config, predictor, ledger)
+        context = service_context(app)  # built before the bot: its feedback and model card
+        runtime = BotRuntime(config, predictor, ledger, context.feedback, context.model)
         app.extensions[EXTENSION_KEY] = runtime
         store = "redis" if redis_url else "sqlite"
         service_context(app).readiness["telegram"] = partial(_readiness, ledger, store)
