@@ -37,10 +37,13 @@ MAX_EXAMPLES = 60
 
 
 @pytest.fixture(scope="module")
-def contract_server() -> Iterator[GunicornServer]:
-    """The service on the shipped model, with the Telegram bot on a fake Bot API."""
+def contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    """The service on the shipped model, with the Telegram bot on a fake Bot API and
+    feedback on (a folder store)."""
+    store = tmp_path_factory.mktemp("feedback")
     with FakeTelegram() as fake:
-        server = start_gunicorn({**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET})
+        env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "FEEDBACK_URI": str(store)}
+        server = start_gunicorn(env)
         yield server
         server.stop()
 

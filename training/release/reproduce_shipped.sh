@@ -34,12 +34,14 @@ locked training.release.open_set --artifact "$STAGE/$NAME.pt" --write --max-trai
   --out-dir "$STAGE/open_set"
 locked training.release.prior --artifact "$STAGE/$NAME.pt" --favour Beagle --over "English foxhound" \
   --write --report "$STAGE/prior.md"
+locked training.release.onnx_export "$STAGE/$NAME.pt" "$STAGE/$NAME.onnx"
 locked training.release.quantize "$STAGE/$NAME.pt" --out "$STAGE/$NAME.int8.onnx" \
   --report "$STAGE/int8.json" || {
   echo "== not shipped: training.release.quantize did not accept the int8 copy; shipped files unchanged" >&2
   exit 1
 }
 cp "$STAGE/$NAME.pt" "$OUT"
+cp "$STAGE/$NAME.onnx" "${OUT%.pt}.onnx"
 cp "$STAGE/$NAME.int8.onnx" "${OUT%.pt}.int8.onnx"
 cp "$STAGE/open_set/$NAME".* results/open_set/
 cp "$STAGE/prior.md" results/prior.md
