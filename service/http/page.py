@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, render_template
 
 from service.http.context import service_context
+from service.telegram_bot.texts import BREED_NAMES_RU
 
 page = Blueprint("page", __name__)
+
+
+def page_data() -> dict[str, Any]:
+    """What app.js needs beyond the answers: the breeds to offer as corrections (with the
+    Russian names the bot uses too), the upload limit, and whether corrections are taken."""
+    context = service_context()
+    return {
+        "breeds": [
+            {"wnid": c.wnid, "name": c.name, "name_ru": BREED_NAMES_RU.get(c.wnid, c.name)}
+            for c in context.predictor.metadata.classes
+        ],
+        "max_upload_mb": context.settings.api.max_upload_mb,
+        "feedback_enabled": context.feedback is not None,
+    }
 
 
 @page.get("/")
@@ -17,4 +34,6 @@ def index():
         model=context.model,
         classes=context.predictor.metadata.classes,
         max_upload_mb=context.settings.api.max_upload_mb,
+        feedback_enabled=context.feedback is not None,
+        page_data=page_data(),
     )
