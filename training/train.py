@@ -28,7 +28,7 @@ import torch
 from model.backends import load_backend
 from training.lab.checkpoint import load_checkpoint
 from training.lab.config import Experiment, load_experiment
-from training.lab.data import load_split
+from training.lab.data import has_feedback, load_split
 from training.lab.distributed import cleanup_distributed, hardware, setup_distributed
 from training.lab.evaluate import VAL_CAVEAT, calibrate_rule, evaluate_artifact
 from training.lab.fit import fit
@@ -85,7 +85,8 @@ def finish(
     held_out = split_train(exp)[1] or None
     rule = calibrate_rule(artifact, backend, held_out)
     metadata = dataclasses.replace(metadata, open_set=rule)
-    splits = {split: load_split(None, split) for split in exp.eval_splits}
+    names = [*exp.eval_splits, *(["feedback"] if has_feedback() else [])]
+    splits = {split: load_split(None, split) for split in dict.fromkeys(names)}
     honest = evaluate_artifact(artifact, splits, out, metadata, backend)
     summary = {
         split: {k: m[k] for k in ("n", "top1", "top1_ci95", "served", "refused")}

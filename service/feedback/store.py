@@ -91,6 +91,8 @@ class LocalFeedbackStore:
         return True
 
     def records(self) -> Iterator[FeedbackRecord]:
+        if not self.root.is_dir():
+            raise FeedbackStoreError(f"{self.uri}: no such feedback store")
         for path in sorted((self.root / "records").glob("*.json")):
             yield FeedbackRecord.from_json(path.read_text(encoding="utf-8"))
 

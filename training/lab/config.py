@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Loss = Literal["none", "ce", "kd", "barlow_twins", "joint"]
-Split = Literal["unseen", "web", "val"]
+Split = Literal["unseen", "web", "val", "feedback"]
 
 
 class ConfigError(ValueError):
@@ -42,6 +42,9 @@ class Experiment(BaseModel):
     # Every k-th train photo is held out of training: the open-set threshold is set on these
     # photos the network has not memorised (training.lab.holdout).
     holdout_every: int | None = Field(default=None, ge=2)
+    # Also train on the photos of the ten breeds people corrected (``python -m
+    # training.feedback``); they are then no longer a fair test, and the feedback column says so.
+    train_with_feedback: bool = False
 
     # Inputs. "cached": the frozen prefix runs once per fixed view and the maps are cached
     # (CPU-affordable); "images": every step augments and runs the photos end to end.

@@ -92,7 +92,12 @@ def scan_images(folder: Path) -> list[Path]:
 
 
 def load_split(root: Path | None, split: str) -> list[Sample]:
-    """The samples of ``split`` from ``index.csv`` if present, else a folder scan."""
+    """The samples of ``split`` from ``index.csv`` if present, else a folder scan.
+
+    ``feedback`` is the photos of the ten breeds people corrected (``load_feedback``).
+    """
+    if split == FEEDBACK_SPLIT:
+        return load_feedback(root)  # type: ignore[return-value]
     root = imagewoof_root(root)
     index = root / "index.csv"
     if not index.is_file():
@@ -207,6 +212,47 @@ def fetch_imagewoof(
     marker.write_text(folder.name)
     log.info("Imagewoof %s ready in %s", size, folder)
     return folder
+
+
+FEEDBACK_SPLIT = "feedback"
+# index.csv of the feedback split (written by ``python -m training.feedback``).
+FEEDBACK_COLUMNS = (
+    "path",
+    "label",
+    "breed",
+    "sha256",
+    "answered",
+    "verdict",
+    "model_version",
+    "corrections",
+    "received_at",
+)
+
+
+def feedback_root(root: Path | None = None) -> Path:
+    """``<data>/feedback``: the photos people corrected (``python -m training.feedback``)."""
+    return (Path(root) if root is not None else data_root()) / FEEDBACK_SPLIT
+
+
+def has_feedback(root: Path | None = None) -> bool:
+    return (feedback_root(root) / "index.csv").is_file()
+
+
+def load_feedback(root: Path | None = None, breeds: bool = True) -> list[Sample] | list[Path]:
+    """The feedback split: photos of the ten breeds as samples, or (``breeds=False``) the
+    paths of those people said are none of them, which go with ``ood/``."""
+    folder = feedback_root(root)
+    if not has_feedback(root):
+        raise DataError(f"no feedback split under {folder} (run python -m training.feedback)")
+    with (folder / "index.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not breeds:
+        return [folder / r["path"] for r in rows if r["label"] not in LABEL_OF]
+    return [
+        Sample(folder / r["path"], LABEL_OF[r["label"]], r["label"])
+        for r in rows
+        if r["label"] in LABEL_OF
+    ]
 
 
 def train_samples(fraction: float = 1.0, root: Path | None = None) -> list[Sample]:

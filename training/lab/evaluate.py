@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--artifact", type=Path, help=".pt or .onnx artifact")
     target.add_argument("--run", help="a finished run: adds these splits to its metrics.json")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    source.add_argument("--splits", nargs="+", choices=(*SPLITS, "feedback"), default=list(SPLITS))
     source.add_argument("--folder", type=Path, help="any folder of <wnid>/ photos")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics + PNGs")
     args = parser.parse_args(argv)

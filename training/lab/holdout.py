@@ -9,7 +9,7 @@ left out of training and used instead to calibrate the run's open-set rule.
 from __future__ import annotations
 
 from training.lab.config import Experiment
-from training.lab.data import Sample, train_samples
+from training.lab.data import Sample, load_feedback, train_samples
 
 
 def is_held_out(position: int, every: int) -> bool:
@@ -18,12 +18,17 @@ def is_held_out(position: int, every: int) -> bool:
 
 
 def split_train(exp: Experiment) -> tuple[list[Sample], list[Sample]]:
-    """(photos to train on, held-out photos); no held-out photos without ``holdout_every``."""
+    """(photos to train on, held-out photos); no held-out photos without ``holdout_every``.
+
+    ``train_with_feedback`` adds the feedback split to the photos to train on (never to the
+    held-out ones, which calibrate on Imagewoof-like photos).
+    """
     photos = train_samples(exp.train_fraction)
+    extra = load_feedback() if exp.train_with_feedback else []
     if not exp.holdout_every:
-        return photos, []
+        return photos + extra, []
     held = [is_held_out(i, exp.holdout_every) for i in range(len(photos))]
     return (
-        [p for p, h in zip(photos, held, strict=True) if not h],
+        [p for p, h in zip(photos, held, strict=True) if not h] + extra,
         [p for p, h in zip(photos, held, strict=True) if h],
     )

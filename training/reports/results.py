@@ -28,6 +28,7 @@ from model.artifact import atomic_write
 from model.backends import default_threads, load_backend
 from model.defaults import SHIPPED_MODEL
 from model.metadata import IMAGEWOOF_CLASSES
+from training.lab.data import has_feedback, load_feedback, load_split
 from training.lab.distributed import hardware
 from training.lab.evaluate import plot_confusion
 from training.lab.paths import REPO_ROOT, data_root, runs_root
@@ -60,7 +61,6 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
 
 def shipped_row(artifact: Path) -> dict[str, Any]:
     """The artifact the service ships, evaluated like a run (its own open-set rule)."""
-    from training.lab.data import load_split
     from training.lab.evaluate import evaluate_artifact
     from training.lab.network import build_breed_model
 
@@ -68,6 +68,7 @@ def shipped_row(artifact: Path) -> dict[str, Any]:
     meta = backend.metadata
     network = build_breed_model(meta.architecture, "none")  # the same network: its size
     honest = ("unseen", "web")  # its leaky val figure is in the git history of this file
+    honest += ("feedback",) if has_feedback() else ()
     splits = evaluate_artifact(
         artifact, {s: load_split(None, s) for s in honest}, None, meta, backend
     )
@@ -87,16 +88,38 @@ def shipped_row(artifact: Path) -> dict[str, Any]:
 
 def ood_refusals(artifact: Path, sets: dict[str, PhotoSet]) -> dict[str, float]:
     """Share of ``ood/`` cats and other-breed dogs the artifact's own open-set rule refuses."""
-    from training.lab.answers import read_answers
+    shares = verdicts_of(artifact, {k: sets[k] for k in ("cats", "dogs")})
+    return {name: row["unknown"] for name, row in shares.items()}
+
+
+def verdicts_of(artifact: Path, sets: dict[str, PhotoSet]) -> dict[str, dict[str, float]]:
+    """Share of each verdict (and, for breed photos, the right breed named) per set, as the
+    artifact's own rule answers them."""
     from training.lab.evaluate import model_outputs
+    from training.release.open_set_scoring import verdict_shares
 
     backend = load_backend(artifact, 2)
-    meta = backend.metadata
-    refused = {}
-    for name in ("cats", "dogs"):
-        outputs = model_outputs(artifact, list(sets[name].paths), backend)
-        refused[name] = float((~read_answers(outputs, meta).known).mean())
-    return refused
+    outputs = {k: model_outputs(artifact, list(s.paths), backend) for k, s in sets.items()}
+    return verdict_shares(backend.metadata, outputs, sets)
+
+
+def shipped_verdict_sets(ood: dict[str, PhotoSet]) -> dict[str, PhotoSet]:
+    """unseen, web, cats, other dogs and, where people sent corrections, the feedback split."""
+    sets = {k: ood[k] for k in ("unseen", "web", "cats", "dogs") if k in ood}
+    if has_feedback():
+        breeds = load_feedback()
+        sets["feedback"] = PhotoSet(
+            "feedback", tuple(s.path for s in breeds), labels=tuple(s.label for s in breeds)
+        )
+        sets["feedback_none"] = PhotoSet("feedback_none", tuple(load_feedback(breeds=False)))
+    return sets
+
+
+def feedback_split(artifact: Path) -> dict[str, Any]:
+    """The artifact's figures on the feedback split (a run evaluated before it existed)."""
+    from training.lab.evaluate import evaluate_artifact
+
+    return evaluate_artifact(artifact, {"feedback": load_split(None, "feedback")})["feedback"]
 
 
 def update_card(path: Path, block: str) -> None:
@@ -137,6 +160,10 @@ def measure(rows: list[dict[str, Any]], args: argparse.Namespace, threads: int) 
             continue
         if ood is not None:
             row["ood"] = ood_refusals(artifact, ood)
+            if row.get("_artifact") == SHIPPED_MODEL:
+                row["verdicts"] = verdicts_of(artifact, shipped_verdict_sets(ood))
+        if has_feedback() and "feedback" not in row["splits"]:
+            row["splits"]["feedback"] = feedback_split(artifact)
         if not args.no_speed:
             row.update(measure_speed(artifact, threads))
 

@@ -89,23 +89,73 @@ def _intro(speed: bool, threads: int | None, machine: str) -> list[str]:
         "artifact's own preprocessing and backend). Neither is used to train, tune or select "
         "anything but the ship rule (`training/release/ship.py`).",
         "- Top-1 with its 95% Wilson interval. **Served** = right AND accepted by the run's "
-        "open-set rule (the shipped scorer `breed_mass_x_softmax`, threshold = 2% quantile of "
-        "evenly spaced train photos, `training/lab/evaluate.py`); refused = share of the split's "
-        'photos called "not one of my breeds". **cats / other dogs refused**: the same rule on '
-        "the 240 cats and 390 photos of 65 other dog breeds in `ood/`.",
+        "open-set rule (runs: `breed_mass_x_softmax`, threshold = 2% quantile of evenly spaced "
+        "train photos, `training/lab/evaluate.py`; the shipped row: the artifact's own "
+        "calibrated rule, [docs/open-set.md](../docs/open-set.md)); refused = share of the "
+        'split\'s photos called "not one of my breeds". **cats / other dogs refused**: the same '
+        "rule on the 240 cats and 390 photos of 65 other dog breeds in `ood/`. **feedback**: "
+        "the photos people corrected (`python -m training.feedback`), where they exist.",
         f"- **val (leaky)**: {VAL_CAVEAT}. Kept only to compare with the original table.",
         speed_note,
         "",
     ]
 
 
+def _feedback(row: dict[str, Any]) -> str:
+    """The feedback split's top-1; marked where the run trained on those photos."""
+    cell = _with_ci(row, "feedback")
+    trained = (row.get("config") or {}).get("train_with_feedback")
+    return f"{cell} (trained on)" if trained and cell != "–" else cell
+
+
+VERDICT_SETS = {
+    "unseen": "`unseen` (ImageNet validation)",
+    "web": "`web`",
+    "cats": "cats (`ood/cats`)",
+    "dogs": "other dog breeds (`ood/dogs`)",
+    "feedback": "`feedback`: photos people corrected",
+    "feedback_none": "`feedback`: none of the ten, say people",
+}
+
+
+def verdict_table(shares: dict[str, dict[str, float]]) -> str:
+    """Share of each verdict per set, and the right breed named (as sure or unsure)."""
+    body = [
+        [
+            VERDICT_SETS.get(name, name),
+            *(_pct(row[v]) for v in ("sure", "unsure", "unknown")),
+            _pct(row.get("named_right")),
+        ]
+        for name, row in shares.items()
+    ]
+    return table(["photos", "sure", "unsure", "unknown", "right breed named"], body, "lrrrr")
+
+
+def _verdict_section(rows: list[dict[str, Any]]) -> list[str]:
+    shipped = next((r for r in rows if r.get("verdicts")), None)
+    if shipped is None:
+        return []
+    return [
+        "",
+        "## Verdicts of the shipped artifact",
+        "",
+        f"{shipped['experiment']}, through the service runtime with the artifact's own rule "
+        "([docs/open-set.md](../docs/open-set.md); how its thresholds were set and the "
+        "calibration photos' shares: [open_set/](open_set/efficientnet_lite0_imagewoof.md)). "
+        "Right breed named = the top breed is right and the verdict is sure or unsure.",
+        "",
+        verdict_table(shipped["verdicts"]),
+    ]
+
+
 def _main_table(rows: list[dict[str, Any]], speed: bool) -> str:
     header = ["Run", "Experiment", "Input", "Params (M)", "Size (MB)", "unseen top-1 [95% CI]"]
     header += ["unseen served", "unseen refused", "web top-1 [95% CI]", "web Beagle"]
-    header += ["web Golden", "cats refused", "other dogs refused", "val top-1 (leaky)"]
+    header += ["web Golden", "feedback top-1 [95% CI]", "cats refused", "other dogs refused"]
+    header += ["val top-1 (leaky)"]
     header += ["latency b=1 (ms)", "100 photos (s)", "photos/s"] if speed else []
     header += ["train time", "Reproduce"]
-    align = "llrrrlrrlrrrrr" + ("rrr" if speed else "") + "rl"
+    align = "llrrrlrrlrrlrrr" + ("rrr" if speed else "") + "rl"
     body = []
     for r in sorted(rows, key=sort_key):
         train = "–" if not r.get("steps") else f"{r['train_wall_s'] / 60:.1f} min"
@@ -116,7 +166,7 @@ def _main_table(rows: list[dict[str, Any]], speed: bool) -> str:
             + [f"{r['params_m'] * BYTES_PER_PARAMETER:.1f}", _with_ci(r, "unseen")]
             + [_pct(score(r, "unseen", "served")), _pct(score(r, "unseen", "refused"))]
             + [_with_ci(r, "web"), _breed(r, "web", WEB_BREEDS[0]), _breed(r, "web", WEB_BREEDS[1])]
-            + [_pct(ood.get("cats")), _pct(ood.get("dogs")), _pct(score(r, "val"))]
+            + [_feedback(r), _pct(ood.get("cats")), _pct(ood.get("dogs")), _pct(score(r, "val"))]
             + (_speed_cells(r) if speed else [])
             + [train, f"`{r['command']}`"]
         )
@@ -147,6 +197,7 @@ def render(
             + ", ".join(f"`{m}`" for m in missing)
             + ". Their earlier val-only rows are in the git history of this file.",
         ]
+    lines += _verdict_section(rows)
     lines += ["", "## Per breed on `unseen` (25 photos each; one photo = 4 points)", ""]
     lines.append(_per_breed_table(rows))
     lines += [
@@ -169,6 +220,7 @@ def card_block(row: dict[str, Any]) -> str:
         "unseen": "`unseen`: ImageNet-validation photos, never seen by the backbone",
         "web": "`web`: web photos (mostly beagles, golden retrievers)",
         "val": "`val`: LEAKY, ~96% ImageNet-1k train photos (comparison only)",
+        "feedback": "`feedback`: photos people corrected",
     }
     body = []
     for split, m in row["splits"].items():
@@ -196,6 +248,14 @@ def card_block(row: dict[str, Any]) -> str:
             "",
             f'Refused as "not one of my breeds": {row["ood"]["cats"]:.1%} of the cats and '
             f"{row['ood']['dogs']:.1%} of the other dog breeds in `ood/`.",
+        ]
+    if row.get("verdicts"):
+        lines += [
+            "",
+            "Verdicts (sure / unsure / not one of my breeds; [docs/open-set.md]"
+            "(../docs/open-set.md)):",
+            "",
+            verdict_table(row["verdicts"]),
         ]
     lines.append(CARD_END)
     return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""The lab's feedback split: corrections from the service's store, deduplicated against the
+lab's own photos, and read back as a split (python -m training.feedback)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from benchmarks.photos import jpeg_bytes
+from model.metadata import IMAGEWOOF_CLASSES
+from service.factory import create_app
+from service.feedback.store import FeedbackRecord, LocalFeedbackStore
+from tests.support.open_set_fixtures import tiny_dataset
+from tests.support.settings import settings_from
+from training import feedback as lab
+from training.lab.data import LABEL_OF, load_feedback, load_split
+
+BEAGLE, SAMOYED = "n02088364", "n02111889"
+
+
+def _save(store: LocalFeedbackStore, answer_id: str, photo: bytes, label: str) -> None:
+    answer = {"id": answer_id, "breed": None, "verdict": "unknown", "model": {"version": "t"}}
+    record = FeedbackRecord(
+        answer_id, hashlib.sha256(photo).hexdigest(), label, answer, "2026-12-01T00:00:00+00:00"
+    )
+    store.save(record, photo)
+
+
+def _png_copy(jpeg: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).resize((48, 48)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture()
+def lab_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BREED_CACHE_DIR", str(tmp_path / "cache"))
+    return tiny_dataset(tmp_path / "data", n_train=12, n_val=6, n_ood=4)
+
+
+def test_pull_keeps_new_photos_once_and_drops_the_labs_own(lab_data: Path, tmp_path: Path) -> None:
+    store = LocalFeedbackStore(tmp_path / "store")
+    beagle, dog_or_cat, tied = (jpeg_bytes(120, 90, seed=s) for s in (1, 2, 3))
+    _save(store, "a1", beagle, BEAGLE)
+    _save(store, "a2", beagle, BEAGLE)  # the same photo sent again: one photo, two corrections
+    _save(store, "a3", dog_or_cat, "none")
+    _save(store, "a4", tied, BEAGLE)
+    _save(store, "a5", tied, SAMOYED)  # labelled two ways, one vote each: dropped
+    train_photo = next((lab_data / "imagewoof" / "train").rglob("*.jpg")).read_bytes()
+    _save(store, "a6", train_photo, BEAGLE)  # the lab's own photo, same bytes
+    _save(store, "a7", _png_copy(train_photo), BEAGLE)  # ... re-encoded and resized
+
+    assert lab.main(["--store", str(tmp_path / "store"), "--data-dir", str(lab_data)]) == 0
+    with (lab_data / "feedback" / "index.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["label"] for r in rows) == [BEAGLE, "none"]
+    kept = next(r for r in rows if r["label"] == BEAGLE)
+    assert kept["corrections"] == "2" and kept["breed"] == "Beagle"
+    assert (lab_data / "feedback" / kept["path"]).read_bytes() == beagle
+
+    samples = load_split(lab_data, "feedback")
+    assert [(s.wnid, s.label) for s in samples] == [(BEAGLE, LABEL_OF[BEAGLE])]
+    assert [p.read_bytes() for p in load_feedback(lab_data, breeds=False)] == [dog_or_cat]
+
+    before = sorted(p.relative_to(lab_data) for p in (lab_data / "feedback").rglob("*"))
+    assert lab.main(["--store", str(tmp_path / "store"), "--data-dir", str(lab_data)]) == 0
+    after = sorted(p.relative_to(lab_data) for p in (lab_data / "feedback").rglob("*"))
+    assert after == before  # rebuilt whole, the same
+
+
+def test_a_missing_store_is_one_line_and_exit_1(lab_data: Path, tmp_path: Path, capsys) -> None:
+    code = lab.main(["--store", str(tmp_path / "nowhere"), "--data-dir", str(lab_data)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "no such feedback store" in err and err.count("\n") == 1
+
+
+def test_a_correction_made_through_the_api_reaches_the_split(
+    lab_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photo → /predict → /feedback → store → python -m training.feedback → split."""
+    store = tmp_path / "people"
+    env = {"FEEDBACK_URI": str(store), "MODEL_THREADS": "1"}
+    client = create_app(settings=settings_from(monkeypatch, env)).test_client()
+    photo = jpeg_bytes(320, 240, seed=8)
+    answer = client.post("/predict", data=photo, content_type="image/jpeg").get_json()
+    wnid = IMAGEWOOF_CLASSES[5].wnid
+    sent = client.post("/feedback", data=json.dumps({"id": answer["id"], "label": wnid}))
+    assert sent.status_code == 201
+
+    assert lab.main(["--store", str(store), "--data-dir", str(lab_data)]) == 0
+    (sample,) = load_split(lab_data, "feedback")
+    assert sample.wnid == wnid and sample.path.read_bytes() == photo
+
+
+def test_train_with_feedback_adds_the_split_to_the_photos_trained_on(
+    lab_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.lab.config import Experiment
+    from training.lab.holdout import split_train
+
+    store = LocalFeedbackStore(tmp_path / "store")
+    _save(store, "b1", jpeg_bytes(100, 80, seed=9), SAMOYED)
+    assert lab.main(["--store", str(tmp_path / "store"), "--data-dir", str(lab_data)]) == 0
+    monkeypatch.setenv("BREED_DATA_DIR", str(lab_data))
+    base = {"name": "t", "experiment": "t", "arch": "tf_efficientnet_lite0", "loss": "none"}
+    plain = split_train(Experiment(**base, holdout_every=3))
+    taught = split_train(Experiment(**base, holdout_every=3, train_with_feedback=True))
+    assert [s.wnid for s in taught[0][len(plain[0]) :]] == [SAMOYED]
+    assert taught[1] == plain[1]  # held-out photos stay Imagewoof train photos
