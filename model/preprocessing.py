@@ -4,8 +4,8 @@ Bytes in, normalised float32 CHW array out, following the ``Preprocessing`` stor
 artifact. Decoding is defensive (size limits, decompression bombs, truncated files, odd
 modes) because it faces untrusted uploads; it is also cheap: JPEGs much larger than the
 input are decoded at reduced scale (libjpeg DCT scaling, ``Image.draft``). HEIC/HEIF (the
-iPhone's default) opens like any other format through the pillow-heif plugin, under the same
-limits.
+iPhone's default) opens like any other format through the pi-heif plugin (pillow-heif's
+decode-only build), under the same limits.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import io
 import warnings
 
 import numpy as np
+from pi_heif import register_heif_opener
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pillow_heif import register_heif_opener
 
 from model.defaults import DEFAULT_MAX_PIXELS
 from model.metadata import Preprocessing

@@ -1,5 +1,5 @@
 """HEIC/HEIF photos (the iPhone's default) read like JPEG and PNG: in the API, and in the bot's
-image documents. The HEIC files are encoded here from PIL images with pillow-heif."""
+image documents. The HEIC files are encoded here from PIL images with pillow-heif (tests only)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,11 @@ from benchmarks.harness.fake_telegram import FakeTelegram, Updates
 from benchmarks.harness.server import GunicornServer
 from benchmarks.photos import encode, load_val_photos, textured
 from tests.support.fake_telegram import post_update
+from tests.support.images import heic_bytes
 from tests.support.settings import settings_from
 
 # Lossless HEIC: full chroma and the identity matrix keep every RGB value as it was.
 LOSSLESS = {"quality": -1, "chroma": 444, "matrix_coefficients": 0}
-
-
-def heic_bytes(img: Image.Image, **params: Any) -> bytes:
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()  # encoding is only ever needed by the tests
-    return encode(img, "HEIF", **params)
 
 
 @pytest.fixture(scope="module")

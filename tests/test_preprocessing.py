@@ -15,6 +15,7 @@ from model.preprocessing import (
     preprocess_bytes,
     resize_and_crop,
 )
+from tests.support.images import heic_bytes
 
 SPEC = Preprocessing(input_size=224, resize_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -103,13 +104,8 @@ def test_pixel_limit() -> None:
     assert info.value.code == "image_too_large"
 
 
-def _heic(img: Image.Image, **params: object) -> bytes:
-    """HEIC bytes; model.preprocessing registered the pillow-heif plugin, its encoder too."""
-    return encode(img, "HEIF", **params)
-
-
 def test_heic_is_decoded_to_rgb() -> None:
-    img = decode_image(_heic(textured(64, 48), quality=90))
+    img = decode_image(heic_bytes(textured(64, 48), quality=90))
     assert img.mode == "RGB" and img.size == (64, 48)
 
 
@@ -118,19 +114,19 @@ def test_heic_rotation_is_applied_once() -> None:
     stored = Image.new("RGB", (100, 200), (0, 0, 255))
     exif = Image.Exif()
     exif[0x0112] = 6
-    assert decode_image(_heic(stored, exif=exif.tobytes())).size == (200, 100)
+    assert decode_image(heic_bytes(stored, exif=exif.tobytes())).size == (200, 100)
 
 
 def test_heic_transparency_is_composited_on_white() -> None:
-    img = decode_image(_heic(Image.new("RGBA", (32, 32), (0, 0, 0, 0))))
+    img = decode_image(heic_bytes(Image.new("RGBA", (32, 32), (0, 0, 0, 0))))
     assert img.mode == "RGB"
     assert min(img.getpixel((5, 5))) > 250
 
 
 def test_heic_pixel_limit_is_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pillow_heif.as_plugin import HeifImageFile
+    from pi_heif.as_plugin import HeifImageFile
 
-    data = _heic(Image.new("L", (1200, 1000)), quality=50)
+    data = heic_bytes(Image.new("L", (1200, 1000)), quality=50)
 
     def no_decode(self: HeifImageFile) -> None:
         raise AssertionError("the pixels were decoded")
@@ -143,7 +139,7 @@ def test_heic_pixel_limit_is_checked_before_decoding(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize(("keep", "code"), [(0.5, "corrupt_image"), (0.002, "not_an_image")])
 def test_truncated_heic_has_stable_codes(keep: float, code: str) -> None:
-    data = _heic(textured(320, 240), quality=90)
+    data = heic_bytes(textured(320, 240), quality=90)
     with pytest.raises(ImageDecodeError) as info:
         decode_image(data[: max(16, int(len(data) * keep))])
     assert info.value.code == code
