@@ -330,6 +330,8 @@ def test_other_updates_and_bad_bodies_are_ignored(
         quiet.text("chatting in a group", chat_type="supergroup"),
         {"update_id": 5, "poll": {"id": "p"}},  # not valid for PTB either
         {"update_id": "x", "message": "not a message"},
+        {"update_id": 2**70},  # beyond any id Telegram gives (and the ledgers' integers)
+        {"update_id": -3},
         {"hello": "world"},
         [1, 2, 3],
         b"{not json",

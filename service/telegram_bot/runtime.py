@@ -46,6 +46,9 @@ class BotUnavailableError(RuntimeError):
     """No answer can be promised now (Bot API or shared store unreachable, update busy)."""
 
 
+MAX_UPDATE_ID = 2**63  # the ledgers store ids as signed 64-bit integers (SQLite INTEGER)
+
+
 class BotRuntime:
     """One per process: the loop thread, the Application, and the model-call executor."""
 
@@ -82,6 +85,9 @@ class BotRuntime:
             log.debug("ignoring a body that is not a Telegram update: %r", exc)
             return
         update_id = update.update_id
+        if not 0 <= update_id < MAX_UPDATE_ID:  # Telegram's ids are positive 64-bit integers
+            log.debug("ignoring an update id no Telegram update has: %s", update_id)
+            return
         lease_s = self.config.answer_timeout_s + LEASE_MARGIN_S
         try:
             claim = self.ledger.claim(update_id, lease_s)

@@ -45,7 +45,9 @@ TEXTS: dict[str, dict[str, str]] = {
             "This file is too large for me ({size_mb:.0f} MB; the limit is {limit_mb:.0f} MB). "
             "Please send it as a photo, not as a file."
         ),
-        "bad_image": "Sorry, I could not read this image: {reason}. Please send a JPEG or PNG.",
+        "bad_image": (
+            "Sorry, I could not read this image: {reason}. Please send a JPEG, PNG or HEIC photo."
+        ),
         "download_failed": "Sorry, I could not download this photo from Telegram. Try again?",
         "failed": "Sorry, something went wrong on my side. Please try again in a minute.",
         # Feedback buttons under an answer, and what pressing them says.
@@ -83,7 +85,9 @@ TEXTS: dict[str, dict[str, str]] = {
             "Файл слишком большой ({size_mb:.0f} МБ; предел {limit_mb:.0f} МБ). "
             "Отправьте его как фото, а не как файл."
         ),
-        "bad_image": "Не удалось прочитать изображение: {reason}. Пришлите фото в JPEG или PNG.",
+        "bad_image": (
+            "Не удалось прочитать изображение: {reason}. Пришлите фото в JPEG, PNG или HEIC."
+        ),
         "download_failed": "Не удалось скачать фото из Telegram. Попробуйте ещё раз.",
         "failed": "Что-то пошло не так на моей стороне. Попробуйте ещё раз через минуту.",
         "button_right": "✅ Верно",
