@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 
+from service.front.balance import ConnectionBoard
 from service.settings import settings_or_exit
 
 settings = settings_or_exit()
@@ -89,6 +90,10 @@ _recent_dir = tempfile.mkdtemp(prefix="breedrecognizer-recent-") if _own_recent_
 if _own_recent_dir:
     os.environ["FEEDBACK_RECENT_DIR"] = _recent_dir
 
+# Connections each worker holds, shared so that a new one goes to the least busy worker
+# (service/front/balance.py). Twice the workers: a reload starts new ones before the old end.
+connection_board = ConnectionBoard(2 * workers + 1) if workers > 1 else None
+
 
 def on_starting(server):
     os.makedirs(metrics_dir, exist_ok=True)
@@ -103,11 +108,22 @@ def on_starting(server):
     )
 
 
+def pre_fork(server, worker):
+    """Give the worker about to start a slot of the connection board (in the master)."""
+    if connection_board is not None:
+        taken = {getattr(w, "board_slot", None) for w in server.WORKERS.values()}
+        worker.board_slot = connection_board.claim(taken)
+        worker.connection_board = connection_board
+
+
 def child_exit(server, worker):
-    """A dead worker's live gauges must not count any more."""
+    """A dead worker's live gauges and held connections must not count any more."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    slot = getattr(worker, "board_slot", None)
+    if connection_board is not None and slot is not None:
+        connection_board.release(slot)
 
 
 def on_exit(server):

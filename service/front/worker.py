@@ -29,6 +29,7 @@ from gevent.server import StreamServer
 from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
 
+from service.front.balance import ConnectionBoard
 from service.front.wsgi import Front
 from service.settings import load_settings
 
@@ -37,6 +38,44 @@ log = logging.getLogger("breedrecognizer.front")
 # Seconds kept in hand before the master's SIGKILL at graceful_timeout.
 DRAIN_MARGIN_S = 1.5
 POLL_S = 0.05
+# How soon a worker that left a waiting connection to a less busy one looks again.
+RECHECK_S = 0.002
+
+
+class BalancedServer(StreamServer):
+    """Accepts only while no other worker holds fewer connections (service/front/balance.py).
+
+    The count goes up as a connection is accepted and down when its handler ends; a worker
+    that holds more than another leaves pending connections to it, looking again every
+    ``RECHECK_S`` while any are pending (no timer runs while none are).
+    """
+
+    def __init__(self, listener, handle, board: ConnectionBoard, slot: int, **kwargs) -> None:
+        self.board, self.slot = board, slot
+
+        def counted(*args) -> None:
+            try:
+                handle(*args)
+            finally:
+                board.add(slot, -1)
+
+        super().__init__(listener, handle=counted, **kwargs)
+
+    def _do_read(self) -> None:
+        if self.board.may_accept(self.slot):
+            super()._do_read()
+            return
+        self.stop_accepting()
+        self._timer = self.loop.timer(RECHECK_S)
+        self._timer.start(self._start_accepting_if_started)
+
+    def do_handle(self, *args) -> None:
+        self.board.add(self.slot, 1)  # now, not when the handler's greenlet first runs
+        try:
+            super().do_handle(*args)
+        except BaseException:
+            self.board.add(self.slot, -1)  # the handler will not run
+            raise
 
 
 class FrontWorker(GeventWorker):
@@ -90,12 +129,15 @@ class FrontWorker(GeventWorker):
     def _serve(self, listener: gevent_socket.socket) -> StreamServer:
         listener.setblocking(1)
         ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
-        server = StreamServer(
-            listener,
-            handle=partial(self.handle, listener),
-            spawn=Pool(self.worker_connections),
-            **ssl_args,
-        )
+        handle = partial(self.handle, listener)
+        spawn = Pool(self.worker_connections)
+        # Set by gunicorn.conf.py's pre_fork where several workers share the socket.
+        board = getattr(self, "connection_board", None)
+        slot = getattr(self, "board_slot", None)
+        if board is not None and slot is not None:
+            server = BalancedServer(listener, handle, board, slot, spawn=spawn, **ssl_args)
+        else:
+            server = StreamServer(listener, handle=handle, spawn=spawn, **ssl_args)
         if self.cfg.workers > 1:
             server.max_accept = 1  # leave the next connection to another idle worker
         server.start()
