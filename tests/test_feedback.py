@@ -98,6 +98,7 @@ def test_any_worker_takes_a_correction_of_any_answer(
         ({"id": "x"}, 400, "missing_label"),
         ([1, 2], 400, "not_json"),
         ({"id": "never-given-0000", "label": BEAGLE}, 404, "unknown_answer"),
+        ({"id": "../../../etc/passwd", "label": BEAGLE}, 404, "unknown_answer"),
     ],
 )
 def test_bad_feedback_gets_a_json_4xx(

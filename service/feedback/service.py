@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import tempfile
 from datetime import UTC, datetime
@@ -35,6 +36,10 @@ class BadLabelError(ValueError):
     """The label is neither one of the breeds' wnids nor "none"."""
 
 
+# What new_answer_id makes: anything else (a path, say) is no answer id.
+_ANSWER_ID = re.compile(r"[A-Za-z0-9_-]{16}")
+
+
 def new_answer_id() -> str:
     """16 URL-safe characters: unguessable, and short enough for Telegram's callback data."""
     return secrets.token_urlsafe(12)
@@ -57,6 +62,8 @@ class Feedback:
         """
         if label not in self.labels:
             raise BadLabelError(label)
+        if not _ANSWER_ID.fullmatch(answer_id):
+            raise UnknownAnswerError(answer_id)
         entry = self.recent.get(answer_id)
         if entry is None:
             raise UnknownAnswerError(answer_id)
