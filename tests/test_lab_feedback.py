@@ -79,6 +79,11 @@ def test_a_missing_store_is_one_line_and_exit_1(lab_data: Path, tmp_path: Path, 
     assert code == 1
     err = capsys.readouterr().err
     assert "no such feedback store" in err and err.count("\n") == 1
+    store = LocalFeedbackStore(tmp_path / "store")
+    _save(store, "c1", jpeg_bytes(90, 90, seed=4), "none")
+    assert lab.main(["--store", str(tmp_path / "store"), "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "deduplicated against" in err and err.count("\n") == 1
 
 
 def test_a_correction_made_through_the_api_reaches_the_split(

@@ -61,6 +61,10 @@ def perceptual_hash(data: bytes) -> int:
 def held_hashes(root: Path) -> tuple[set[str], np.ndarray]:
     """SHA-256 and perceptual hashes of every photo of the held splits (the latter cached)."""
     index = imagewoof_root(root) / "index.csv"
+    if not index.is_file():
+        raise FileNotFoundError(
+            f"no {index}: the lab's photos, which the feedback is deduplicated against"
+        )
     with index.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] in HELD_SPLITS]
     paths = [imagewoof_root(root) / r["path"] for r in rows]
