@@ -10,17 +10,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from benchmarks.harness.redis_server import RedisServer, redis_installed, start_redis
-from benchmarks.harness.server import GunicornServer, free_port
+from benchmarks.harness.server import GunicornServer
 from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES
 from service.feedback.recent import FolderRecentAnswers, RecentAnswer, RedisRecentAnswers
 from service.feedback.store import FeedbackRecord, S3FeedbackStore, open_store
+from tests.support.s3 import CREDENTIALS, moto_s3
 from tests.support.server import start_gunicorn
 
 BEAGLE = "n02088364"
@@ -205,31 +204,16 @@ def test_replicas_sharing_redis_take_each_others_corrections(
 
 
 S3_BUCKET = "breedrecognizer-feedback"
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = {
-        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
-    }
-    boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket=S3_BUCKET)
-    yield endpoint
-    moto.stop()
+    with moto_s3(S3_BUCKET) as endpoint:
+        yield endpoint
 
 
 def test_corrections_go_to_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}
     server = start_gunicorn({**env, "FEEDBACK_URI": f"s3://{S3_BUCKET}/people/"})
     try:
         photo = jpeg_bytes(280, 210, seed=66)

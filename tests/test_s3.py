@@ -5,46 +5,27 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from benchmarks.harness.server import free_port
 from benchmarks.photos import jpeg_bytes
 from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
+from tests.support.s3 import CREDENTIALS, client, moto_s3
 from tests.support.server import run_gunicorn_until_exit, start_gunicorn
 
 BUCKET = "breedrecognizer-models"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 REFUSAL = "refusing to start: cannot load model"
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
-    client.create_bucket(Bucket=BUCKET)
-    client.upload_file(str(SHIPPED_MODEL), BUCKET, "models/lite0.pt")
-    client.put_object(Bucket=BUCKET, Key="models/corrupt.pt", Body=b"PK\x03\x04 not a model" * 100)
-    yield endpoint
-    moto.stop()
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
+    with moto_s3(BUCKET) as endpoint:
+        s3 = client(endpoint)
+        s3.upload_file(str(SHIPPED_MODEL), BUCKET, "models/lite0.pt")
+        s3.put_object(Bucket=BUCKET, Key="models/corrupt.pt", Body=b"PK\x03\x04 not a model" * 100)
+        yield endpoint
 
 
 def _env(endpoint: str, uri: str, **extra: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from model.artifact import atomic_write
+from service.redis_client import redis_client
 
 KEY_PREFIX = "breedrecognizer:recent"
 PRUNE_EVERY = 16  # puts between two sweeps of the folder: its bound is exceeded by this at most
@@ -95,8 +96,6 @@ class RedisRecentAnswers:
     """A hash per entry with an expiry, and a sorted set of ids by time to bound the count."""
 
     def __init__(self, url: str, keep_s: float, max_items: int) -> None:
-        from service.redis_client import redis_client
-
         self._redis, self._error = redis_client(url)
         self.keep_s, self.max_items = keep_s, max_items
 

@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.predictor import Prediction
 from service.feedback.recent import (
     FolderRecentAnswers,
     RecentAnswer,
     RecentAnswers,
+    RecentUnavailableError,
     RedisRecentAnswers,
 )
 from service.feedback.store import NONE_LABEL, FeedbackRecord, FeedbackStore, open_store
@@ -45,6 +47,11 @@ def new_answer_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+def answer_of(answer_id: str, prediction: Prediction, model: dict[str, str]) -> dict[str, Any]:
+    """The answer as /predict and the bot give it, and as a correction's record keeps it."""
+    return {"id": answer_id, **prediction.to_dict(), "model": model}
+
+
 class Feedback:
     """The recent answers and the store of corrections, for the labels ``wnids`` + "none"."""
 
@@ -52,8 +59,15 @@ class Feedback:
         self.store, self.recent = store, recent
         self.labels = frozenset([*wnids, NONE_LABEL])
 
-    def remember(self, answer_id: str, photo: bytes, answer: dict[str, Any]) -> None:
-        self.recent.put(answer_id, RecentAnswer(photo, answer))
+    def keep(self, answer: dict[str, Any], photo: bytes) -> bool:
+        """Keep the photo for a correction; False when it could not be kept, which costs that
+        correction, never the answer."""
+        try:
+            self.recent.put(answer["id"], RecentAnswer(photo, answer))
+        except RecentUnavailableError as exc:
+            log.warning("answer %s: photo not kept for feedback: %s", answer["id"], exc)
+            return False
+        return True
 
     def submit(self, answer_id: str, label: str) -> bool:
         """Store the correction; False when this (answer, label) was stored before.

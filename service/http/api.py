@@ -8,8 +8,7 @@ import time
 from flask import Blueprint, jsonify, request
 
 from model.preprocessing import ImageDecodeError
-from service.feedback.recent import RecentUnavailableError
-from service.feedback.service import Feedback, new_answer_id
+from service.feedback.service import answer_of, new_answer_id
 from service.http import metrics
 from service.http.context import service_context
 from service.http.errors import ApiError
@@ -83,15 +82,7 @@ def predict():
         len(data),
         seconds * 1000,
     )
-    body = {"id": new_answer_id(), **prediction.to_dict(), "model": context.model}
+    body = answer_of(new_answer_id(), prediction, context.model)
     if context.feedback is not None:
-        remember(context.feedback, body, data)
+        context.feedback.keep(body, data)
     return jsonify(body)
-
-
-def remember(feedback: Feedback, answer: dict, photo: bytes) -> None:
-    """Keep the photo for a correction; losing it costs that correction, never the answer."""
-    try:
-        feedback.remember(answer["id"], photo, answer)
-    except RecentUnavailableError as exc:
-        log.warning("answer %s: photo not kept for feedback: %s", answer["id"], exc)

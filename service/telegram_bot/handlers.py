@@ -37,6 +37,7 @@ from service.feedback.service import (
     BadLabelError,
     Feedback,
     UnknownAnswerError,
+    answer_of,
     new_answer_id,
 )
 from service.feedback.store import FeedbackStoreError
@@ -270,19 +271,15 @@ class BreedBot:
         """
         if self.feedback is None:
             return None
-        answer = {"id": answer_id, **prediction.to_dict(), "model": self.model}
-        call = partial(self.feedback.remember, answer_id, photo, answer)
+        call = partial(self.feedback.keep, answer_of(answer_id, prediction, self.model), photo)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, call)
-        except RecentUnavailableError as exc:
-            log.warning("telegram update %s: photo not kept, no buttons: %s", update.update_id, exc)
-            return None
+            kept = await asyncio.get_running_loop().run_in_executor(None, call)
         except Exception:  # a broken store must not cost the user the answer
             log.warning(
                 "telegram update %s: photo not kept, no buttons", update.update_id, exc_info=True
             )
             return None
-        return answer_keyboard(answer_id, named_label(prediction), lang)
+        return answer_keyboard(answer_id, named_label(prediction), lang) if kept else None
 
     async def _store(
         self, update: Update, feedback: Feedback, answer_id: str, label: str, lang: str

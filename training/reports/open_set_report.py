@@ -32,29 +32,20 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def unknown_rows(evaluations: list[Evaluation], chosen: Evaluation) -> list[list[str]]:
+def scorer_rows(evaluations: list[Evaluation], chosen: Evaluation, rule: str) -> list[list[str]]:
+    """One row per scorer for the ``rule`` ("unknown" or "sure"): threshold and figures."""
+    genuine, ood, held, auroc = {
+        "unknown": ("genuine_refused", "cats_refused", "cats_refused_held_out", "cats"),
+        "sure": ("genuine_sure", "dogs_sure", "dogs_sure_held_out", "dogs"),
+    }[rule]
     return [
         [
             e.label + (" *" if e is chosen else ""),
-            f"{e.threshold:.4g}",
-            pct(e.figures["genuine_refused"]),
-            pct(e.figures["cats_refused"]),
-            pct(e.figures["cats_refused_held_out"]),
-            f"{e.figures['auroc_genuine_vs_cats']:.4f}",
-        ]
-        for e in evaluations
-    ]
-
-
-def sure_rows(evaluations: list[Evaluation], chosen: Evaluation) -> list[list[str]]:
-    return [
-        [
-            e.label + (" *" if e is chosen else ""),
-            f"{e.sure_threshold:.4g}",
-            pct(e.figures["genuine_sure"]),
-            pct(e.figures["dogs_sure"]),
-            pct(e.figures["dogs_sure_held_out"]),
-            f"{e.figures['auroc_genuine_vs_dogs']:.4f}",
+            f"{e.threshold if rule == 'unknown' else e.sure_threshold:.4g}",
+            pct(e.figures[genuine]),
+            pct(e.figures[ood]),
+            pct(e.figures[held]),
+            f"{e.figures[f'auroc_genuine_vs_{auroc}']:.4f}",
         ]
         for e in evaluations
     ]
@@ -113,11 +104,11 @@ def markdown_report(
         "",
         "## Not one of my breeds (unknown)",
         "",
-        table(UNKNOWN_HEADER, unknown_rows(evaluations, unknown)),
+        table(UNKNOWN_HEADER, scorer_rows(evaluations, unknown, "unknown")),
         "",
         "## Sure or unsure",
         "",
-        table(SURE_HEADER, sure_rows(evaluations, sure)),
+        table(SURE_HEADER, scorer_rows(evaluations, sure, "sure")),
         "",
         f"## Verdicts of the rule kept: unknown by {unknown.label}, sure by {sure.label}",
         "",
@@ -189,8 +180,8 @@ def print_tables(
     sure: Evaluation,
     shares: dict[str, dict[str, float]],
 ) -> None:
-    _print(UNKNOWN_HEADER, unknown_rows(evaluations, unknown))
-    _print(SURE_HEADER, sure_rows(evaluations, sure))
+    _print(UNKNOWN_HEADER, scorer_rows(evaluations, unknown, "unknown"))
+    _print(SURE_HEADER, scorer_rows(evaluations, sure, "sure"))
     print(
         f"kept: unknown by {unknown.label} < {unknown.threshold:.6g}, "
         f"sure by {sure.label} ≥ {sure.sure_threshold:.6g}"
