@@ -86,12 +86,6 @@ def shipped_row(artifact: Path) -> dict[str, Any]:
     }
 
 
-def ood_refusals(artifact: Path, sets: dict[str, PhotoSet]) -> dict[str, float]:
-    """Share of ``ood/`` cats and other-breed dogs the artifact's own open-set rule refuses."""
-    shares = verdicts_of(artifact, {k: sets[k] for k in ("cats", "dogs")})
-    return {name: row["unknown"] for name, row in shares.items()}
-
-
 def verdicts_of(artifact: Path, sets: dict[str, PhotoSet]) -> dict[str, dict[str, float]]:
     """Share of each verdict (and, for breed photos, the right breed named) per set, as the
     artifact's own rule answers them."""
@@ -159,9 +153,12 @@ def measure(rows: list[dict[str, Any]], args: argparse.Namespace, threads: int) 
         if artifact is None or not artifact.is_file():
             continue
         if ood is not None:
-            row["ood"] = ood_refusals(artifact, ood)
-            if row.get("_artifact") == SHIPPED_MODEL:
-                row["verdicts"] = verdicts_of(artifact, shipped_verdict_sets(ood))
+            shipped = row.get("_artifact") == SHIPPED_MODEL
+            sets = shipped_verdict_sets(ood) if shipped else {k: ood[k] for k in ("cats", "dogs")}
+            shares = verdicts_of(artifact, sets)
+            row["ood"] = {k: shares[k]["unknown"] for k in ("cats", "dogs")}  # refused
+            if shipped:
+                row["verdicts"] = shares
         if has_feedback() and "feedback" not in row["splits"]:
             row["splits"]["feedback"] = feedback_split(artifact)
         if not args.no_speed:
