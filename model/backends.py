@@ -117,32 +117,55 @@ class OnnxBackend:
 
     def __init__(self, path: Path | bytes, threads: int | None = None) -> None:
         """``path``: the artifact's file, or a whole ONNX model in memory (the lab's checks)."""
-        self._session = self._open(path, threads, exact_int8=True)
-        where = path if isinstance(path, Path) else "in-memory model"
-        props = self._session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in props:
-            raise ArtifactError(f"{where} has no {METADATA_KEY} metadata; export it with the lab")
-        self.metadata = _parse_metadata(props[METADATA_KEY], where)
-        if fast_int8_is_exact(self.metadata):  # only known once loaded: load it again, fast
+        # Opened once where the CPU decides alone (a second session's memory stays in the
+        # worker's heap); only 7-bit weights on a CPU without int8 dot products need the
+        # metadata first, and are opened again with the fast kernels.
+        dot_product = int8_dot_product(cpu_flags()) is not None
+        self._session = self._open(path, threads, exact_int8=not dot_product)
+        self.metadata = _session_metadata(self._session, path)
+        if not dot_product and fast_int8_is_exact(self.metadata):
             self._session = self._open(path, threads, exact_int8=False)
         self._input = self._session.get_inputs()[0].name
 
     @staticmethod
     def _open(path: Path | bytes, threads: int | None, exact_int8: bool):
-        import onnxruntime as ort
-
-        options = onnx_session_options(threads or default_threads(), exact_int8)
-        model = path if isinstance(path, bytes) else str(path)
-        try:
-            return ort.InferenceSession(
-                model, sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            where = path if isinstance(path, Path) else "in-memory model"
-            raise ArtifactError(f"cannot load ONNX artifact {where}: {exc}") from exc
+        return _onnx_session(path, onnx_session_options(threads or default_threads(), exact_int8))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: batch})[0]
+
+
+def read_onnx_metadata(path: Path) -> ModelMetadata:
+    """An ONNX artifact's metadata without a serving session: no graph optimisation and no
+    prepacked weights, so a worker that only needs to know about a copy it will not serve
+    (the int8 one, to choose a precision) keeps little of it in memory."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return _session_metadata(_onnx_session(path, options), path)
+
+
+def _onnx_session(path: Path | bytes, options):
+    """An ONNX Runtime session on the CPU; every load failure is an ArtifactError."""
+    import onnxruntime as ort
+
+    model = path if isinstance(path, bytes) else str(path)
+    try:
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        where = path if isinstance(path, Path) else "in-memory model"
+        raise ArtifactError(f"cannot load ONNX artifact {where}: {exc}") from exc
+
+
+def _session_metadata(session, path: Path | bytes) -> ModelMetadata:
+    where = path if isinstance(path, Path) else "in-memory model"
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise ArtifactError(f"{where} has no {METADATA_KEY} metadata; export it with the lab")
+    return _parse_metadata(props[METADATA_KEY], where)
 
 
 def _parse_metadata(text: str | bytes, path: Path | str) -> ModelMetadata:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from model.backends import ArtifactError, load_backend
+from model.backends import ArtifactError, read_onnx_metadata
 from model.defaults import FP32_MODEL, INT8_MODEL
 from model.precision import choose_precision, cpu_flags
 from model.predictor import Predictor
@@ -43,9 +43,7 @@ def choose_artifact(model: ModelSettings) -> tuple[str, str]:
     precision suits this CPU (``MODEL_PRECISION``, model/precision.py)."""
     if model.uri:
         return model.uri, "MODEL_URI names it"
-    choice = choose_precision(
-        model.precision, cpu_flags(), lambda: load_backend(INT8_MODEL, threads=1).metadata
-    )
+    choice = choose_precision(model.precision, cpu_flags(), lambda: read_onnx_metadata(INT8_MODEL))
     return str(INT8_MODEL if choice.precision == "int8" else FP32_MODEL), choice.reason
 
 

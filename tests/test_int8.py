@@ -13,10 +13,17 @@ import pytest
 import requests
 from PIL import Image
 
+import model.backends
 from benchmarks.harness.server import REPO_ROOT
 from benchmarks.photos import encode, jpeg_bytes
-from model.backends import OnnxBackend, fast_int8_is_exact, load_backend, onnx_session_options
-from model.defaults import INT8_MODEL, SHIPPED_MODEL
+from model.backends import (
+    OnnxBackend,
+    fast_int8_is_exact,
+    load_backend,
+    onnx_session_options,
+    read_onnx_metadata,
+)
+from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from model.metadata import ModelMetadata
 from tests.support.artifacts import shipped_metadata
 from tests.support.data import imagewoof_dir
@@ -183,6 +190,41 @@ def test_the_fast_kernels_run_only_where_they_are_exact(
     eight = dataclasses.replace(served, extra={"quantization": {"weight_bits": 8}})
     assert fast_int8_is_exact(seven)
     assert fast_int8_is_exact(eight) == fast_int8_is_exact(served) == fast_for_eight_bits
+
+
+@pytest.mark.parametrize(
+    ("flags", "seven_bit", "sessions"),
+    [
+        (frozenset({"avx2", "avx512_vnni"}), False, ["fast"]),
+        (frozenset({"avx2"}), False, ["exact"]),
+        (frozenset({"avx2"}), True, ["exact", "fast"]),
+    ],
+    ids=["vnni", "avx2", "avx2-7-bit"],
+)
+def test_a_backend_opens_one_session_unless_its_metadata_asks_for_the_fast_kernels(
+    monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], seven_bit: bool, sessions: list[str]
+) -> None:
+    """A discarded second session would stay in the worker's memory: only 7-bit weights on a
+    CPU without int8 dot products are opened twice."""
+    opened: list[str] = []
+    open_session = model.backends._onnx_session
+
+    def counting(path, options):
+        exact = options.get_session_config_entry("session.x64quantprecision") == "1"
+        opened.append("exact" if exact else "fast")
+        return open_session(path, options)
+
+    monkeypatch.setattr("model.backends.cpu_flags", lambda: flags)
+    monkeypatch.setattr("model.backends._onnx_session", counting)
+    monkeypatch.setattr("model.backends.fast_int8_is_exact", lambda meta: seven_bit)
+    backend = OnnxBackend(INT8_MODEL, threads=1)
+    assert opened == sessions
+    assert backend.run(np.zeros((1, 3, 224, 224), np.float32)).shape[0] == 1
+
+
+def test_metadata_reads_without_a_serving_session() -> None:
+    for path in (INT8_MODEL, FP32_MODEL):
+        assert read_onnx_metadata(path) == load_backend(path, threads=1).metadata
 
 
 def test_session_options_for_shared_cores() -> None:
