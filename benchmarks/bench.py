@@ -49,7 +49,6 @@ from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, write_summary
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from service.factory import choose_artifact
 from service.settings import ModelSettings
-from training.reports.timing import time_calls
 
 log = logging.getLogger("bench")
 
@@ -260,11 +259,14 @@ def load_photos(limit: int = 200) -> list[bytes]:
     return load_val_photos(limit) or generated_photos(50)
 
 
-def _timed_map(step: Callable[[Any], Any], inputs: list[Any]) -> tuple[list[Any], list[float]]:
-    """``step`` applied to each input in turn: (outputs, milliseconds per call)."""
-    pending, outputs = iter(inputs), []
-    seconds = time_calls(lambda: outputs.append(step(next(pending))), repeats=len(inputs))
-    return outputs, [1000 * t for t in seconds]
+def _timed_chain(steps: list[Callable[[Any], Any]], value: Any) -> list[float]:
+    """One photo through every step in turn: milliseconds per step."""
+    times = []
+    for step in steps:
+        started = time.perf_counter()
+        value = step(value)
+        times.append(1000 * (time.perf_counter() - started))
+    return times
 
 
 def profile_stages(
@@ -272,7 +274,8 @@ def profile_stages(
 ) -> list[dict[str, Any]]:
     """Median time of each step of one /predict, in this process, batch of one.
 
-    Each step runs over every photo (twice over) in turn, fed the previous step's outputs.
+    Each photo (every one, twice over) goes through all steps before the next one starts,
+    as in a request: each step reads what the previous one just wrote, warm in the cache.
     """
     from model.predictor import Predictor
     from model.preprocessing import decode_image, normalise, resize_and_crop
@@ -287,10 +290,9 @@ def profile_stages(
         ("model", predictor.backend.run),
         ("read_out", predictor.interpret),
     ]
-    values: list[Any] = photos * 2
+    chains = [_timed_chain([step for _, step in steps], data) for data in photos * 2]
     rows = []
-    for stage, step in steps:
-        values, ms = _timed_map(step, values)
+    for (stage, _), ms in zip(steps, zip(*chains, strict=True), strict=True):
         rows.append(
             {
                 "artifact": label,
