@@ -22,6 +22,7 @@ from service.http.context import init_context
 from service.http.errors import register_error_handlers
 from service.http.feedback import feedback
 from service.http.page import page
+from service.http.uploads import UploadRequest
 from service.settings import BOOT_FAILURE_EXIT, ModelSettings, Settings, settings_or_exit
 from service.telegram_bot import init_telegram, telegram
 
@@ -87,6 +88,7 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
         reason = "given to create_app"
 
     app = Flask(__name__, root_path=str(SERVICE_DIR))
+    app.request_class = UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_upload_bytes
     app.json.sort_keys = False
 

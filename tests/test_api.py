@@ -98,6 +98,21 @@ def test_predict_field_file_and_raw_body(base_url: str) -> None:
     assert all(a == answers[0] for a in answers)
 
 
+def test_a_phone_size_upload_gets_the_answer_of_its_raw_body(base_url: str) -> None:
+    """Over Werkzeug's 500 KB spooling size, sent as a form and as the raw body."""
+    data = encode(textured(4032, 3024, seed=5), "JPEG", quality=95)
+    assert len(data) > 500 * 1024
+    form = requests.post(f"{base_url}/predict", files={"image": ("p.jpg", data)}, timeout=30)
+    raw = requests.post(
+        f"{base_url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert form.status_code == raw.status_code == 200, form.text
+    answers = [r.json() for r in (form, raw)]
+    for answer in answers:
+        answer.pop("id")
+    assert answers[0] == answers[1]
+
+
 @pytest.mark.parametrize("top_k", [1, 5, 10])
 def test_top_k_parameter(base_url: str, top_k: int) -> None:
     response = requests.post(
