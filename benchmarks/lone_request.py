@@ -64,16 +64,30 @@ def load_rows(artifact: Path, count: int) -> np.ndarray:
     return np.stack([preprocess_bytes(data, spec) for data in photos])
 
 
+def rss_mb() -> float:
+    """This process's resident memory."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def latency(artifact: Path, rows: np.ndarray, threads: list[int], calls: int, rounds: int):
-    """Median ms per batch-1 call for each thread count, the counts taking turns per round."""
-    backends = {n: OnnxBackend(artifact, threads=n) for n in threads}
+    """Median ms per batch-1 call for each thread count, the counts taking turns per round;
+    and the memory one more session (the last count's) adds to a process that has one."""
+    backends = {n: OnnxBackend(artifact, threads=n) for n in threads[:-1]}
+    for backend in backends.values():
+        backend.run(rows[:1])  # its buffers are allocated on the first run
+    before = rss_mb()
+    backends[threads[-1]] = OnnxBackend(artifact, threads=threads[-1])
+    backends[threads[-1]].run(rows[:1])
+    second_session_mb = round(rss_mb() - before, 1)
     times: dict[int, list[float]] = {n: [] for n in threads}
     for _ in range(rounds):
         for n, backend in backends.items():
             batches = iter(rows[i % len(rows)][None] for i in range(calls // rounds + 3))
             call = lambda run=backend.run, batches=batches: run(next(batches))  # noqa: E731
             times[n] += time_calls(call, repeats=calls // rounds, warmup=3)
-    return {n: round(statistics.median(ts) * 1000, 2) for n, ts in times.items()}
+    return {n: round(statistics.median(ts) * 1000, 2) for n, ts in times.items()}, second_session_mb
 
 
 def _worker(artifact: Path, threads: int, seconds: float, rows, barrier, queue) -> None:
@@ -93,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0))
     threads = sorted({1, cores})
     rows = load_rows(artifact, 64)
-    lone = latency(artifact, rows, threads, args.calls, args.rounds)
+    lone, second_session_mb = latency(artifact, rows, threads, args.calls, args.rounds)
     saturated = {
         n: round(
             parallel_rate(
@@ -112,6 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"threads": n, "lone_median_ms": lone[n], "saturated_photos_per_s": saturated[n]}
             for n in threads
         ],
+        "second_session_mb": second_session_mb,
         "all_cores_for_a_lone_request": kept,
     }
 
@@ -149,6 +164,9 @@ def render(result: dict[str, Any]) -> str:
                 for r in rows
             ],
         ),
+        "",
+        f"A second session (all cores) next to the first adds {result['second_session_mb']} MB "
+        "to the process: what two sessions per worker, picked by load, would cost.",
         "",
         "**Kept:** a lone request runs on every core."
         if result["all_cores_for_a_lone_request"]
