@@ -153,3 +153,32 @@ def test_a_running_app_has_no_training_module_loaded() -> None:
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded == [], f"serving code loaded {loaded}"
+
+
+# Builds the app and lists the optional client libraries it loaded.
+_OPTIONAL_PROBE = """
+import json, sys
+import app
+app.create_app()
+print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & {optional!r})))
+"""
+
+
+def test_a_worker_loads_no_client_library_of_a_part_that_is_off() -> None:
+    """Without a bot token, S3 or Redis a worker never imports their clients (memory)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MODEL_", "TELEGRAM_", "FEEDBACK_", "REDIS_"))
+    }
+    optional = {"telegram", "httpx", "boto3", "botocore", "redis"}
+    result = subprocess.run(
+        [sys.executable, "-c", _OPTIONAL_PROBE.format(optional=optional)],
+        cwd=REPO_ROOT,
+        env={**env, "LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
@@ -22,7 +23,9 @@ from service.http.context import service_context
 from service.http.errors import error_response
 from service.settings import Settings
 from service.telegram_bot.ledger import Ledger, LedgerUnavailableError, open_ledger
-from service.telegram_bot.runtime import BotRuntime, BotUnavailableError
+
+if TYPE_CHECKING:  # python-telegram-bot is imported only where the bot is on
+    from service.telegram_bot.runtime import BotRuntime
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,10 @@ def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRu
     problem = settings.telegram_error
     reason = f"bad configuration: {problem}" if problem else config.disabled_reason
     if reason is None:
+        # Here, not at the top: a worker without the bot never loads python-telegram-bot
+        # (a large share of its memory).
+        from service.telegram_bot.runtime import BotRuntime
+
         redis_url = settings.state.redis_url
         ledger = open_ledger(redis_url, str(config.seen_db) if config.seen_db else None)
         context = service_context(app)  # built before the bot: its feedback and model card
@@ -83,6 +90,8 @@ def telegram_webhook():
     if not isinstance(data, dict):
         log.debug("telegram webhook body is not a JSON object; ignored")
         return jsonify(ok=True)
+    from service.telegram_bot.runtime import BotUnavailableError  # loaded with the runtime
+
     try:
         runtime.answer(data)
     except BotUnavailableError as exc:
