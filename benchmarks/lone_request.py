@@ -21,16 +21,14 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.bench import load_photos, throughput
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
-from benchmarks.harness.parallel import parallel_rate
-from benchmarks.photos import generated_photos, load_val_photos
 from model.backends import OnnxBackend
 from model.preprocessing import preprocess_bytes
 from service.factory import choose_artifact
@@ -57,10 +55,9 @@ def all_cores_pay(lone_ms: dict[int, float], saturated: dict[int, float], cores:
     return faster and saturated[cores] >= (1 - THROUGHPUT_TOLERANCE) * saturated[1]
 
 
-def load_rows(artifact: Path, count: int) -> np.ndarray:
-    """Val photos (generated ones where the data is absent), preprocessed as served."""
+def preprocessed(artifact: Path, photos: list[bytes]) -> np.ndarray:
+    """The photos as the service feeds them to the model."""
     spec = OnnxBackend(artifact, threads=1).metadata.preprocessing
-    photos = load_val_photos(count) or generated_photos(count)
     return np.stack([preprocess_bytes(data, spec) for data in photos])
 
 
@@ -90,31 +87,15 @@ def latency(artifact: Path, rows: np.ndarray, threads: list[int], calls: int, ro
     return {n: round(statistics.median(ts) * 1000, 2) for n, ts in times.items()}, second_session_mb
 
 
-def _worker(artifact: Path, threads: int, seconds: float, rows, barrier, queue) -> None:
-    backend = OnnxBackend(artifact, threads=threads)
-    for row in rows[:5]:
-        backend.run(row[None])
-    barrier.wait()
-    count, end = 0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        backend.run(rows[count % len(rows)][None])
-        count += 1
-    queue.put(count)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     artifact = args.model
     cores = len(os.sched_getaffinity(0))
     threads = sorted({1, cores})
-    rows = load_rows(artifact, 64)
+    photos = load_photos(64)
+    rows = preprocessed(artifact, photos)
     lone, second_session_mb = latency(artifact, rows, threads, args.calls, args.rounds)
     saturated = {
-        n: round(
-            parallel_rate(
-                _worker, (artifact, n, args.seconds, rows[:32]), args.processes, args.seconds
-            ),
-            1,
-        )
+        n: round(throughput(artifact, args.processes, n, args.seconds, photos, batch=1), 1)
         for n in threads
     }
     kept = all_cores_pay(lone, saturated, cores)

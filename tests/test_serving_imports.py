@@ -139,9 +139,10 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {forbidden!
 """
 
 
-def test_a_running_app_has_no_training_module_loaded() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "TELEGRAM_"))}
-    probe = _PROBE.format(packages=SERVING_PACKAGES, forbidden=FORBIDDEN)
+def _run_app_probe(probe: str, unset: tuple[str, ...]) -> list[str]:
+    """Run ``probe`` in a fresh interpreter without the variables starting with ``unset``;
+    the JSON list it prints last."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(unset)}
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=REPO_ROOT,
@@ -151,7 +152,12 @@ def test_a_running_app_has_no_training_module_loaded() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_running_app_has_no_training_module_loaded() -> None:
+    probe = _PROBE.format(packages=SERVING_PACKAGES, forbidden=FORBIDDEN)
+    loaded = _run_app_probe(probe, ("MODEL_", "TELEGRAM_"))
     assert loaded == [], f"serving code loaded {loaded}"
 
 
@@ -166,19 +172,6 @@ print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & {optional!r})
 
 def test_a_worker_loads_no_client_library_of_a_part_that_is_off() -> None:
     """Without a bot token, S3 or Redis a worker never imports their clients (memory)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MODEL_", "TELEGRAM_", "FEEDBACK_", "REDIS_"))
-    }
     optional = {"telegram", "httpx", "boto3", "botocore", "redis"}
-    result = subprocess.run(
-        [sys.executable, "-c", _OPTIONAL_PROBE.format(optional=optional)],
-        cwd=REPO_ROOT,
-        env={**env, "LOG_LEVEL": "WARNING"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    probe = _OPTIONAL_PROBE.format(optional=optional)
+    assert _run_app_probe(probe, ("MODEL_", "TELEGRAM_", "FEEDBACK_", "REDIS_")) == []
