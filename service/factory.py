@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Flask
 
 from model.backends import ArtifactError, read_onnx_metadata
+from model.decode_budget import DecodeLimits
 from model.defaults import FP32_MODEL, INT8_MODEL
 from model.precision import choose_precision, cpu_flags
 from model.predictor import Predictor
@@ -21,6 +22,7 @@ from service.http.api import api
 from service.http.context import init_context
 from service.http.errors import register_error_handlers
 from service.http.feedback import feedback
+from service.http.limits import init_limits
 from service.http.page import page
 from service.http.uploads import UploadRequest
 from service.settings import BOOT_FAILURE_EXIT, ModelSettings, Settings, settings_or_exit
@@ -62,7 +64,7 @@ def load_predictor(settings: Settings) -> tuple[Predictor, str]:
             sha256=model.sha256,
             threads=model.threads,
             top_k=settings.api.top_k,
-            max_pixels=settings.api.max_image_pixels,
+            limits=DecodeLimits(settings.api.max_image_pixels, settings.api.decode_budget_bytes),
             cache_dir=model.cache_dir,
         )
         predictor.warmup()
@@ -76,7 +78,7 @@ def load_predictor(settings: Settings) -> tuple[Predictor, str]:
 def create_app(predictor: Predictor | None = None, settings: Settings | None = None) -> Flask:
     """Build the app; loads the model from ``MODEL_URI`` unless a predictor is given.
 
-    A given predictor keeps its own answer settings (``top_k``, ``max_pixels``); a loaded one
+    A given predictor keeps its own answer settings (``top_k``, decode ``limits``); a loaded one
     takes them from ``settings``.
     """
     settings = settings or settings_or_exit()
@@ -102,6 +104,8 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     init_telegram(app, predictor, settings)
     register_error_handlers(app)
     metrics.init_app(app, predictor, settings.server.prometheus_multiproc_dir is not None)
+    # After the metrics' hooks: a refused request is still timed and counted.
+    init_limits(app, settings.limits, settings.state.redis_url)
     for blueprint in (api, feedback, page, telegram):
         app.register_blueprint(blueprint)
     log.info("ready: serving %s %s", predictor.metadata.name, predictor.metadata.version)

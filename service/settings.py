@@ -1,8 +1,8 @@
 """Every setting of the service, read from the environment in this module and nowhere else.
 
-One tree of pydantic-settings groups (model, API, front, server, state, feedback, Telegram
-bot); each field is one environment variable, named by the group's prefix and the field
-(``MODEL_`` + ``uri`` = ``MODEL_URI``) and documented by its description.
+One tree of pydantic-settings groups (model, API, front, server, state, client limits,
+feedback, Telegram bot); each field is one environment variable, named by the group's prefix
+and the field (``MODEL_`` + ``uri`` = ``MODEL_URI``) and documented by its description.
 ``load_settings()`` reads them once; gunicorn.conf.py (in the master), the app factory and the
 worker class (after the fork) all call it. ``python -m service.settings`` writes the
 generated reference, docs/settings.md.
@@ -25,7 +25,12 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.defaults import DEFAULT_CACHE_DIR, DEFAULT_MAX_PIXELS, DEFAULT_TOP_K
+from model.defaults import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_DECODE_BUDGET_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TOP_K,
+)
 
 MAX_TOP_K = 10
 # gunicorn's "worker failed to boot" exit code: the master stops instead of respawning the
@@ -35,6 +40,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_PATH = REPO_ROOT / "docs" / "settings.md"
 # Telegram's rule for X-Telegram-Bot-Api-Secret-Token: 1-256 characters A-Z a-z 0-9 _ -.
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# A rate limit as the ``limits`` library reads it: "30/minute", "300 per hour", several joined
+# by ";" or ",". Checked here so that a typo stops the start with the variable's name.
+_ONE_LIMIT = r"\s*\d+\s*(?:/|\s+per\s+)\s*(?:\d+\s*)?(?:second|minute|hour|day|month|year)s?\s*"
+_LIMITS_RE = re.compile(rf"^{_ONE_LIMIT}(?:[;,]{_ONE_LIMIT})*$", re.IGNORECASE)
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -98,6 +107,13 @@ class ApiSettings(BaseSettings):
         description="Largest image (width × height), checked before decoding → else `413 "
         "image_too_large`.",
     )
+    decode_budget_mb: PositiveFloat = Field(
+        DEFAULT_DECODE_BUDGET_BYTES / 2**20,
+        description="Memory one photo's decoding may take, estimated from its header before "
+        "decoding (format, size, mode; docs/api.md#photos-and-memory) → else `422 "
+        "too_many_pixels`. A worker decodes one photo at a time and a container one such "
+        "large decode, so two workers stay inside 512 MB.",
+    )
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = Field(
         DEFAULT_TOP_K,
         description=f"Breeds listed per answer (1–{MAX_TOP_K}), in the API's `top_k` and the "
@@ -113,6 +129,10 @@ class ApiSettings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def decode_budget_bytes(self) -> int:
+        return int(self.decode_budget_mb * 2**20)
 
 
 class FrontSettings(BaseSettings):
@@ -199,6 +219,46 @@ class StateSettings(BaseSettings):
     )
 
 
+class ClientLimitsSettings(BaseSettings):
+    """How much one client may ask (docs/api.md): sized for people, not for scripts."""
+
+    model_config = _config("RATE_LIMIT_")
+
+    enabled: bool = Field(
+        True,
+        description="Limit `POST /predict` and `POST /feedback` per client; over budget they "
+        "answer `429 rate_limited` with `Retry-After`. Loopback requests without "
+        "`X-Forwarded-For` (local tools, health checks, benchmarks) are never limited.",
+    )
+    predict: str = Field(
+        "30/minute;300/hour",
+        description="`POST /predict` per client, as the `limits` library writes it (`N/minute`, "
+        "`N/hour`, `N/day`…, several joined by `;`): a person sends a photo every few seconds "
+        "at most, and rarely 300 in an hour; a script looping on one worker is stopped within "
+        "a minute, so the other clients keep theirs.",
+    )
+    feedback: str = Field(
+        "30/minute;300/hour",
+        description="`POST /feedback` per client, the same way: one correction per answer, so "
+        "as many as `/predict`'s.",
+    )
+    proxy_hops: Annotated[int, Field(ge=0, le=10)] = Field(
+        1,
+        validation_alias=AliasChoices("PROXY_HOPS"),
+        description="Proxies in front of the service that append the client's address to "
+        "`X-Forwarded-For` (Heroku's router: 1). The client is the address that many entries "
+        "from the end; entries a client sends itself are ignored. `0`: the TCP peer is the "
+        "client (no proxy in front).",
+    )
+
+    @field_validator("predict", "feedback")
+    @classmethod
+    def _limit_syntax(cls, value: str) -> str:
+        if not _LIMITS_RE.match(value):
+            raise ValueError("must be limits like '30/minute;300/hour'")
+        return value.strip()
+
+
 class FeedbackSettings(BaseSettings):
     """Corrections sent by users (docs/feedback.md); without `FEEDBACK_URI` feedback is off."""
 
@@ -277,6 +337,40 @@ class TelegramSettings(BaseSettings):
         description="How long a webhook call waits for the bot's answer before it answers "
         "`503` (Telegram then delivers the update again).",
     )
+    send_timeout_s: PositiveFloat = Field(
+        15.0,
+        description="How long a message send waits for the Bot API's answer (cut to what "
+        "is left of `TELEGRAM_ANSWER_TIMEOUT_S`). A send that times out may have been "
+        "delivered: it is never sent again, and never apologised for.",
+    )
+    send_attempts: PositiveInt = Field(
+        3,
+        description="Tries of a send the Bot API answered `5xx` or could not be reached for "
+        "(with back-off, within the answer's deadline); then Telegram delivers the update "
+        "again later and the reply made is sent without a second download or model call.",
+    )
+    chat_interval_s: PositiveFloat = Field(
+        1.0,
+        description="Least time between two messages to one private chat (Telegram allows "
+        "about one a second), across workers and replicas.",
+    )
+    group_interval_s: PositiveFloat = Field(
+        3.0,
+        description="Least time between two messages to one group (Telegram allows about "
+        "20 a minute).",
+    )
+    messages_per_s: PositiveFloat = Field(
+        25.0,
+        description="Most Bot API calls that send or answer, per second, for the whole bot "
+        "(Telegram allows about 30): shared through Redis with `REDIS_URL`, else by the "
+        "workers of one server.",
+    )
+    photos_per_minute: PositiveInt = Field(
+        20,
+        description="Photos one chat may have recognised per minute; the first one over it is "
+        "answered \"too many photos, send it again in a minute\", the rest quietly, so one "
+        "chat cannot starve the others.",
+    )
     seen_db: Path | None = Field(
         None,
         description="SQLite file of the updates answered (and being answered), shared by the "
@@ -312,6 +406,7 @@ GROUPS: dict[str, type[BaseSettings]] = {
     "front": FrontSettings,
     "server": ServerSettings,
     "state": StateSettings,
+    "limits": ClientLimitsSettings,
     "feedback": FeedbackSettings,
     "telegram": TelegramSettings,
 }
@@ -325,6 +420,7 @@ class Settings(BaseModel, frozen=True):
     front: FrontSettings
     server: ServerSettings
     state: StateSettings
+    limits: ClientLimitsSettings
     feedback: FeedbackSettings
     telegram: TelegramSettings
     telegram_error: str | None = None
