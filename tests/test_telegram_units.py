@@ -373,12 +373,11 @@ def test_many_updates_through_one_loop(bot_app, fake: FakeTelegram) -> None:
     """Repeated updates reuse the one Application; closing leaves no pending work behind."""
     app = bot_app()
     client = app.test_client()
-    updates = Updates(chat_id=2004)
-    for _ in range(30):
-        assert (
-            client.post("/telegram", json=updates.text("/help"), headers=HEADER).status_code == 200
-        )
-    fake.wait_for("sendMessage", 30, where=lambda c: c.params["chat_id"] == 2004)
+    chats = range(2200, 2230)  # one chat each: a chat gets one message a second
+    for chat in chats:
+        update = Updates(chat_id=chat).text("/help")
+        assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
+    fake.wait_for("sendMessage", 30, where=lambda c: c.params["chat_id"] in chats)
     runtime = app.extensions["telegram_bot"]
     loop = runtime._loop
     runtime.close()

@@ -34,17 +34,32 @@ def deliver(server: GunicornServer, update: dict[str, Any], secret: str) -> int:
 
 
 def deliver_until_acknowledged(
-    servers: list[GunicornServer], update: dict[str, Any], secret: str, deadline_s: float = 60.0
+    servers: list[GunicornServer],
+    update: dict[str, Any],
+    secret: str,
+    deadline_s: float = 60.0,
+    pause_s: float = REDELIVERY_PAUSE_S,
 ) -> int:
     """Deliver again, round-robin over ``servers``, until a 2xx; returns the calls it took."""
+    return len(deliveries_until_acknowledged(servers, update, secret, deadline_s, pause_s))
+
+
+def deliveries_until_acknowledged(
+    servers: list[GunicornServer],
+    update: dict[str, Any],
+    secret: str,
+    deadline_s: float = 60.0,
+    pause_s: float = REDELIVERY_PAUSE_S,
+) -> list[int]:
+    """The statuses of every call it took to get a 2xx, ``pause_s`` apart."""
     deadline = time.monotonic() + deadline_s
-    calls = 1
-    while not 200 <= deliver(servers[(calls - 1) % len(servers)], update, secret) < 300:
+    statuses = [deliver(servers[0], update, secret)]
+    while not 200 <= statuses[-1] < 300:
         if time.monotonic() > deadline:
             raise TimeoutError(f"update {update['update_id']} not acknowledged in {deadline_s} s")
-        calls += 1
-        time.sleep(REDELIVERY_PAUSE_S)
-    return calls
+        time.sleep(pause_s)
+        statuses.append(deliver(servers[len(statuses) % len(servers)], update, secret))
+    return statuses
 
 
 @dataclass

@@ -5,7 +5,9 @@ sendChatAction, answerCallbackQuery, editMessageText, editMessageReplyMarkup, se
 deleteWebhook, getWebhookInfo), answers in the Bot API's ``{"ok": ..., "result": ...}``
 envelope, keeps the messages the bot sent (text and inline keyboard, as edits leave them) and
 records every call with its result, so callers can check what the bot sent and press its
-buttons:
+buttons. It misbehaves on demand as the real one does (``fail``, ``slow``): 5xx, 403 (the user
+blocked the bot), 400 (chat not found), 429 with ``retry_after`` (enforced: a call to that chat
+inside the window is refused again and listed in ``flood_violations``), slow answers:
 
     with FakeTelegram() as fake:
         file_id = fake.add_file(jpeg_bytes())
@@ -14,6 +16,7 @@ buttons:
         [reply] = fake.wait_for("sendMessage", 1)
         message = fake.message(reply)  # as it stands now, with its reply_markup
         ... post Updates().callback_query(message, data="...") to the app ...
+        fake.fail("sendMessage", chat_id=7, status=429, retry_after=3)  # flood control
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
     "are exactly the same as a current content and reply markup of the message"
 )
+# What Telegram answers a message to a chat that will not take it, and to a flood.
+BLOCKED = "Forbidden: bot was blocked by the user"
+CHAT_NOT_FOUND = "Bad Request: chat not found"
+TOO_MANY_REQUESTS = "Too Many Requests: retry after {seconds}"
 
 
 @dataclass(frozen=True)
@@ -71,11 +78,30 @@ class Call:
 
 
 class ApiError(Exception):
-    """A Bot API error answer: HTTP status and description."""
+    """A Bot API error answer: HTTP status, description and, for a 429, ``retry_after``."""
 
-    def __init__(self, status: int, description: str) -> None:
+    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
         super().__init__(description)
-        self.status, self.description = status, description
+        self.status, self.description, self.retry_after = status, description, retry_after
+
+
+@dataclass
+class Fault:
+    """How the next ``times`` calls of ``method`` (to ``chat_id`` only, if given; ``times``
+    None: every one) misbehave: an error answer (``status`` > 0), or a slow success."""
+
+    method: str
+    times: int | None
+    chat_id: Any = None
+    status: int = 0
+    description: str = ""
+    retry_after: int | None = None
+    delay_s: float = 0.0
+
+    def matches(self, method: str, params: dict[str, Any]) -> bool:
+        if method != self.method or self.times == 0:
+            return False
+        return self.chat_id is None or params.get("chat_id") == self.chat_id
 
 
 @dataclass
@@ -104,7 +130,9 @@ class FakeTelegram:
         self._messages: dict[tuple[Any, Any], dict[str, Any]] = {}  # (chat id, message id)
         self._answered_queries: set[str] = set()
         self._expired_queries: set[str] = set()
-        self._failures: dict[str, int] = {}  # method -> calls still to fail with a 502
+        self._faults: list[Fault] = []
+        self._flood_until: dict[Any, float] = {}  # chat id -> end of its retry_after window
+        self.flood_violations: list[Call] = []  # calls made to a chat inside its window
         self._ids = itertools.count(1)
         self.webhook: dict[str, Any] = {}
         self._server = make_server(
@@ -174,10 +202,32 @@ class FakeTelegram:
         with self._lock:
             self._expired_queries.add(query_id)
 
-    def fail(self, method: str, times: int = 1) -> None:
-        """Answer the next ``times`` calls of ``method`` with 502 Bad Gateway (Telegram down)."""
+    def fail(
+        self,
+        method: str,
+        times: int | None = 1,
+        *,
+        chat_id: Any = None,
+        status: int = 502,
+        description: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` (None: all; to ``chat_id`` only, if
+        given) with an error: 502 Bad Gateway unless told otherwise, e.g. ``status=403,
+        description=BLOCKED``, or ``status=429, retry_after=3`` (flood control)."""
+        if description is None:
+            description = {429: TOO_MANY_REQUESTS.format(seconds=retry_after)}.get(
+                status, "Bad Gateway"
+            )
+        fault = Fault(method, times, chat_id, status, description, retry_after)
         with self._lock:
-            self._failures[method] = self._failures.get(method, 0) + times
+            self._faults.append(fault)
+
+    def slow(self, method: str, delay_s: float, times: int | None = 1, chat_id: Any = None) -> None:
+        """Answer the next ``times`` calls of ``method`` only after ``delay_s`` (and do what
+        they ask: a slow send is still delivered)."""
+        with self._lock:
+            self._faults.append(Fault(method, times, chat_id, delay_s=delay_s))
 
     def calls(self, method: str | None = None) -> list[Call]:
         with self._lock:
@@ -223,12 +273,12 @@ class FakeTelegram:
             try:
                 if handler is None:
                     raise ApiError(404, "Not Found: method not found")
-                self._maybe_fail(method)
+                self._misbehave(method, params, at)
                 result = handler(params)
             except ApiError as exc:
                 with self._lock:
                     self._calls.append(Call(method, params, at, error=exc.description))
-                return _error(exc.status, exc.description)
+                return _error(exc.status, exc.description, exc.retry_after)
             with self._lock:
                 self._calls.append(Call(method, params, at, result))
             return _ok(result)
@@ -249,11 +299,25 @@ class FakeTelegram:
 
         return app
 
-    def _maybe_fail(self, method: str) -> None:
+    def _misbehave(self, method: str, params: dict[str, Any], at: float) -> None:
+        """Enforce a chat's flood window, then apply the first fault that matches."""
+        chat_id = params.get("chat_id")
         with self._lock:
-            if self._failures.get(method, 0) > 0:
-                self._failures[method] -= 1
-                raise ApiError(502, "Bad Gateway")
+            until = self._flood_until.get(chat_id, 0.0) if chat_id is not None else 0.0
+            if at < until:
+                self.flood_violations.append(Call(method, params, at))
+                seconds = max(1, round(until - at))
+                raise ApiError(429, TOO_MANY_REQUESTS.format(seconds=seconds), seconds)
+            fault = next((f for f in self._faults if f.matches(method, params)), None)
+            if fault is not None and fault.times is not None:
+                fault.times -= 1
+            if fault is not None and fault.retry_after and chat_id is not None:
+                self._flood_until[chat_id] = at + fault.retry_after
+        if fault is None:
+            return
+        if fault.status:
+            raise ApiError(fault.status, fault.description, fault.retry_after)
+        time.sleep(fault.delay_s)
 
     def _api_getMe(self, params: dict[str, Any]) -> Any:  # noqa: N802 - Bot API name
         return BOT_USER
@@ -373,8 +437,10 @@ def _ok(result: Any) -> Response:
     return Response(json.dumps({"ok": True, "result": result}), mimetype="application/json")
 
 
-def _error(status: int, description: str) -> Response:
-    body = {"ok": False, "error_code": status, "description": description}
+def _error(status: int, description: str, retry_after: int | None = None) -> Response:
+    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if retry_after is not None:
+        body["parameters"] = {"retry_after": retry_after}
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 

@@ -1,27 +1,45 @@
 """What the bot does with each kind of message and button press, as python-telegram-bot
 handlers.
 
-Every handler answers the user, also when something fails (download, decoding, model, the
-feedback store): the failure is logged and the user gets an apology, so no update ever
-becomes an error that Telegram would redeliver. With feedback on (``FEEDBACK_URI``) each
-answer to a photo carries right / wrong buttons (service/telegram_bot/buttons.py); a press
-stores the user's label through ``Feedback.submit``, which keeps no trace of who pressed.
+Every handler answers the user, also when the answer cannot be made (download, decoding,
+model): the failure is logged and the user gets an apology. Sending is another matter
+(``_send``, docs/telegram.md): the Bot API's answer decides. Flood control (``RetryAfter``) the
+pacer could not wait out, and errors that outlast the retries, defer the update (the reply
+made is kept, and the webhook asks Telegram to deliver it again); a chat that refuses
+(``Forbidden``, ``BadRequest``) is final; a send that timed out may have arrived and is never
+repeated. An apology never stands in for an answer that could not be sent. With feedback on
+(``FEEDBACK_URI``) each answer to a photo carries right / wrong buttons
+(service/telegram_bot/buttons.py); a press stores the user's label through
+``Feedback.submit``, which keeps no trace of who pressed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
+import httpx
 from prometheus_client import Counter
 from telegram import InlineKeyboardMarkup, Message, PhotoSize, Update
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.ext import (
     Application,
+    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
@@ -50,6 +68,8 @@ from service.telegram_bot.buttons import (
     named_label,
     parse_press,
 )
+from service.telegram_bot.ledger import Ledger, LedgerUnavailableError
+from service.telegram_bot.limits import Slots, retry_after_s, time_left
 from service.telegram_bot.texts import (
     help_text,
     image_problem,
@@ -67,6 +87,27 @@ REPLIES = Counter(
     "bad_image, download_failed, failed; callback_query; feedback button outcomes feedback_*)",
     ["kind"],
 )
+SEND_PROBLEMS = Counter(
+    "breedrecognizer_telegram_send_problems",
+    "Bot API answers to the bot's messages other than ok, by what they led to: refused (the "
+    "chat blocked the bot or is gone: final), flood (429 not waited out: delivered again "
+    "later), retried (5xx or unreachable, tried again), gave_up (still failing: delivered "
+    "again later), maybe_sent (timed out: never sent twice)",
+    ["problem"],
+)
+PHOTO_WINDOW_S = 60.0  # TELEGRAM_PHOTOS_PER_MINUTE counts photos in windows this long
+RETRY_PAUSE_S = 0.5  # the first back-off before a failed send is tried again; then doubled
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An update not answered now: Telegram should deliver it again (after ``retry_after_s``
+    when the Bot API said so)."""
+
+    reason: str
+    retry_after_s: float | None = None
+
 
 # Only new messages and button presses: edited messages and channel posts are ignored on
 # purpose. The webhook command asks Telegram for just these update types (allowed_updates).
@@ -101,23 +142,27 @@ class BreedBot:
         executor: Executor,
         feedback: Feedback | None = None,
         model: dict[str, str] | None = None,
+        ledger: Ledger | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.predictor = predictor
         self.config = config
         self.executor = executor
         self.feedback = feedback  # None: feedback off, no buttons
         self.model = model or {}  # the model summary every remembered answer carries
-        # Updates whose user got nothing: no message sent, or the button press not answered.
-        self._unreplied: set[int] = set()
+        self.ledger = ledger  # keeps replies made but not delivered; None: none kept
+        self.slots = slots  # counts each chat's photos; None: no per-chat budget
+        # Updates whose user got nothing yet, and why: Telegram should deliver them again.
+        self._deferred: dict[int, Deferred] = {}
 
-    def replied(self, update_id: int) -> bool:
-        """Whether handling ``update_id`` reached the user (asked once, after handling)."""
-        if update_id in self._unreplied:
-            self._unreplied.discard(update_id)
-            return False
-        return True
+    def deferred(self, update_id: int) -> Deferred | None:
+        """Why ``update_id`` must be delivered again, or None when it is settled (answered,
+        or refused by its chat); asked once, after handling."""
+        return self._deferred.pop(update_id, None)
 
     def register(self, application: Application) -> None:
+        # First of all: a reply made on an earlier delivery is sent as it was.
+        application.add_handler(TypeHandler(Update, self.on_kept_reply), group=-1)
         application.add_handler(CommandHandler(["start", "help"], self.on_help, NEW_MESSAGE))
         application.add_handler(MessageHandler(NEW_MESSAGE & filters.PHOTO, self.on_photo))
         application.add_handler(
@@ -138,20 +183,20 @@ class BreedBot:
         lang = _lang(update)
         classes = self.predictor.metadata.classes
         reply = help_text(classes, lang, self.predictor.top_k, self.feedback is not None)
-        await _reply(update.message, "help", reply)
+        await self._send(update, "help", reply)
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
         size = pick_photo_size(message.photo, self.config.max_file_bytes)
         if size is None:
-            await self._too_large(message, _lang(update), message.photo[-1].file_size or 0)
+            await self._too_large(update, _lang(update), message.photo[-1].file_size or 0)
             return
         await self._recognise(update, context, size.file_id, "photo")
 
     async def on_image_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         document = update.message.document
         if document.file_size and document.file_size > self.config.max_file_bytes:
-            await self._too_large(update.message, _lang(update), document.file_size)
+            await self._too_large(update, _lang(update), document.file_size)
             return
         await self._recognise(update, context, document.file_id, "document")
 
@@ -166,7 +211,7 @@ class BreedBot:
         else:
             kind, reply = "hint_text", text("hint_text", lang)
         log.info("telegram update %s: not a photo, answered with %s", update.update_id, kind)
-        await _reply(message, kind, reply)
+        await self._send(update, kind, reply)
 
     async def on_callback_query(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button press: feedback buttons store a label; any other is just answered."""
@@ -197,16 +242,32 @@ class BreedBot:
         )
         log.debug("telegram update ignored: %s", ", ".join(kinds) or type(update).__name__)
 
+    async def on_kept_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A redelivered update whose reply was made before: send that, and nothing else (no
+        second download or model call)."""
+        if self.ledger is None or update.message is None:
+            return
+        kept = await _off_loop(partial(self.ledger.kept_reply, update.update_id))
+        if kept is None:
+            return
+        reply = json.loads(kept)
+        markup = reply.get("reply_markup")
+        keyboard = InlineKeyboardMarkup.de_json(markup, context.bot) if markup else None
+        log.info("telegram update %s delivered again: sending the reply made", update.update_id)
+        await self._send(update, reply["kind"], reply["text"], keyboard)
+        raise ApplicationHandlerStop
+
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Last resort for anything a handler did not catch: log it, apologise if possible."""
+        """Last resort for anything a handler did not catch: log it; apologise for a failure
+        of ours, never for the Bot API's (the update is delivered again instead)."""
         log.error("telegram update handling failed: %r", context.error, exc_info=context.error)
-        if isinstance(update, Update) and update.message:
-            try:
-                await _reply(update.message, "failed", text("failed", _lang(update)))
-            except TelegramError as exc:
-                log.warning("could not send the apology either: %s", exc)
-                self._unreplied.add(update.update_id)
-        elif isinstance(update, Update) and update.callback_query:
+        if not isinstance(update, Update):
+            return
+        if isinstance(context.error, TelegramError | LedgerUnavailableError):
+            self._deferred[update.update_id] = Deferred(f"{context.error}")
+        elif update.message:
+            await self._send(update, "failed", text("failed", _lang(update)))
+        elif update.callback_query:
             await self._answer_press(update, "failed", text("failed", _lang(update)))
 
     # -- the work -----------------------------------------------------------------------
@@ -214,34 +275,35 @@ class BreedBot:
     async def _recognise(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, file_id: str, kind: str
     ) -> None:
-        """Download, predict, answer; every failure ends in a message to the user."""
+        """Download, predict, answer; a failure to make the answer ends in an apology."""
         message = update.message
         lang = _lang(update)
+        if not await self._within_budget(update, lang):
+            return
         started = time.perf_counter()
         await _chat_action(message)
         try:
-            tg_file = await context.bot.get_file(file_id)
-            data = bytes(await tg_file.download_as_bytearray(read_timeout=30))
+            data = await self._retrying(partial(self._download, context, file_id))
         except TelegramError as exc:
             log.warning("telegram update %s: download failed: %s", update.update_id, exc)
-            await _reply(message, "download_failed", text("download_failed", lang))
+            await self._send(update, "download_failed", text("download_failed", lang))
             return
         try:
             prediction = await self._predict(data)
         except ImageDecodeError as exc:
             log.info("telegram update %s: unusable image: %s", update.update_id, exc.code)
             reason = image_problem(exc.code, lang)
-            await _reply(message, "bad_image", text("bad_image", lang, reason=reason))
+            await self._send(update, "bad_image", text("bad_image", lang, reason=reason))
             return
         except Exception:
             log.exception("telegram update %s: model failed", update.update_id)
-            await _reply(message, "failed", text("failed", lang))
+            await self._send(update, "failed", text("failed", lang))
             return
         answer_id = new_answer_id()
         keyboard = await self._offer_feedback(update, answer_id, data, prediction, lang)
         breeds = len(self.predictor.metadata.classes)
         reply = prediction_text(prediction, lang, breeds)
-        await _reply(message, prediction.verdict, reply, keyboard)
+        await self._send(update, prediction.verdict, reply, keyboard)
         log.info(
             "telegram update %s: %s of %d bytes -> answer %s: %s %s (%.2f) in %.2fs",
             update.update_id,
@@ -253,6 +315,32 @@ class BreedBot:
             prediction.top_k[0].confidence,
             time.perf_counter() - started,
         )
+
+    @staticmethod
+    async def _download(context: ContextTypes.DEFAULT_TYPE, file_id: str) -> bytes:
+        tg_file = await context.bot.get_file(file_id)
+        return bytes(await tg_file.download_as_bytearray(read_timeout=30))
+
+    async def _within_budget(self, update: Update, lang: str) -> bool:
+        """Whether this chat may have one more photo recognised this minute; the first photo
+        over it is told so (once a minute, so a flood of photos makes no flood of replies)."""
+        if self.slots is None:
+            return True
+        chat = f"photos:{update.effective_chat.id}"
+        try:
+            count = await _off_loop(partial(self.slots.count, chat, PHOTO_WINDOW_S))
+        except LedgerUnavailableError as exc:
+            log.warning("telegram update %s: photo budget not counted: %s", update.update_id, exc)
+            return True
+        budget = self.config.photos_per_minute
+        if count <= budget:
+            return True
+        log.info("telegram update %s: chat over %d photos a minute", update.update_id, budget)
+        if count == budget + 1:
+            await self._send(update, "over_budget", text("over_budget", lang, budget=budget))
+        else:
+            REPLIES.labels("over_budget_quiet").inc()
+        return False
 
     async def _predict(self, data: bytes) -> Prediction:
         """Run the CPU-bound decode + model call off the event loop."""
@@ -322,20 +410,99 @@ class BreedBot:
             log.warning(
                 "telegram update %s: callback query not answered: %s", update.update_id, exc
             )
-            self._unreplied.add(update.update_id)
+            self._deferred[update.update_id] = Deferred(f"press not answered: {exc}")
 
-    async def _too_large(self, message: Message, lang: str, size: int) -> None:
+    async def _too_large(self, update: Update, lang: str, size: int) -> None:
         limit_mb = self.config.max_file_bytes / (1024 * 1024)
         reply = text("too_large", lang, size_mb=size / (1024 * 1024), limit_mb=limit_mb)
-        await _reply(message, "too_large", reply)
+        await self._send(update, "too_large", reply)
+
+    async def _send(
+        self, update: Update, kind: str, reply: str, keyboard: InlineKeyboardMarkup | None = None
+    ) -> None:
+        """Reply to the user's message (so album photos each get their own), settling the
+        update by what the Bot API answers; never raises a Bot API error."""
+        uid = update.update_id
+        send = partial(
+            update.message.reply_text,
+            reply,
+            do_quote=True,
+            reply_markup=keyboard,
+            read_timeout=self.config.send_timeout_s,
+        )
+        try:
+            await self._retrying(send)
+        except RetryAfter as exc:  # the pacer could not wait it out before the deadline
+            seconds = retry_after_s(exc)
+            SEND_PROBLEMS.labels("flood").inc()
+            log.info("telegram update %s: flood control for %gs, answer kept", uid, seconds)
+            await self._defer(update, Deferred(f"flood control ({exc})", seconds), kind, reply,
+                              keyboard)  # fmt: skip
+        except (Forbidden, BadRequest) as exc:  # blocked, chat gone, message too old: final
+            SEND_PROBLEMS.labels("refused").inc()
+            log.info("telegram update %s: chat %s refused the reply: %s", uid,
+                     update.effective_chat.id, exc)  # fmt: skip
+        except TimedOut as exc:
+            SEND_PROBLEMS.labels("maybe_sent").inc()
+            log.info("telegram update %s: send timed out, may have arrived: %s", uid, exc)
+        except TelegramError as exc:  # 5xx or unreachable, after every try
+            SEND_PROBLEMS.labels("gave_up").inc()
+            log.warning("telegram update %s: reply not sent, answer kept: %s", uid, exc)
+            await self._defer(update, Deferred(f"reply not sent: {exc}"), kind, reply, keyboard)
+        else:
+            REPLIES.labels(kind).inc()
+
+    async def _defer(
+        self,
+        update: Update,
+        deferred: Deferred,
+        kind: str,
+        reply: str,
+        keyboard: InlineKeyboardMarkup | None,
+    ) -> None:
+        """Ask for the update again, keeping the reply made for the next delivery."""
+        self._deferred[update.update_id] = deferred
+        if self.ledger is None:
+            return
+        markup = keyboard.to_dict() if keyboard else None
+        kept = {"kind": kind, "text": reply, "reply_markup": markup}
+        try:
+            await _off_loop(partial(self.ledger.keep_reply, update.update_id, json.dumps(kept)))
+        except LedgerUnavailableError as exc:  # the next delivery makes it again
+            log.warning("telegram update %s: reply not kept: %s", update.update_id, exc)
+
+    async def _retrying(self, call: Callable[[], Awaitable[Result]]) -> Result:
+        """``call``, tried again after a 5xx, a connection failure or a timeout before
+        anything was sent (with back-off, while the deadline allows); other errors at once."""
+        pause = RETRY_PAUSE_S
+        for attempt in range(1, self.config.send_attempts + 1):
+            try:
+                return await call()
+            except BadRequest:
+                raise
+            except NetworkError as exc:
+                left = time_left()
+                last = attempt == self.config.send_attempts
+                if last or not _unsent(exc) or (left is not None and left < pause + 1):
+                    raise
+                SEND_PROBLEMS.labels("retried").inc()
+                log.info("Bot API call failed (%s); trying again in %gs", exc, pause)
+                await asyncio.sleep(pause)
+                pause *= 2
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
-async def _reply(
-    message: Message, kind: str, reply: str, keyboard: InlineKeyboardMarkup | None = None
-) -> None:
-    """Answer as a reply to the user's message (so album photos each get their own)."""
-    REPLIES.labels(kind).inc()
-    await message.reply_text(reply, do_quote=True, reply_markup=keyboard)
+def _unsent(error: NetworkError) -> bool:
+    """Whether a failed call surely did not reach Telegram: a timeout did only while
+    connecting or waiting for a connection; any other error came with Telegram's answer."""
+    if not isinstance(error, TimedOut):
+        return True
+    return isinstance(error.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+async def _off_loop(call: Callable[[], Result]) -> Result:
+    """A blocking store call, off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 async def _edit(

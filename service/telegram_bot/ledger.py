@@ -48,6 +48,12 @@ class Ledger(Protocol):
 
     def release(self, update_id: int) -> None: ...
 
+    def keep_reply(self, update_id: int, reply: str) -> None:
+        """Keep a reply made but not delivered (Telegram said "later"): a redelivery sends it
+        without downloading the photo or running the model again."""
+
+    def kept_reply(self, update_id: int) -> str | None: ...
+
     def check(self) -> None:
         """Raise LedgerUnavailableError if the store cannot be used right now."""
 
@@ -67,6 +73,9 @@ class RedisLedger:
     def _keys(self, update_id: int) -> tuple[str, str]:
         return f"{KEY_PREFIX}:lease:{update_id}", f"{KEY_PREFIX}:answered:{update_id}"
 
+    def _kept_key(self, update_id: int) -> str:
+        return f"{KEY_PREFIX}:kept:{update_id}"
+
     def claim(self, update_id: int, lease_s: float) -> Claim:
         lease, done = self._keys(update_id)
         try:
@@ -84,9 +93,23 @@ class RedisLedger:
     def answered(self, update_id: int) -> None:
         lease, done = self._keys(update_id)
         try:
-            self._redis.pipeline().set(done, 1, ex=ANSWERED_TTL_S).delete(lease).execute()
+            pipeline = self._redis.pipeline().set(done, 1, ex=ANSWERED_TTL_S).delete(lease)
+            pipeline.delete(self._kept_key(update_id)).execute()
         except self._error as exc:
             raise LedgerUnavailableError(f"Redis: {exc}") from exc
+
+    def keep_reply(self, update_id: int, reply: str) -> None:
+        try:
+            self._redis.set(self._kept_key(update_id), reply, ex=ANSWERED_TTL_S)
+        except self._error as exc:
+            raise LedgerUnavailableError(f"Redis: {exc}") from exc
+
+    def kept_reply(self, update_id: int) -> str | None:
+        try:
+            kept = self._redis.get(self._kept_key(update_id))
+        except self._error as exc:
+            raise LedgerUnavailableError(f"Redis: {exc}") from exc
+        return kept.decode() if kept is not None else None
 
     def release(self, update_id: int) -> None:
         lease, _ = self._keys(update_id)
@@ -103,56 +126,19 @@ class RedisLedger:
             raise LedgerUnavailableError(f"Redis: {exc}") from exc
 
 
-class SqliteLedger:
-    """The same ledger in SQLite: a file shared by the workers of one server, or memory."""
+class SqliteFile:
+    """One SQLite database (a file shared by the workers of one server, or memory) with
+    ``BEGIN IMMEDIATE`` transactions: one writer at a time across the workers."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None, schema: tuple[str, ...]) -> None:
         self.path = path
-        self._owner = owner_id()
+        self._schema = schema
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pid: int | None = None
 
-    def claim(self, update_id: int, lease_s: float) -> Claim:
-        now = time.time()
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT answered, lease_until FROM updates WHERE update_id = ?", (update_id,)
-            ).fetchone()
-            if row and row[0]:
-                return Claim.ANSWERED
-            if row and row[1] > now:
-                return Claim.BUSY
-            db.execute(
-                "INSERT OR REPLACE INTO updates VALUES (?, 0, ?, ?, ?)",
-                (update_id, self._owner, now + lease_s, now),
-            )
-        return Claim.MINE
-
-    def answered(self, update_id: int) -> None:
-        now = time.time()
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE updates SET answered = 1, owner = NULL, lease_until = 0, at = ? "
-                "WHERE update_id = ?",
-                (now, update_id),
-            )
-            db.execute("DELETE FROM updates WHERE at < ?", (now - ANSWERED_TTL_S,))
-
-    def release(self, update_id: int) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "DELETE FROM updates WHERE update_id = ? AND owner = ? AND answered = 0",
-                (update_id, self._owner),
-            )
-
-    def check(self) -> None:
-        with self._transaction() as db:
-            db.execute("SELECT 1")
-
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``: one writer at a time across the workers."""
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
                 db = self._connection()
@@ -174,12 +160,86 @@ class SqliteLedger:
             )
             if self.path:
                 db.execute("PRAGMA journal_mode=WAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS updates (update_id INTEGER PRIMARY KEY, "
-                "answered INTEGER NOT NULL, owner TEXT, lease_until REAL NOT NULL, at REAL)"
-            )
-            self._db, self._pid, self._owner = db, os.getpid(), owner_id()
+            for statement in self._schema:
+                db.execute(statement)
+            self._db, self._pid = db, os.getpid()
         return self._db
+
+
+class SqliteLedger:
+    """The same ledger in SQLite: a file shared by the workers of one server, or memory."""
+
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS updates (update_id INTEGER PRIMARY KEY, "
+        "answered INTEGER NOT NULL, owner TEXT, lease_until REAL NOT NULL, at REAL)",
+        "CREATE TABLE IF NOT EXISTS kept_replies (update_id INTEGER PRIMARY KEY, "
+        "reply TEXT NOT NULL, until REAL NOT NULL)",
+    )
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self._file = SqliteFile(path, self.SCHEMA)
+        self._owners: dict[int, str] = {}
+
+    @property
+    def _owner(self) -> str:
+        """Unique per process: a forked worker is a new owner."""
+        return self._owners.setdefault(os.getpid(), owner_id())
+
+    def claim(self, update_id: int, lease_s: float) -> Claim:
+        now = time.time()
+        with self._file.transaction() as db:
+            row = db.execute(
+                "SELECT answered, lease_until FROM updates WHERE update_id = ?", (update_id,)
+            ).fetchone()
+            if row and row[0]:
+                return Claim.ANSWERED
+            if row and row[1] > now:
+                return Claim.BUSY
+            db.execute(
+                "INSERT OR REPLACE INTO updates VALUES (?, 0, ?, ?, ?)",
+                (update_id, self._owner, now + lease_s, now),
+            )
+        return Claim.MINE
+
+    def answered(self, update_id: int) -> None:
+        now = time.time()
+        with self._file.transaction() as db:
+            db.execute(
+                "UPDATE updates SET answered = 1, owner = NULL, lease_until = 0, at = ? "
+                "WHERE update_id = ?",
+                (now, update_id),
+            )
+            db.execute("DELETE FROM updates WHERE at < ?", (now - ANSWERED_TTL_S,))
+            db.execute(
+                "DELETE FROM kept_replies WHERE update_id = ? OR until < ?", (update_id, now)
+            )
+
+    def release(self, update_id: int) -> None:
+        with self._file.transaction() as db:
+            db.execute(
+                "DELETE FROM updates WHERE update_id = ? AND owner = ? AND answered = 0",
+                (update_id, self._owner),
+            )
+
+    def keep_reply(self, update_id: int, reply: str) -> None:
+        with self._file.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO kept_replies VALUES (?, ?, ?)",
+                (update_id, reply, time.time() + ANSWERED_TTL_S),
+            )
+
+    def kept_reply(self, update_id: int) -> str | None:
+        with self._file.transaction() as db:
+            row = db.execute(
+                "SELECT reply FROM kept_replies WHERE update_id = ? AND until > ?",
+                (update_id, time.time()),
+            ).fetchone()
+        return row[0] if row else None
+
+    def check(self) -> None:
+        with self._file.transaction() as db:
+            db.execute("SELECT 1")
 
 
 def open_ledger(redis_url: str | None, sqlite_path: str | None) -> Ledger:

@@ -9,7 +9,9 @@ An update is answered before it is acknowledged: ``answer`` runs the update thro
 application and returns only once the reply is sent, so the webhook's 200 always follows an
 answer and a replica killed at any moment leaves Telegram something to deliver again. The
 ``Ledger`` makes redelivery harmless: one replica at a time holds a lease on an update, and an
-answered one is never answered twice.
+answered one is never answered twice. Sends are paced by ``Pacer`` (service/telegram_bot/
+limits.py) and bounded by the update's deadline (``answer_deadline``): a send never outlives
+the lease that keeps other replicas from answering the same update.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
@@ -32,6 +35,7 @@ from service.feedback.service import Feedback
 from service.settings import TelegramSettings
 from service.telegram_bot.handlers import BreedBot
 from service.telegram_bot.ledger import Claim, Ledger, LedgerUnavailableError
+from service.telegram_bot.limits import Pacer, Slots, answer_deadline
 
 log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
@@ -43,7 +47,12 @@ LEASE_MARGIN_S = 5.0
 
 
 class BotUnavailableError(RuntimeError):
-    """No answer can be promised now (Bot API or shared store unreachable, update busy)."""
+    """No answer can be promised now (Bot API or shared store unreachable, update busy,
+    flood control); ``retry_after_s`` when the Bot API said how long to wait."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
 
 
 MAX_UPDATE_ID = 2**63  # the ledgers store ids as signed 64-bit integers (SQLite INTEGER)
@@ -57,11 +66,13 @@ class BotRuntime:
         config: TelegramSettings,
         predictor: Predictor,
         ledger: Ledger,
+        slots: Slots,
         feedback: Feedback | None = None,
         model: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
+        self.slots = slots
         self._predictor = predictor
         self._feedback, self._model = feedback, model  # the buttons' store, the answers' model
         self._lock = threading.Lock()
@@ -98,27 +109,32 @@ class BotRuntime:
             return
         if claim is Claim.BUSY:
             raise BotUnavailableError(f"update {update_id} is being answered elsewhere")
-        future = asyncio.run_coroutine_threadsafe(self._process(application, update), loop)
+        deadline = time.monotonic() + self.config.answer_timeout_s
+        coroutine = self._process(application, update, deadline)
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
         try:
-            replied = future.result(self.config.answer_timeout_s)
+            deferred = future.result(self.config.answer_timeout_s)
         except FutureTimeoutError:
-            # Still running, and it records its answer when done; meanwhile its lease keeps
-            # every other delivery of it from being answered too.
+            # Still running (its sends end by the deadline), and it records its answer when
+            # done; meanwhile its lease keeps every other delivery of it from being answered.
             raise BotUnavailableError(f"update {update_id} not answered in time") from None
-        if not replied:
-            raise BotUnavailableError(f"the reply to update {update_id} could not be sent")
+        if deferred is not None:
+            raise BotUnavailableError(
+                f"update {update_id} not answered now: {deferred.reason}", deferred.retry_after_s
+            )
 
-    async def _process(self, application: Application, update: Update) -> bool:
-        """Run the handlers, then settle the update's lease; True when the user got a reply
-        (a message sent, or a button press answered)."""
+    async def _process(self, application: Application, update: Update, deadline: float):
+        """Run the handlers with the update's deadline, then settle its lease; what is left
+        to a later delivery (None: the user got the reply, or the chat refused it)."""
+        answer_deadline.set(deadline)  # this task's own context: seen by its sends
         await application.process_update(update)
-        replied = self._bot is not None and self._bot.replied(update.update_id)
-        settle = self.ledger.answered if replied else self.ledger.release
+        deferred = self._bot.deferred(update.update_id) if self._bot is not None else None
+        settle = self.ledger.answered if deferred is None else self.ledger.release
         try:
             await asyncio.get_running_loop().run_in_executor(None, settle, update.update_id)
         except LedgerUnavailableError as exc:  # answered all the same: acknowledge it
             log.warning("telegram update %s answered but not recorded: %s", update.update_id, exc)
-        return replied
+        return deferred
 
     def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, Application]:
         with self._lock:
@@ -172,10 +188,29 @@ class BotRuntime:
             .base_file_url(self.config.file_base_url)
             .updater(None)
             .defaults(Defaults(allow_sending_without_reply=True))
+            .rate_limiter(
+                Pacer(
+                    self.slots,
+                    self.config.chat_interval_s,
+                    self.config.group_interval_s,
+                    self.config.messages_per_s,
+                    default_wait_s=self.config.answer_timeout_s,
+                )
+            )
+            # Sends set their own read timeout (TELEGRAM_SEND_TIMEOUT_S, cut to the deadline).
+            .connect_timeout(5.0)
+            .pool_timeout(5.0)
+            .connection_pool_size(self.config.concurrent_updates * 2)
             .build()
         )
         self._bot = BreedBot(
-            self._predictor, self.config, self._executor, self._feedback, self._model
+            self._predictor,
+            self.config,
+            self._executor,
+            self._feedback,
+            self._model,
+            self.ledger,
+            self.slots,
         )
         self._bot.register(application)
         return application

@@ -50,6 +50,10 @@ TEXTS: dict[str, dict[str, str]] = {
         ),
         "download_failed": "Sorry, I could not download this photo from Telegram. Try again?",
         "failed": "Sorry, something went wrong on my side. Please try again in a minute.",
+        "over_budget": (
+            "You are sending photos faster than I can look at them: I answer up to {budget} "
+            "a minute. Please send the rest again in a minute."
+        ),
         # Feedback buttons under an answer, and what pressing them says.
         "button_right": "✅ Right",
         "button_wrong": "❌ Wrong",
@@ -90,6 +94,10 @@ TEXTS: dict[str, dict[str, str]] = {
         ),
         "download_failed": "Не удалось скачать фото из Telegram. Попробуйте ещё раз.",
         "failed": "Что-то пошло не так на моей стороне. Попробуйте ещё раз через минуту.",
+        "over_budget": (
+            "Фото приходят быстрее, чем я успеваю их смотреть: я отвечаю не больше чем на "
+            "{budget} в минуту. Пришлите остальные ещё раз через минуту."
+        ),
         "button_right": "✅ Верно",
         "button_wrong": "❌ Неверно",
         "button_none": "Ни одна из этих",
@@ -111,6 +119,7 @@ IMAGE_PROBLEMS: dict[str, dict[str, str]] = {
         "not_an_image": "it is not an image format I can read",
         "corrupt_image": "the file looks damaged",
         "image_too_large": "it has too many pixels",
+        "too_many_pixels": "it is too big to open here: send it smaller (a phone photo fits)",
         "image_too_small": "it is too small",
     },
     "ru": {
@@ -118,6 +127,7 @@ IMAGE_PROBLEMS: dict[str, dict[str, str]] = {
         "not_an_image": "это не знакомый мне формат изображения",
         "corrupt_image": "файл повреждён",
         "image_too_large": "в нём слишком много пикселей",
+        "too_many_pixels": "оно слишком большое: пришлите поменьше (фото с телефона подойдёт)",
         "image_too_small": "оно слишком маленькое",
     },
 }

@@ -4,7 +4,9 @@ answer the update, and only then answers 200.
 Telegram delivers an update again until a webhook call gets a 2xx, so the 200 comes after the
 reply to the user: a replica killed at any moment never leaves an acknowledged update
 unanswered. When no answer can be promised (Bot API or shared store unreachable, the update
-being answered by another replica) the route answers 503 and Telegram tries again later. The
+being answered by another replica, flood control longer than the call can wait) the route
+answers 503 (``Retry-After``: the Bot API's ``retry_after`` when it gave one) and Telegram
+tries again later. The
 front runs these calls in threads of their own, beside the model's app thread
 (service/front/wsgi.py).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -45,12 +48,14 @@ def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRu
     if reason is None:
         # Here, not at the top: a worker without the bot never loads python-telegram-bot
         # (a large share of its memory).
+        from service.telegram_bot.limits import open_slots
         from service.telegram_bot.runtime import BotRuntime
 
         redis_url = settings.state.redis_url
-        ledger = open_ledger(redis_url, str(config.seen_db) if config.seen_db else None)
+        seen_db = str(config.seen_db) if config.seen_db else None
+        ledger, slots = open_ledger(redis_url, seen_db), open_slots(redis_url, seen_db)
         context = service_context(app)  # built before the bot: its feedback and model card
-        runtime = BotRuntime(config, predictor, ledger, context.feedback, context.model)
+        runtime = BotRuntime(config, predictor, ledger, slots, context.feedback, context.model)
         app.extensions[EXTENSION_KEY] = runtime
         store = "redis" if redis_url else "sqlite"
         service_context(app).readiness["telegram"] = partial(_readiness, ledger, store)
@@ -66,11 +71,15 @@ def init_telegram(app: Flask, predictor: Predictor, settings: Settings) -> BotRu
 
 
 def _readiness(ledger: Ledger, store: str) -> dict[str, object]:
-    """Whether the bot can promise answers: its store of answered updates is reachable."""
+    """Whether the bot can promise answers: its store of answered updates is reachable.
+
+    Only what is down is said; the store's own error (addresses, versions) goes to the log.
+    """
     try:
         ledger.check()
     except LedgerUnavailableError as exc:
-        return {"store": store, "reachable": False, "error": str(exc)}
+        log.warning("readiness: the bot's %s store is unreachable: %s", store, exc)
+        return {"store": store, "reachable": False}
     return {"store": store, "reachable": True}
 
 
@@ -99,6 +108,7 @@ def telegram_webhook():
         response, status = error_response(
             503, "telegram_unavailable", f"the bot cannot answer this update now: {exc}"
         )
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        wait_s = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_S
+        response.headers["Retry-After"] = str(math.ceil(wait_s))
         return response, status
     return jsonify(ok=True)
