@@ -19,3 +19,7 @@ DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "breedrecognizer-models"
 DEFAULT_TOP_K = 3
 # Anything larger than this many pixels is refused before decoding (PIL checks the header).
 DEFAULT_MAX_PIXELS = 40_000_000
+# Bytes of memory one photo's decoding may take (model/decode_budget.py): a 12-megapixel phone
+# photo fits in every format phones save (JPEG, HEIC, AVIF) and a 2,500 x 5,500 screenshot in
+# PNG; with one such decode at a time per container, two workers stay inside 512 MB.
+DEFAULT_DECODE_BUDGET_BYTES = 128 * 2**20

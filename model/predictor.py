@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from model.backends import Backend, load_backend
-from model.defaults import DEFAULT_MAX_PIXELS, DEFAULT_TOP_K
+from model.decode_budget import DEFAULT_LIMITS, DecodeLimits
+from model.defaults import DEFAULT_TOP_K
 from model.metadata import ModelMetadata
 from model.open_set import softmax, verdicts
 from model.preprocessing import preprocess_bytes
@@ -61,17 +62,17 @@ class Prediction:
 class Predictor:
     """A loaded model, the metadata that says how to feed and read it, and the answer settings.
 
-    ``top_k`` (breeds listed per answer) and ``max_pixels`` (largest image decoded) are set
-    once here, so callers pass only the photo.
+    ``top_k`` (breeds listed per answer) and ``limits`` (what one photo's decoding may cost)
+    are set once here, so callers pass only the photo.
     """
 
     def __init__(
-        self, backend: Backend, top_k: int = DEFAULT_TOP_K, max_pixels: int = DEFAULT_MAX_PIXELS
+        self, backend: Backend, top_k: int = DEFAULT_TOP_K, limits: DecodeLimits = DEFAULT_LIMITS
     ) -> None:
         self.backend = backend
         self.metadata: ModelMetadata = backend.metadata
         self.top_k = top_k
-        self.max_pixels = max_pixels
+        self.limits = limits
 
     @classmethod
     def from_uri(
@@ -80,13 +81,13 @@ class Predictor:
         sha256: str | None = None,
         threads: int | None = None,
         top_k: int = DEFAULT_TOP_K,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        limits: DecodeLimits = DEFAULT_LIMITS,
         cache_dir: Path | None = None,
     ) -> Predictor:
         """Fetch (``cache_dir`` keeps S3 downloads), verify and load the artifact at ``uri``."""
         started = time.perf_counter()
         path = resolve_model_uri(uri, expected_sha256=sha256, cache_dir=cache_dir)
-        predictor = cls(load_backend(path, threads), top_k=top_k, max_pixels=max_pixels)
+        predictor = cls(load_backend(path, threads), top_k=top_k, limits=limits)
         meta = predictor.metadata
         log.info(
             "model loaded: %s version %s (%s, backend %s) from %s in %.2fs",
@@ -105,10 +106,8 @@ class Predictor:
         for _ in range(runs):
             self.backend.run(dummy)
 
-    def preprocess(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
-        return preprocess_bytes(
-            data, self.metadata.preprocessing, max_pixels=max_pixels or self.max_pixels
-        )
+    def preprocess(self, data: bytes) -> np.ndarray:
+        return preprocess_bytes(data, self.metadata.preprocessing, self.limits)
 
     def predict_batch(self, batch: np.ndarray, top_k: int | None = None) -> list[Prediction]:
         """Predict for preprocessed rows (N×3×S×S float32)."""
@@ -144,8 +143,6 @@ class Predictor:
             )
         return results
 
-    def predict_bytes(
-        self, data: bytes, top_k: int | None = None, max_pixels: int | None = None
-    ) -> Prediction:
-        """One photo's answer; ``top_k``/``max_pixels`` override the predictor's settings."""
-        return self.predict_batch(self.preprocess(data, max_pixels)[None], top_k)[0]
+    def predict_bytes(self, data: bytes, top_k: int | None = None) -> Prediction:
+        """One photo's answer; ``top_k`` overrides the predictor's."""
+        return self.predict_batch(self.preprocess(data)[None], top_k)[0]

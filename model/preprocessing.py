@@ -1,38 +1,67 @@
 """The one preprocessing definition, shared by the service and the training lab's evaluation.
 
 Bytes in, normalised float32 CHW array out, following the ``Preprocessing`` stored in the
-artifact. Decoding is defensive (size limits, decompression bombs, truncated files, odd
-modes) because it faces untrusted uploads; it is also cheap: JPEGs much larger than the
-input are decoded at reduced scale (libjpeg DCT scaling, ``Image.draft``). HEIC/HEIF (the
-iPhone's default) opens like any other format through the pi-heif plugin (pillow-heif's
-decode-only build), under the same limits.
+artifact. Decoding faces untrusted uploads, so it is defensive and bounded: only photo formats
+are opened, the pixel count and the memory the decode will take (model/decode_budget.py) are
+checked from the header before any pixel is decoded, one photo is decoded at a time per
+process (and one large one per machine), and no full-size copy is made after the decoder's
+own raster: JPEGs are decoded at reduced scale (libjpeg DCT scaling, ``Image.draft``), other
+large images are reduced while they become RGB, strip by strip. HEIC/HEIF (the iPhone's
+default) opens like any other format through the pi-heif plugin (pillow-heif's decode-only
+build), under the same limits.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import threading
 import warnings
 
 import numpy as np
 from pi_heif import register_heif_opener
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
 
-from model.defaults import DEFAULT_MAX_PIXELS
+from model.decode_budget import (
+    DECODABLE_FORMATS,
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    decode_cost,
+    large_decode_slot,
+    over_budget_message,
+    reduction_factor,
+    strip_rows,
+)
 from model.metadata import Preprocessing
 
 # Only the primary picture is ever used: thumbnails, depth maps and auxiliary images are not
 # read. libheif applies the file's rotation and mirroring itself and resets the EXIF
-# orientation to 1, so ``exif_transpose`` below does not turn the photo a second time.
+# orientation to 1, so the photo is not turned a second time below.
 register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 MIN_SIDE = 8
+# One decode at a time per process: the memory budget holds per process, whatever threads
+# (the HTTP app, the bot) ask at once. A decode takes milliseconds; the model runs outside.
+_DECODE_LOCK = threading.Lock()
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+# EXIF orientation → the transpose that shows the photo upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 class ImageDecodeError(ValueError):
@@ -45,41 +74,49 @@ class ImageDecodeError(ValueError):
 
 
 def decode_image(
-    data: bytes,
-    min_side_hint: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes, min_side_hint: int | None = None, limits: DecodeLimits = DEFAULT_LIMITS
 ) -> Image.Image:
-    """Decode untrusted bytes to an upright RGB image.
+    """Decode untrusted bytes to an upright RGB image, within ``limits``.
 
-    ``min_side_hint`` lets JPEG decoding use DCT scaling so that the shorter side stays at
-    least that large (it never goes below it, so the result of the later resize is close to
-    a full decode). EXIF orientation is applied, the first frame of animations is used,
-    transparency is composited on white, CMYK/greyscale/palette images become RGB.
+    ``min_side_hint`` lets decoding work at reduced scale: the shorter side stays at least
+    that large for JPEGs (DCT scaling) and at least ``REDUCING_GAP`` times that for other
+    formats, so the later resize sees what a full decode would give. EXIF orientation is
+    applied, the first frame of animations is used, transparency is composited on white,
+    CMYK/greyscale/palette/16-bit/float images become RGB.
     """
     if not data:
         raise ImageDecodeError("empty_image", "the uploaded file is empty")
     try:
-        with warnings.catch_warnings():
+        with _DECODE_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > max_pixels:
+            img = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
+            full_size = width, height = img.size
+            if width * height > limits.max_pixels:
                 raise ImageDecodeError(
                     "image_too_large",
-                    f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
+                    f"image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels",
                 )
             if min(width, height) < MIN_SIDE:
                 raise ImageDecodeError(
                     "image_too_small", f"image is {width}x{height}; each side needs {MIN_SIDE}+ px"
                 )
-            if img.format == "JPEG" and min_side_hint:
+            if isinstance(img, JpegImageFile) and min_side_hint:
                 scale = min(width, height) / min_side_hint
                 if scale >= 2:
                     img.draft("RGB", (width / scale, height / scale))
-            img.seek(0)
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when upright
-            return _to_rgb(img)
+            factor = reduction_factor(img.size, min_side_hint)
+            cost = decode_cost(img, full_size, factor)
+            if cost > limits.budget_bytes:
+                raise ImageDecodeError(
+                    "too_many_pixels", over_budget_message(img, full_size, cost, limits)
+                )
+            with large_decode_slot(cost):
+                img.seek(0)
+                img.load()
+                turn = _UPRIGHT.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+                rgb = _to_rgb(img, factor if turn or img.mode != "RGB" else 1)
+                del img  # the decoder's raster goes before the upright copy is made
+                return rgb.transpose(turn) if turn is not None else rgb
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -95,20 +132,35 @@ def decode_image(
         raise ImageDecodeError("corrupt_image", f"the image could not be decoded: {exc}") from None
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, factor: int) -> Image.Image:
+    """RGB, reduced ``factor`` times: a strip at a time, so no full-size copy is ever made
+    (RGB itself is returned as it is, or reduced in one call)."""
     if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
+        return img if factor == 1 else img.reduce(factor)
+    width, height = img.size
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    extrema = img.getextrema() if img.mode in _HIGH_DEPTH_MODES else None
+    rows = strip_rows(width, factor)
+    for top in range(0, height, rows):
+        strip = _strip_to_rgb(img.crop((0, top, width, min(height, top + rows))), extrema)
+        out.paste(strip if factor == 1 else strip.reduce(factor), (0, top // factor))
+    return out
+
+
+def _strip_to_rgb(strip: Image.Image, extrema: object) -> Image.Image:
+    """One strip to RGB; ``extrema`` (the whole image's) scales 16-bit and float images."""
+    if strip.mode == "P":
+        strip = strip.convert("RGBA") if "transparency" in strip.info else strip.convert("RGB")
+    if strip.mode in _ALPHA_MODES:
+        rgba = strip.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        span = float(arr.max() - arr.min()) or 1.0
-        img = Image.fromarray(((arr - arr.min()) / span * 255).astype(np.uint8))
-    return img.convert("RGB")
+    if extrema is not None:
+        low, high = extrema  # type: ignore[misc]
+        arr = np.asarray(strip, dtype=np.float32)
+        span = float(high - low) or 1.0
+        strip = Image.fromarray(((arr - low) / span * 255).astype(np.uint8))
+    return strip.convert("RGB")
 
 
 def resize_and_crop(img: Image.Image, spec: Preprocessing) -> Image.Image:
@@ -156,8 +208,8 @@ def preprocess_image(img: Image.Image, spec: Preprocessing) -> np.ndarray:
 
 
 def preprocess_bytes(
-    data: bytes, spec: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, spec: Preprocessing, limits: DecodeLimits = DEFAULT_LIMITS
 ) -> np.ndarray:
     """Raw upload bytes → the model's input row; raises ImageDecodeError on bad input."""
-    img = decode_image(data, min_side_hint=spec.resize_size, max_pixels=max_pixels)
+    img = decode_image(data, min_side_hint=spec.resize_size, limits=limits)
     return preprocess_image(img, spec)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from benchmarks.photos import encode, jpeg_bytes, textured
+from model.decode_budget import (
+    LARGE_DECODE_LOCK,
+    REDUCING_GAP,
+    DecodeLimits,
+    decode_cost,
+    strip_rows,
+)
 from model.metadata import Preprocessing
 from model.preprocessing import (
     ImageDecodeError,
@@ -100,7 +112,7 @@ def test_decode_errors_have_stable_codes(data: bytes, code: str) -> None:
 def test_pixel_limit() -> None:
     data = encode(Image.new("L", (3000, 3000)), "PNG")
     with pytest.raises(ImageDecodeError) as info:
-        decode_image(data, max_pixels=1_000_000)
+        decode_image(data, limits=DecodeLimits(max_pixels=1_000_000))
     assert info.value.code == "image_too_large"
 
 
@@ -133,7 +145,7 @@ def test_heic_pixel_limit_is_checked_before_decoding(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(HeifImageFile, "load", no_decode)
     with pytest.raises(ImageDecodeError) as info:
-        decode_image(data, max_pixels=1_000_000)
+        decode_image(data, limits=DecodeLimits(max_pixels=1_000_000))
     assert info.value.code == "image_too_large"
 
 
@@ -143,3 +155,126 @@ def test_truncated_heic_has_stable_codes(keep: float, code: str) -> None:
     with pytest.raises(ImageDecodeError) as info:
         decode_image(data[: max(16, int(len(data) * keep))])
     assert info.value.code == code
+
+
+def _rgba_photo(size: tuple[int, int]) -> Image.Image:
+    """A textured photo with a transparent border: compositing and reduction both matter."""
+    img = textured(*size, seed=5).convert("RGBA")
+    alpha = Image.new("L", size, 0)
+    alpha.paste(255, (size[0] // 8, size[1] // 8, size[0] * 7 // 8, size[1] * 7 // 8))
+    img.putalpha(alpha)
+    return img
+
+
+def test_over_budget_is_refused_from_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL.PngImagePlugin import PngImageFile
+
+    data = encode(Image.new("RGBA", (1000, 1000), (1, 2, 3, 4)), "PNG")
+
+    def no_decode(self: PngImageFile) -> None:
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(PngImageFile, "load", no_decode)
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(data, limits=DecodeLimits(budget_bytes=2 * 2**20))
+    assert info.value.code == "too_many_pixels"
+    assert "1000x1000 PNG" in info.value.message and "the limit is 2 MB" in info.value.message
+
+
+def test_the_cost_follows_what_the_decoder_allocates() -> None:
+    """Progressive JPEGs keep every coefficient; libwebp holds canvases beside Pillow's."""
+    photo = textured(2000, 1500)
+    cost = {}
+    for name, data in {
+        "baseline": encode(photo, "JPEG"),
+        "progressive": encode(photo, "JPEG", progressive=True, subsampling=0),
+        "png": encode(photo, "PNG"),
+        "webp": encode(photo, "WEBP"),
+    }.items():
+        with Image.open(io.BytesIO(data)) as img:
+            cost[name] = decode_cost(img, img.size, 1)
+    pixels = 2000 * 1500
+    assert cost["progressive"] - cost["baseline"] == 3 * 2 * pixels  # 3 full components
+    assert cost["png"] >= 4 * pixels  # Pillow's RGB raster
+    assert cost["webp"] >= cost["png"] + 12 * pixels
+
+
+def test_only_photo_formats_are_opened() -> None:
+    for fmt in ("PPM", "TGA", "ICO"):
+        with pytest.raises(ImageDecodeError) as info:
+            decode_image(encode(textured(64, 64), fmt))
+        assert info.value.code == "not_an_image", fmt
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "LA"])
+def test_strip_conversion_equals_converting_the_whole(mode: str) -> None:
+    """Converted and reduced a strip at a time, as if composited whole and then reduced."""
+    size = (1800, 1300)  # several strips at factor 2
+    img = _rgba_photo(size)
+    if mode == "P":
+        img = img.convert("RGB").convert("P")
+    elif mode == "LA":
+        img = img.convert("LA")
+    assert strip_rows(size[0], 2) < size[1]
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", size, (255, 255, 255, 255))
+    expected = Image.alpha_composite(white, rgba).convert("RGB").reduce(2)
+    decoded = decode_image(encode(img, "PNG"), min_side_hint=size[1] // (2 * REDUCING_GAP))
+    assert decoded.size == expected.size
+    assert np.array_equal(np.asarray(decoded), np.asarray(expected))
+
+
+def test_16_bit_strips_share_the_whole_image_scale() -> None:
+    arr = np.linspace(1000, 60000, 1500 * 1300, dtype=np.uint16).reshape(1300, 1500)
+    assert strip_rows(1500, 1) < 1300
+    decoded = decode_image(encode(Image.fromarray(arr), "PNG"))
+    low, high = float(arr.min()), float(arr.max())
+    expected = ((arr.astype(np.float32) - low) / (high - low) * 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(decoded)[:, :, 0], expected)
+
+
+def test_large_images_are_reduced_and_turned_upright() -> None:
+    stored = textured(3000, 2000).convert("RGBA")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_image(encode(stored, "PNG", exif=exif), min_side_hint=256)
+    factor = 2000 // (256 * REDUCING_GAP)
+    assert factor == 2
+    assert decoded.size == (1000, 1500)  # reduced, then turned to portrait
+    assert decoded.mode == "RGB"
+
+
+def test_a_large_decode_waits_for_the_machines_slot() -> None:
+    """Another process holding the large-decode slot holds back a large decode, not a small."""
+    large = encode(textured(3000, 2000), "PNG")  # ~24 MB raster: over LARGE_DECODE_BYTES
+    small = jpeg_bytes(320, 240)
+    done = threading.Event()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SLOT, str(LARGE_DECODE_LOCK)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "held"
+        decode_image(small)  # small decodes never wait
+        worker = threading.Thread(target=lambda: (decode_image(large), done.set()))
+        worker.start()
+        assert not done.wait(0.5)  # bounded: the slot is held, so the decode waits
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert done.wait(30)
+        worker.join()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLD_SLOT = """
+import fcntl, sys
+with open(sys.argv[1], "a+b") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    print("held", flush=True)
+    sys.stdin.readline()
+"""

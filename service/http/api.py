@@ -23,6 +23,7 @@ api = Blueprint("api", __name__)
 DECODE_STATUS = {
     "empty_image": 400,
     "image_too_large": 413,
+    "too_many_pixels": 422,
     "image_too_small": 422,
     "not_an_image": 422,
     "corrupt_image": 422,
