@@ -8,7 +8,9 @@ model's CPU use at ``workers x MODEL_THREADS = cores``; the queue before it is b
 
 Telegram's webhook calls (``POST /telegram``) wait for the bot's answer to the user, which is
 mostly network time, so they run in threads of their own (as many as the bot handles updates
-at once) and never hold the model's app thread.
+at once) and never hold the model's app thread. Health checks and metrics (``/healthz``,
+``/readyz``, ``/metrics``) never touch the model either: they have a thread of their own, so
+the platform's checks answer at once however long the queue for the model is.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ log = logging.getLogger("breedrecognizer.front")
 
 WSGIApp = Callable[[MutableMapping[str, Any], Callable[..., Any]], Iterable[bytes]]
 WEBHOOK_PATH = "/telegram"
+# Cheap GET routes that must answer while the model is busy (the platform's health checks).
+LIGHT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 REFUSED = Counter(
     "breedrecognizer_front_refused",
@@ -66,6 +70,7 @@ class Front:
         self.budget = MemoryBudget(config.body_memory_bytes)
         self.pool = ThreadPool(1)
         self.webhook_pool = ThreadPool(webhook_threads)
+        self.light_pool = ThreadPool(1)
         flask_config = getattr(app, "config", {})
         self.limit_bytes: int | None = flask_config.get("MAX_CONTENT_LENGTH")
         self.in_flight = 0  # requests that arrived before the drain and are not answered yet
@@ -109,17 +114,20 @@ class Front:
                     start_response, environ, 503, "draining", "this server is restarting; retry",
                     retry_after=DRAINING_RETRY_AFTER_S,
                 )  # fmt: skip
-            if self.in_app >= self.config.app_queue_size:
-                return self._refuse(
-                    start_response, environ, 503, "busy", "the server is busy; retry",
-                    retry_after=BUSY_RETRY_AFTER_S,
-                )  # fmt: skip
             environ["wsgi.input"] = body.rewind()
             environ["CONTENT_LENGTH"] = str(body.size)
             environ.pop("HTTP_TRANSFER_ENCODING", None)
             environ.pop("wsgi.input_terminated", None)
-            if environ.get("PATH_INFO") == WEBHOOK_PATH:
+            path = environ.get("PATH_INFO")
+            if path == WEBHOOK_PATH:
                 collected = self.webhook_pool.spawn(self._call_app, environ).get()
+            elif path in LIGHT_PATHS and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+                collected = self.light_pool.spawn(self._call_app, environ).get()
+            elif self.in_app >= self.config.app_queue_size:
+                return self._refuse(
+                    start_response, environ, 503, "busy", "the server is busy; retry",
+                    retry_after=BUSY_RETRY_AFTER_S,
+                )  # fmt: skip
             else:
                 self.in_app += 1
                 try:
