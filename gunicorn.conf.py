@@ -108,6 +108,13 @@ def on_starting(server):
     )
 
 
+def post_fork(server, worker):
+    """In the new worker, before it loads anything: freed photo memory goes back at once."""
+    from service.memory import return_freed_memory
+
+    return_freed_memory()
+
+
 def pre_fork(server, worker):
     """Give the worker about to start a slot of the connection board (in the master)."""
     if connection_board is not None:
