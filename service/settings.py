@@ -282,6 +282,18 @@ class FeedbackSettings(BaseSettings):
         500.0,
         description="Most megabytes of photos kept for feedback on disk (the oldest go first).",
     )
+    keep_redis_mb: PositiveFloat = Field(
+        12.0,
+        description="Most megabytes of photos (and their answers) kept for feedback in Redis "
+        "when `REDIS_URL` is set, the oldest going first: Heroku Redis mini holds 25 MB, "
+        "shared with the bot's ledger and the client limits (~60 photos of 1024 px).",
+    )
+    photo_side: Annotated[int, Field(ge=224, le=4096)] = Field(
+        1024,
+        description="Longest side, in pixels, of a photo kept for feedback: it is stored "
+        "upright, re-encoded as JPEG without EXIF, XMP, GPS or colour profile, and shrunk to "
+        "this (the lab trains at 224 px).",
+    )
     recent_dir: Path | None = Field(
         None,
         description="Folder of the photos kept for feedback, shared by the workers of one "
@@ -292,6 +304,10 @@ class FeedbackSettings(BaseSettings):
     @property
     def keep_bytes(self) -> int:
         return int(self.keep_mb * 2**20)
+
+    @property
+    def keep_redis_bytes(self) -> int:
+        return int(self.keep_redis_mb * 2**20)
 
 
 class TelegramSettings(BaseSettings):

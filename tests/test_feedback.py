@@ -1,9 +1,12 @@
-"""Corrections through POST /feedback under real gunicorn: what is stored, what is refused, and
-that any worker or replica can take a correction of another one's answer (folder, Redis, S3)."""
+"""Corrections through POST /feedback under real gunicorn: what is stored (one label per
+answer, a private copy of the photo), what is refused, that any worker or replica can take a
+correction of another one's answer (folder, Redis, S3), and that the photos kept in Redis stay
+within their bytes and never cost an answer."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -12,17 +15,25 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import ExifTags, Image, ImageCms
 
 from benchmarks.harness.redis_server import RedisServer, redis_installed, start_redis
-from benchmarks.harness.server import GunicornServer
+from benchmarks.harness.server import GunicornServer, free_port
 from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES
-from service.feedback.recent import FolderRecentAnswers, RecentAnswer, RedisRecentAnswers
-from service.feedback.store import FeedbackRecord, S3FeedbackStore, open_store
+from service.feedback.recent import (
+    KEY_PREFIX,
+    FolderRecentAnswers,
+    RecentAnswer,
+    RedisRecentAnswers,
+)
+from service.feedback.service import Feedback, new_answer_id
+from service.feedback.store import FeedbackRecord, LocalFeedbackStore, S3FeedbackStore, open_store
 from tests.support.s3 import CREDENTIALS, moto_s3
 from tests.support.server import start_gunicorn
 
 BEAGLE = "n02088364"
+SAMOYED = "n02111889"
 RECORD_FIELDS = {"answer_id", "photo_sha256", "label", "answer", "received_at"}
 needs_redis = pytest.mark.skipif(
     not redis_installed(), reason="redis-server is not installed (Debian package redis-server)"
@@ -52,31 +63,90 @@ def _feedback(base_url: str, body: object, **kwargs) -> requests.Response:
     return requests.post(f"{base_url}/feedback", json=body, timeout=30, **kwargs)
 
 
-def test_a_correction_is_stored_once_with_the_photo_and_no_identity(
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "JPEG"
+        return image.size
+
+
+def test_one_record_per_answer_with_its_latest_label_and_no_identity(
     two_workers: GunicornServer, store: Path
 ) -> None:
     photo = jpeg_bytes(320, 240, seed=21)
     answer = _predict(two_workers.base_url, photo)
-    first = _feedback(two_workers.base_url, {"id": answer["id"], "label": BEAGLE})
-    assert first.status_code == 201 and first.json() == {
-        "id": answer["id"],
-        "label": BEAGLE,
-        "stored": True,
-    }
-    again = _feedback(two_workers.base_url, {"id": answer["id"], "label": BEAGLE})
+    body = {"id": answer["id"], "label": BEAGLE}
+    first = _feedback(two_workers.base_url, body)
+    assert first.status_code == 201
+    assert first.json() == {**body, "stored": True, "replaced": False}
+    again = _feedback(two_workers.base_url, body)
     assert again.status_code == 200 and again.json()["stored"] is False
 
-    records = list(open_store(str(store)).records())
-    mine = [r for r in records if r.answer_id == answer["id"]]
-    assert len(mine) == 1
-    raw = json.loads((store / "records" / f"{answer['id']}.{BEAGLE}.json").read_text())
+    other = _feedback(two_workers.base_url, {"id": answer["id"], "label": SAMOYED})
+    assert other.status_code == 201 and other.json()["replaced"] is True
+    repeat = _feedback(two_workers.base_url, {"id": answer["id"], "label": SAMOYED})
+    assert repeat.status_code == 200 and repeat.json()["replaced"] is False
+
+    mine = [r for r in open_store(str(store)).records() if r.answer_id == answer["id"]]
+    assert [r.label for r in mine] == [SAMOYED]  # eleven clicks are not eleven votes
+    assert sorted((store / "records").glob(f"{answer['id']}*")) == [
+        store / "records" / f"{answer['id']}.json"
+    ]
+    raw = json.loads((store / "records" / f"{answer['id']}.json").read_text())
     assert set(raw) == RECORD_FIELDS  # no chat id, name or IP: nothing about the sender
     record = mine[0]
-    assert record.photo_sha256 == hashlib.sha256(photo).hexdigest()
-    assert (store / "photos" / record.photo_sha256).read_bytes() == photo
+    kept = (store / "photos" / record.photo_sha256).read_bytes()
+    assert record.photo_sha256 == hashlib.sha256(kept).hexdigest()
+    assert _jpeg_size(kept) == (320, 240)  # the private copy: small photos keep their size
     assert record.answer["verdict"] == answer["verdict"]
     assert record.answer["model"]["version"] == answer["model"]["version"]
     assert record.answer["top_k"] == answer["top_k"]
+
+
+def _phone_photo() -> bytes:
+    """1600x1200 as the sensor saw it (top half red, bottom half blue), which EXIF says to turn
+    90° clockwise, with the phone's make, a GPS position, an XMP packet and a colour profile."""
+    image = Image.new("RGB", (1600, 1200), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 1600, 600))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.Make] = "PhoneMaker"
+    exif[ExifTags.IFD.GPSInfo] = {
+        ExifTags.GPS.GPSLatitudeRef: "N",
+        ExifTags.GPS.GPSLatitude: (55.0, 45.0, 21.0),
+        ExifTags.GPS.GPSLongitudeRef: "E",
+        ExifTags.GPS.GPSLongitude: (37.0, 37.0, 4.0),
+    }
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        b'xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="55,45.35N"/>'
+        b"</rdf:RDF></x:xmpmeta>"
+    )
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90, exif=exif.tobytes(), xmp=xmp, icc_profile=icc)
+    return out.getvalue()
+
+
+def test_a_phone_photo_is_stored_upright_small_and_without_metadata(
+    two_workers: GunicornServer, store: Path
+) -> None:
+    photo = _phone_photo()
+    with Image.open(io.BytesIO(photo)) as original:  # what there is to strip
+        assert original.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+        assert {"exif", "xmp", "icc_profile"} <= set(original.info)
+    answer = _predict(two_workers.base_url, photo)
+    assert _feedback(two_workers.base_url, {"id": answer["id"], "label": "none"}).status_code == 201
+    (record,) = [r for r in open_store(str(store)).records() if r.answer_id == answer["id"]]
+    kept = (store / "photos" / record.photo_sha256).read_bytes()
+    with Image.open(io.BytesIO(kept)) as image:
+        assert image.format == "JPEG" and image.size == (768, 1024)  # upright, longest 1024
+        assert len(image.getexif()) == 0
+        assert not {"exif", "xmp", "icc_profile", "comment"} & set(image.info)
+        red, blue = image.getpixel((600, 512)), image.getpixel((150, 512))
+    assert red[0] > 200 and red[2] < 50 and blue[2] > 200 and blue[0] < 50  # top turned right
+    for trace in (b"PhoneMaker", b"Exif", b"xmpmeta", b"ICC_PROFILE"):
+        assert trace in photo and trace not in kept
 
 
 def test_any_worker_takes_a_correction_of_any_answer(
@@ -178,13 +248,91 @@ def redis_server() -> Iterator[RedisServer]:
 
 @needs_redis
 def test_redis_keeps_a_bounded_number_of_photos_for_a_while(redis_server: RedisServer) -> None:
-    recent = RedisRecentAnswers(redis_server.url, keep_s=120, max_items=3)
+    recent = RedisRecentAnswers(redis_server.url, keep_s=120, max_items=3, max_bytes=10_000)
     for i in range(5):
         recent.put(f"r{i}", RecentAnswer(bytes([i]) * 10, {"n": i}))
     assert [recent.get(f"r{i}") is None for i in range(5)] == [True, True, False, False, False]
     assert recent.get("r4") == RecentAnswer(bytes([4]) * 10, {"n": 4})
     ttl = redis_server.client().ttl("breedrecognizer:recent:r4")
     assert 0 < ttl <= 120
+
+
+def _kept_bytes(server: RedisServer) -> int:
+    """Bytes of photo and answer of every entry Redis holds for feedback."""
+    client, total = server.client(), 0
+    for key in client.scan_iter(f"{KEY_PREFIX}:*"):
+        if key.decode() not in (f"{KEY_PREFIX}:index", f"{KEY_PREFIX}:sizes"):
+            total += sum(len(v) for v in client.hmget(key, "photo", "answer") if v is not None)
+    return total
+
+
+@needs_redis
+def test_redis_keeps_photos_within_their_bytes_beside_other_state(
+    redis_server: RedisServer,
+) -> None:
+    """Many puts of uneven photos: never over the bound, the newest kept, the bot's keys kept."""
+    client = redis_server.client()
+    client.flushdb()
+    client.set("breedrecognizer:telegram:ledger-probe", b"answered")
+    bound = 60_000
+    recent = RedisRecentAnswers(redis_server.url, keep_s=120, max_items=1000, max_bytes=bound)
+    for i in range(80):
+        photo = os.urandom(3_000 + (i * 1_237) % 9_000)
+        assert recent.put(f"b{i:03d}", RecentAnswer(photo, {"n": i})) is True
+        assert _kept_bytes(redis_server) <= bound
+        assert recent.get(f"b{i:03d}") == RecentAnswer(photo, {"n": i})
+    assert _kept_bytes(redis_server) > bound * 0.8  # evicted as needed, not everything
+    assert recent.get("b000") is None
+    sizes = {k.decode(): int(v) for k, v in client.hgetall(f"{KEY_PREFIX}:sizes").items()}
+    assert sum(sizes.values()) == _kept_bytes(redis_server)  # the accounting is exact
+    assert recent.put("huge", RecentAnswer(b"x" * (bound + 1), {})) is False
+    assert recent.get("huge") is None and recent.get("b079") is not None
+    assert client.get("breedrecognizer:telegram:ledger-probe") == b"answered"
+
+
+def test_keeping_never_raises_and_never_costs_the_answer(tmp_path: Path) -> None:
+    """An unreachable Redis, an unexpected failure, bytes that are no photo: False, no raise."""
+    dead = RedisRecentAnswers(
+        f"redis://127.0.0.1:{free_port()}/0", keep_s=60, max_items=10, max_bytes=10**6
+    )
+    feedback = Feedback(LocalFeedbackStore(tmp_path / "store"), dead, [BEAGLE])
+    answer = {"id": new_answer_id()}
+    assert feedback.keep(answer, jpeg_bytes(200, 150)) is False
+
+    class Broken:
+        def put(self, answer_id: str, entry: RecentAnswer) -> bool:
+            raise KeyError("a bug in a store")
+
+        def get(self, answer_id: str) -> RecentAnswer | None:
+            return None
+
+    broken = Feedback(LocalFeedbackStore(tmp_path / "store"), Broken(), [BEAGLE])
+    assert broken.keep(answer, jpeg_bytes(200, 150)) is False
+    folder = FolderRecentAnswers(tmp_path / "recent", keep_s=60, max_items=10, max_bytes=10**6)
+    fine = Feedback(LocalFeedbackStore(tmp_path / "store"), folder, [BEAGLE])
+    assert fine.keep(answer, b"not a photo") is False
+    assert fine.keep(answer, jpeg_bytes(200, 150)) is True
+
+
+@needs_redis
+def test_predict_answers_while_the_photo_store_is_full(tmp_path: Path) -> None:
+    """Redis at its memory limit refuses every write: answers go on, photos are not kept; once
+    it has room again, photos are kept and corrected."""
+    redis = start_redis()
+    server = start_gunicorn({"FEEDBACK_URI": str(tmp_path / "store"), "REDIS_URL": redis.url})
+    try:
+        redis.client().config_set("maxmemory", 1)  # below what it uses: every write is OOM
+        full = _predict(server.base_url, jpeg_bytes(240, 180, seed=71))
+        response = _feedback(server.base_url, {"id": full["id"], "label": BEAGLE})
+        assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_answer"
+        assert "photo not kept for feedback" in server.logs()
+
+        redis.client().config_set("maxmemory", 0)
+        answer = _predict(server.base_url, jpeg_bytes(240, 180, seed=72))
+        assert _feedback(server.base_url, {"id": answer["id"], "label": BEAGLE}).status_code == 201
+    finally:
+        server.stop()
+        redis.stop()
 
 
 @needs_redis
@@ -219,6 +367,8 @@ def test_corrections_go_to_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch)
         photo = jpeg_bytes(280, 210, seed=66)
         answer = _predict(server.base_url, photo)
         wnid = IMAGEWOOF_CLASSES[3].wnid
+        other = IMAGEWOOF_CLASSES[4].wnid
+        assert _feedback(server.base_url, {"id": answer["id"], "label": other}).status_code == 201
         assert _feedback(server.base_url, {"id": answer["id"], "label": wnid}).status_code == 201
         assert _feedback(server.base_url, {"id": answer["id"], "label": wnid}).status_code == 200
     finally:
@@ -228,5 +378,7 @@ def test_corrections_go_to_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch)
     store = S3FeedbackStore(S3_BUCKET, "people")
     records = list(store.records())
     assert [(r.answer_id, r.label) for r in records] == [(answer["id"], wnid)]
-    assert store.photo(records[0].photo_sha256) == photo
+    kept = store.photo(records[0].photo_sha256)
+    assert hashlib.sha256(kept).hexdigest() == records[0].photo_sha256
+    assert _jpeg_size(kept) == (280, 210)
     assert isinstance(records[0], FeedbackRecord) and records[0].received_at

@@ -1,5 +1,6 @@
-"""The lab's feedback split: corrections from the service's store, deduplicated against the
-lab's own photos, and read back as a split (python -m training.feedback)."""
+"""The lab's feedback split: corrections from the service's store (one label per answer, the
+latest), deduplicated against the lab's own photos, and read back as a split
+(python -m training.feedback)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PIL import Image
 from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES
 from service.factory import create_app
-from service.feedback.store import FeedbackRecord, LocalFeedbackStore
+from service.feedback.store import FeedbackRecord, LocalFeedbackStore, Saved
 from tests.support.open_set_fixtures import tiny_dataset
 from tests.support.settings import settings_from
 from training import feedback as lab
@@ -24,12 +25,19 @@ from training.lab.data import LABEL_OF, load_feedback, load_split
 BEAGLE, SAMOYED = "n02088364", "n02111889"
 
 
-def _save(store: LocalFeedbackStore, answer_id: str, photo: bytes, label: str) -> None:
+def _record(answer_id: str, photo: bytes, label: str, at: str) -> FeedbackRecord:
     answer = {"id": answer_id, "breed": None, "verdict": "unknown", "model": {"version": "t"}}
-    record = FeedbackRecord(
-        answer_id, hashlib.sha256(photo).hexdigest(), label, answer, "2026-12-01T00:00:00+00:00"
-    )
-    store.save(record, photo)
+    return FeedbackRecord(answer_id, hashlib.sha256(photo).hexdigest(), label, answer, at)
+
+
+def _save(
+    store: LocalFeedbackStore,
+    answer_id: str,
+    photo: bytes,
+    label: str,
+    at: str = "2026-12-01T00:00:00+00:00",
+) -> Saved:
+    return store.save(_record(answer_id, photo, label, at), photo)
 
 
 def _png_copy(jpeg: bytes) -> bytes:
@@ -74,6 +82,32 @@ def test_pull_keeps_new_photos_once_and_drops_the_labs_own(lab_data: Path, tmp_p
     assert after == before  # rebuilt whole, the same
 
 
+def test_an_answer_counts_once_with_its_latest_label(lab_data: Path, tmp_path: Path) -> None:
+    """Relabelled answers (one record, replaced) and stores of the older one-file-per-label
+    layout alike: the latest label of each answer is its one vote."""
+    store = LocalFeedbackStore(tmp_path / "store")
+    changed, legacy = jpeg_bytes(110, 90, seed=11), jpeg_bytes(110, 90, seed=12)
+    assert _save(store, "e1", changed, BEAGLE, "2026-12-01T10:00:00+00:00") is Saved.NEW
+    assert _save(store, "e1", changed, BEAGLE, "2026-12-01T10:00:05+00:00") is Saved.SAME
+    assert _save(store, "e1", changed, SAMOYED, "2026-12-01T10:00:09+00:00") is Saved.REPLACED
+    assert [(r.answer_id, r.label) for r in store.records()] == [("e1", SAMOYED)]
+    # An answer stored twice under the older layout: records/<id>.<label>.json each.
+    (tmp_path / "store" / "photos" / hashlib.sha256(legacy).hexdigest()).write_bytes(legacy)
+    for label, at in (
+        (SAMOYED, "2026-11-30T09:00:00+00:00"),
+        (BEAGLE, "2026-11-30T09:01:00+00:00"),
+    ):
+        path = tmp_path / "store" / "records" / f"e2.{label}.json"
+        path.write_text(_record("e2", legacy, label, at).to_json())
+
+    assert lab.main(["--store", str(tmp_path / "store"), "--data-dir", str(lab_data)]) == 0
+    with (lab_data / "feedback" / "index.csv").open(newline="") as handle:
+        rows = {r["sha256"]: r for r in csv.DictReader(handle)}
+    assert rows[hashlib.sha256(changed).hexdigest()]["label"] == SAMOYED
+    assert rows[hashlib.sha256(legacy).hexdigest()]["label"] == BEAGLE  # not a tie: one answer
+    assert [r["corrections"] for r in rows.values()] == ["1", "1"]
+
+
 def test_a_missing_store_is_one_line_and_exit_1(lab_data: Path, tmp_path: Path, capsys) -> None:
     code = lab.main(["--store", str(tmp_path / "nowhere"), "--data-dir", str(lab_data)])
     assert code == 1
@@ -95,13 +129,18 @@ def test_a_correction_made_through_the_api_reaches_the_split(
     client = create_app(settings=settings_from(monkeypatch, env)).test_client()
     photo = jpeg_bytes(320, 240, seed=8)
     answer = client.post("/predict", data=photo, content_type="image/jpeg").get_json()
-    wnid = IMAGEWOOF_CLASSES[5].wnid
-    sent = client.post("/feedback", data=json.dumps({"id": answer["id"], "label": wnid}))
+    first, wnid = IMAGEWOOF_CLASSES[4].wnid, IMAGEWOOF_CLASSES[5].wnid
+    sent = client.post("/feedback", data=json.dumps({"id": answer["id"], "label": first}))
     assert sent.status_code == 201
+    changed = client.post("/feedback", data=json.dumps({"id": answer["id"], "label": wnid}))
+    assert changed.status_code == 201 and changed.get_json()["replaced"] is True
 
     assert lab.main(["--store", str(store), "--data-dir", str(lab_data)]) == 0
     (sample,) = load_split(lab_data, "feedback")
-    assert sample.wnid == wnid and sample.path.read_bytes() == photo
+    assert sample.wnid == wnid
+    with Image.open(sample.path) as kept, Image.open(io.BytesIO(photo)) as sent_photo:
+        assert kept.format == "JPEG" and kept.size == sent_photo.size  # the private copy
+        assert not kept.getexif()
 
 
 def test_train_with_feedback_adds_the_split_to_the_photos_trained_on(

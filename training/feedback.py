@@ -6,10 +6,13 @@ Reads the service's store (``FEEDBACK_URI``; S3 through boto3's ``AWS_*`` settin
 writes ``<data>/feedback/``: ``<wnid>/<sha256>.<ext>`` for photos of the ten breeds (the
 ``feedback`` split, evaluated with every run and added to training by ``train_with_feedback``)
 and ``none/`` for "not one of the ten" (evaluated with ``ood/``), listed in ``index.csv``.
-A photo is kept once: by its SHA-256 within the store, and never when it is already a photo
-of train, val, ``unseen`` or ``web``, by SHA-256 or by perceptual hash (a re-encoded or
-resized copy). A photo people labelled two ways goes with the label most of them gave (a tie
-drops it). The split is rebuilt whole each time, so it never mixes with ``unseen`` or ``web``.
+An answer counts once, with its latest label (the store keeps one record per answer; older
+stores may hold one per label, and the latest wins there too). A photo is kept once: by its
+SHA-256 within the store, and never when it is already a photo of train, val, ``unseen`` or
+``web``, by SHA-256 or by perceptual hash (a re-encoded or resized copy: the service stores
+its own private copy of each photo). A photo people labelled two ways in different answers
+goes with the label most answers gave (a tie drops it). The split is rebuilt whole each
+time, so it never mixes with ``unseen`` or ``web``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ from PIL import Image
 
 from model.metadata import IMAGEWOOF_CLASSES
 from model.preprocessing import ImageDecodeError, decode_image
-from service.feedback.store import NONE_LABEL, FeedbackRecord, FeedbackStoreError, open_store
+from service.feedback.store import (
+    NONE_LABEL,
+    FeedbackRecord,
+    FeedbackStoreError,
+    latest_per_answer,
+    open_store,
+)
 from training.lab.cache import cache_folder
 from training.lab.data import FEEDBACK_COLUMNS, feedback_root, imagewoof_root
 from training.lab.paths import data_root
@@ -148,8 +157,11 @@ def write_split(pulled: list[Pulled], target: Path) -> int:
 def pull(store_uri: str, root: Path) -> dict[str, int]:
     """The whole command; returns what it counted."""
     store = open_store(store_uri)
-    records = list(store.records())
+    every = list(store.records())
+    records = latest_per_answer(every)
     pulled, dropped = gather(records, store)
+    if len(every) > len(records):
+        dropped["earlier label of an answer"] = len(every) - len(records)
     held_sha, held_phash = held_hashes(root)
     kept = []
     for item in pulled:

@@ -1,9 +1,14 @@
 """The photo and answer behind each recent answer, kept only until feedback on it is unlikely.
 
-Bounded three ways: an entry lives ``keep_s`` seconds, at most ``max_items`` are kept and, on
-disk, at most ``max_bytes`` (the oldest go first). Two stores, one behaviour: a folder shared
+Bounded three ways: an entry lives ``keep_s`` seconds, at most ``max_items`` are kept and at
+most ``max_bytes`` of them (the oldest go first). Two stores, one behaviour: a folder shared
 by the workers of one server, or Redis (``REDIS_URL``) shared by replicas, so feedback may
-reach any worker or replica, not only the one that answered.
+reach any worker or replica, not only the one that answered. The photo kept is already the
+private copy (service/feedback/photo.py): no raw upload is ever written here.
+
+Redis is small and shared (Heroku Redis mini: 25 MB, with the bot's ledger and the client
+limits), so there the byte bound is kept exactly, by one script that adds the entry and evicts
+the oldest in the same step: a full store makes room, it never refuses the ledger's writes.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ class RecentAnswer:
 
 
 class RecentAnswers(Protocol):
-    def put(self, answer_id: str, entry: RecentAnswer) -> None: ...
+    def put(self, answer_id: str, entry: RecentAnswer) -> bool:
+        """Keep the entry; False when it alone is over the byte bound (not kept)."""
 
     def get(self, answer_id: str) -> RecentAnswer | None:
         """The entry, or None when it is unknown or expired."""
@@ -49,7 +55,9 @@ class FolderRecentAnswers:
         self._puts = 0
         root.mkdir(parents=True, exist_ok=True)
 
-    def put(self, answer_id: str, entry: RecentAnswer) -> None:
+    def put(self, answer_id: str, entry: RecentAnswer) -> bool:
+        if len(entry.photo) > self.max_bytes:
+            return False
         try:
             with atomic_write(self.root / f"{answer_id}.photo") as tmp:
                 tmp.write_bytes(entry.photo)
@@ -61,6 +69,7 @@ class FolderRecentAnswers:
         self._puts += 1
         if self._puts % PRUNE_EVERY == 1:
             self.prune()
+        return True
 
     def get(self, answer_id: str) -> RecentAnswer | None:
         answer_path = self.root / f"{answer_id}.json"
@@ -92,25 +101,61 @@ class FolderRecentAnswers:
                         os.unlink(stale)
 
 
+# KEYS: the entry's hash, the index (ids by time), the sizes (id -> bytes).
+# ARGV: id, photo, answer, now, keep_s, max_items, max_bytes, entry key prefix.
+# Adds the entry, drops what expired, then pops the oldest until both bounds hold. Returns 1,
+# or 0 (nothing written) for an entry over the byte bound by itself. The entry's HSET is the
+# first write on purpose: Redis checks its memory limit at a script's first write only, so a
+# full Redis refuses the whole script (the caller logs it) instead of growing past its limit.
+_PUT_SCRIPT = """
+local entry, index, sizes = KEYS[1], KEYS[2], KEYS[3]
+local id, photo, answer = ARGV[1], ARGV[2], ARGV[3]
+local now, keep_s = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_items, max_bytes, prefix = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local size = string.len(photo) + string.len(answer)
+if size > max_bytes then return 0 end
+redis.call('HSET', entry, 'photo', photo, 'answer', answer)
+redis.call('EXPIRE', entry, math.max(1, math.floor(keep_s)))
+redis.call('ZADD', index, now, id)
+redis.call('HSET', sizes, id, size)
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now - keep_s)) do
+  redis.call('HDEL', sizes, old)
+  redis.call('DEL', prefix .. old)
+end
+redis.call('ZREMRANGEBYSCORE', index, '-inf', now - keep_s)
+local total = 0
+for _, value in ipairs(redis.call('HVALS', sizes)) do total = total + tonumber(value) end
+local count = redis.call('ZCARD', index)
+while total > max_bytes or count > max_items do
+  local oldest = redis.call('ZPOPMIN', index)
+  if #oldest == 0 then break end
+  total = total - tonumber(redis.call('HGET', sizes, oldest[1]) or '0')
+  redis.call('HDEL', sizes, oldest[1])
+  redis.call('DEL', prefix .. oldest[1])
+  count = count - 1
+end
+-- The index and sizes go too once nothing has been kept for keep_s.
+redis.call('EXPIRE', index, math.max(1, math.ceil(keep_s)))
+redis.call('EXPIRE', sizes, math.max(1, math.ceil(keep_s)))
+return 1
+"""
+
+
 class RedisRecentAnswers:
-    """A hash per entry with an expiry, and a sorted set of ids by time to bound the count."""
+    """A hash per entry with an expiry; a sorted set of ids by time and a hash of their sizes
+    bound the count and the bytes (photo + answer) across every worker and replica."""
 
-    def __init__(self, url: str, keep_s: float, max_items: int) -> None:
+    def __init__(self, url: str, keep_s: float, max_items: int, max_bytes: int) -> None:
         self._redis, self._error = redis_client(url)
-        self.keep_s, self.max_items = keep_s, max_items
+        self.keep_s, self.max_items, self.max_bytes = keep_s, max_items, max_bytes
+        self._put = self._redis.register_script(_PUT_SCRIPT)
 
-    def put(self, answer_id: str, entry: RecentAnswer) -> None:
-        key, index = f"{KEY_PREFIX}:{answer_id}", f"{KEY_PREFIX}:index"
+    def put(self, answer_id: str, entry: RecentAnswer) -> bool:
+        keys = [f"{KEY_PREFIX}:{answer_id}", f"{KEY_PREFIX}:index", f"{KEY_PREFIX}:sizes"]
+        args = [answer_id, entry.photo, json.dumps(entry.answer), time.time(), self.keep_s]
+        args += [self.max_items, self.max_bytes, f"{KEY_PREFIX}:"]
         try:
-            pipe = self._redis.pipeline()
-            pipe.hset(key, mapping={"photo": entry.photo, "answer": json.dumps(entry.answer)})
-            pipe.expire(key, max(1, int(self.keep_s)))
-            pipe.zadd(index, {answer_id: time.time()})
-            pipe.execute()
-            overflow = self._redis.zcard(index) - self.max_items
-            if overflow > 0:
-                oldest = self._redis.zpopmin(index, overflow)
-                self._redis.delete(*(f"{KEY_PREFIX}:{i.decode()}" for i, _ in oldest))
+            return bool(self._put(keys=keys, args=args))
         except self._error as exc:
             raise RecentUnavailableError(f"Redis: {exc}") from exc
 

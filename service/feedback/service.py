@@ -1,7 +1,16 @@
 """``Feedback``: remember the photo behind an answer, and store a correction of it.
 
-The API's ``POST /feedback`` and the bot's buttons both call ``submit``; an answer's ``id``
-comes from ``new_answer_id`` whether or not feedback is on, so every answer has one.
+The API's ``POST /feedback`` and the bot's buttons both call ``submit`` (the API ``correct``,
+which also says whether a label was replaced); an answer's ``id`` comes from
+``new_answer_id`` whether or not feedback is on, so every answer has one.
+
+The photo is made private (upright, at most ``FEEDBACK_PHOTO_SIDE`` px, no metadata:
+service/feedback/photo.py) when it is kept, not when a correction comes: few answers get one,
+but keeping the raw upload would put its GPS position and phone model in the recent store (in
+Redis, a shared service) for up to ``FEEDBACK_KEEP_S``, and a raw phone photo is ~4 MB where
+Redis has ~12 MB for all of them. The cost is one more decode per answer: ~75 ms for a 12 MP
+phone JPEG, ~20 ms for the 1280 px photos Telegram sends, ~1 ms for a 500 px one
+(docs/feedback.md).
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from model.predictor import Prediction
+from model.preprocessing import ImageDecodeError
+from service.feedback.photo import private_copy
 from service.feedback.recent import (
     FolderRecentAnswers,
     RecentAnswer,
@@ -23,7 +34,7 @@ from service.feedback.recent import (
     RecentUnavailableError,
     RedisRecentAnswers,
 )
-from service.feedback.store import NONE_LABEL, FeedbackRecord, FeedbackStore, open_store
+from service.feedback.store import NONE_LABEL, FeedbackRecord, FeedbackStore, Saved, open_store
 from service.http.metrics import observe_feedback
 from service.settings import FeedbackSettings
 
@@ -55,22 +66,35 @@ def answer_of(answer_id: str, prediction: Prediction, model: dict[str, str]) -> 
 class Feedback:
     """The recent answers and the store of corrections, for the labels ``wnids`` + "none"."""
 
-    def __init__(self, store: FeedbackStore, recent: RecentAnswers, wnids: list[str]) -> None:
+    def __init__(
+        self,
+        store: FeedbackStore,
+        recent: RecentAnswers,
+        wnids: list[str],
+        photo_side: int = 1024,
+    ) -> None:
         self.store, self.recent = store, recent
         self.labels = frozenset([*wnids, NONE_LABEL])
+        self.photo_side = photo_side
 
     def keep(self, answer: dict[str, Any], photo: bytes) -> bool:
-        """Keep the photo for a correction; False when it could not be kept, which costs that
-        correction, never the answer."""
+        """Keep the private copy of the photo for a correction; False when it could not be
+        kept, which costs that correction, never the answer: this never raises."""
+        answer_id = answer.get("id")
         try:
-            self.recent.put(answer["id"], RecentAnswer(photo, answer))
-        except RecentUnavailableError as exc:
-            log.warning("answer %s: photo not kept for feedback: %s", answer["id"], exc)
-            return False
-        return True
+            copy = private_copy(photo, self.photo_side)
+            if self.recent.put(answer["id"], RecentAnswer(copy, answer)):
+                return True
+            log.warning("answer %s: photo not kept for feedback: over the byte bound", answer_id)
+        except (RecentUnavailableError, ImageDecodeError) as exc:
+            log.warning("answer %s: photo not kept for feedback: %s", answer_id, exc)
+        except Exception:  # a kept photo is worth less than the answer it would cost
+            log.exception("answer %s: photo not kept for feedback", answer_id)
+        return False
 
-    def submit(self, answer_id: str, label: str) -> bool:
-        """Store the correction; False when this (answer, label) was stored before.
+    def correct(self, answer_id: str, label: str) -> Saved:
+        """Store the answer's label, replacing an earlier one; ``Saved.SAME`` when it was the
+        answer's label already (nothing written).
 
         Raises BadLabelError, UnknownAnswerError, or the stores' unavailable errors.
         """
@@ -88,11 +112,15 @@ class Feedback:
             answer=entry.answer,
             received_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        stored = self.store.save(record, entry.photo)
-        if stored:
+        saved = self.store.save(record, entry.photo)
+        if saved is not Saved.SAME:
             observe_feedback(record.correct, label)
-            log.info("feedback stored: answer %s is %s (%s)", answer_id, label, record.correct)
-        return stored
+            log.info("feedback %s: answer %s is %s (%s)", saved, answer_id, label, record.correct)
+        return saved
+
+    def submit(self, answer_id: str, label: str) -> bool:
+        """``correct``, as a yes/no: False when this label was the answer's already."""
+        return self.correct(answer_id, label) is not Saved.SAME
 
 
 def build_feedback(
@@ -103,10 +131,12 @@ def build_feedback(
         return None
     recent: RecentAnswers
     if redis_url:
-        recent = RedisRecentAnswers(redis_url, settings.keep_s, settings.keep_photos)
+        recent = RedisRecentAnswers(
+            redis_url, settings.keep_s, settings.keep_photos, settings.keep_redis_bytes
+        )
     else:
         folder = settings.recent_dir or Path(tempfile.mkdtemp(prefix="breedrecognizer-recent-"))
         recent = FolderRecentAnswers(
             folder, settings.keep_s, settings.keep_photos, settings.keep_bytes
         )
-    return Feedback(open_store(settings.uri), recent, wnids)
+    return Feedback(open_store(settings.uri), recent, wnids, settings.photo_side)

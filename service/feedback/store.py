@@ -1,18 +1,21 @@
 """Where corrections go (``FEEDBACK_URI``): a local folder or ``s3://bucket/prefix``.
 
-One layout in both: ``photos/<sha256>`` holds each photo's bytes once, and
-``records/<answer id>.<label>.json`` one record per (answer, label), so the same correction
-sent twice is stored once. A record holds the model's answer and version, the user's label
-and the time, and no user identity. The lab reads the store through this module
-(``python -m training.feedback``).
+One layout in both: ``photos/<sha256>`` holds each photo's bytes once (the private copy:
+upright, small, no metadata; service/feedback/photo.py), and ``records/<answer id>.json`` one
+record per answer: the latest label sent for it replaces an earlier one, and the same label
+sent again changes nothing. A record holds the model's answer and version, the user's label
+and the time, and no user identity. Stores written before one record per answer may also hold
+``records/<answer id>.<label>.json``; ``latest_per_answer`` reads both. The lab reads the
+store through this module (``python -m training.feedback``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -26,6 +29,14 @@ NONE_LABEL = "none"  # "not one of the ten breeds"
 
 class FeedbackStoreError(RuntimeError):
     """The store cannot be read or written right now."""
+
+
+class Saved(StrEnum):
+    """What saving a correction did to its answer's record."""
+
+    NEW = "new"  # the answer's first label
+    REPLACED = "replaced"  # another label replaced the earlier one
+    SAME = "same"  # this label was the answer's already: nothing written
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ class FeedbackRecord:
 
     @property
     def record_name(self) -> str:
-        return f"{self.answer_id}.{self.label}.json"
+        return f"{self.answer_id}.json"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -60,8 +71,8 @@ class FeedbackRecord:
 class FeedbackStore(Protocol):
     uri: str
 
-    def save(self, record: FeedbackRecord, photo: bytes) -> bool:
-        """Store the record (and its photo once); False when it was stored before."""
+    def save(self, record: FeedbackRecord, photo: bytes) -> Saved:
+        """Store the record (and its photo once), replacing the answer's earlier label."""
 
     def records(self) -> Iterator[FeedbackRecord]: ...
 
@@ -75,20 +86,27 @@ class LocalFeedbackStore:
         self.root = root
         self.uri = str(root)
 
-    def save(self, record: FeedbackRecord, photo: bytes) -> bool:
+    def save(self, record: FeedbackRecord, photo: bytes) -> Saved:
         path = self.root / "records" / record.record_name
-        if path.exists():
-            return False
+        try:
+            earlier = _label_of(path.read_bytes())
+        except FileNotFoundError:
+            earlier = None
+        except OSError as exc:
+            raise FeedbackStoreError(f"{self.uri}: {exc}") from exc
+        if earlier == record.label:
+            return Saved.SAME
         try:
             photo_path = self.root / "photos" / record.photo_sha256
             if not photo_path.exists():
                 with atomic_write(photo_path) as tmp:
                     tmp.write_bytes(photo)
+            # Written whole then renamed over the earlier record: a reader sees one or the other.
             with atomic_write(path) as tmp:
                 tmp.write_text(record.to_json(), encoding="utf-8")
         except OSError as exc:
             raise FeedbackStoreError(f"{self.uri}: {exc}") from exc
-        return True
+        return Saved.NEW if earlier is None else Saved.REPLACED
 
     def records(self) -> Iterator[FeedbackRecord]:
         if not self.root.is_dir():
@@ -132,11 +150,24 @@ class S3FeedbackStore:
             raise
         return True
 
-    def save(self, record: FeedbackRecord, photo: bytes) -> bool:
+    def _read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def save(self, record: FeedbackRecord, photo: bytes) -> Saved:
         key = self._key("records", record.record_name)
         try:
-            if self._exists(key):
-                return False
+            found = self._read(key)
+            earlier = None if found is None else _label_of(found)
+            if earlier == record.label:
+                return Saved.SAME
             photo_key = self._key("photos", record.photo_sha256)
             if not self._exists(photo_key):
                 self._s3.put_object(Bucket=self.bucket, Key=photo_key, Body=photo)
@@ -146,7 +177,7 @@ class S3FeedbackStore:
             )
         except self._errors as exc:
             raise FeedbackStoreError(f"{self.uri}: {exc}") from exc
-        return True
+        return Saved.NEW if earlier is None else Saved.REPLACED
 
     def records(self) -> Iterator[FeedbackRecord]:
         pages = self._s3.get_paginator("list_objects_v2").paginate(
@@ -160,6 +191,24 @@ class S3FeedbackStore:
     def photo(self, sha256: str) -> bytes:
         key = self._key("photos", sha256)
         return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+
+def _label_of(record_json: bytes) -> str | None:
+    """The label of a stored record; None for one that cannot be read (it is then rewritten)."""
+    try:
+        return FeedbackRecord.from_json(record_json).label
+    except (ValueError, TypeError):
+        return None
+
+
+def latest_per_answer(records: Iterable[FeedbackRecord]) -> list[FeedbackRecord]:
+    """One record per answer, its latest label (stores of the older layout hold one per label)."""
+    latest: dict[str, FeedbackRecord] = {}
+    for record in records:
+        kept = latest.get(record.answer_id)
+        if kept is None or record.received_at >= kept.received_at:
+            latest[record.answer_id] = record
+    return sorted(latest.values(), key=lambda r: (r.received_at, r.answer_id))
 
 
 def open_store(uri: str) -> FeedbackStore:

@@ -1,4 +1,8 @@
-"""The ``feedback`` blueprint: POST /feedback, a user's correction of a recent answer."""
+"""The ``feedback`` blueprint: POST /feedback, a user's correction of a recent answer.
+
+One label per answer: a different label replaces the earlier one (201, ``replaced``), the same
+label again changes nothing (200, ``stored`` false).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from flask import Blueprint, jsonify, request
 
 from service.feedback.recent import RecentUnavailableError
 from service.feedback.service import BadLabelError, UnknownAnswerError
-from service.feedback.store import NONE_LABEL, FeedbackStoreError
+from service.feedback.store import NONE_LABEL, FeedbackStoreError, Saved
 from service.http.context import service_context
 from service.http.errors import ApiError
 
@@ -51,7 +55,7 @@ def submit_feedback():
         raise ApiError(404, "feedback_off", "feedback is off on this server (FEEDBACK_URI)")
     answer_id, label = _fields()
     try:
-        stored = context.feedback.submit(answer_id, label)
+        saved = context.feedback.correct(answer_id, label)
     except BadLabelError:
         wnids = ", ".join(c.wnid for c in context.predictor.metadata.classes)
         raise ApiError(
@@ -64,4 +68,6 @@ def submit_feedback():
     except (FeedbackStoreError, RecentUnavailableError) as exc:
         log.error("feedback for %s not stored: %s", answer_id, exc)
         raise ApiError(503, "feedback_unavailable", "feedback cannot be stored right now") from None
-    return jsonify({"id": answer_id, "label": label, "stored": stored}), 201 if stored else 200
+    stored = saved is not Saved.SAME
+    body = {"id": answer_id, "label": label, "stored": stored, "replaced": saved is Saved.REPLACED}
+    return jsonify(body), 201 if stored else 200
