@@ -18,19 +18,21 @@ import io
 
 from PIL import Image
 
+from model.decode_budget import DEFAULT_LIMITS, DecodeLimits
 from model.preprocessing import decode_image
 
 JPEG_QUALITY = 90  # no visible loss at training size; ~4x smaller than 100
 
 
-def private_copy(data: bytes, max_side: int) -> bytes:
+def private_copy(data: bytes, max_side: int, limits: DecodeLimits = DEFAULT_LIMITS) -> bytes:
     """An upright JPEG of the photo, at most ``max_side`` px on its longest side, no metadata.
 
-    Raises ``ImageDecodeError`` for bytes the service cannot decode.
+    Decoded within ``limits``, the same as the model's decode of it. Raises
+    ``ImageDecodeError`` for bytes the service cannot decode.
     """
     # The shorter side is decoded at least this large (JPEG: DCT scaling), so the longest
     # side still reaches max_side after the decode, whatever the aspect ratio.
-    image = decode_image(data, min_side_hint=max_side)
+    image = decode_image(data, min_side_hint=max_side, limits=limits)
     if max(image.size) > max_side:
         # Bilinear: antialiased too, and under half of LANCZOS' time on a phone photo.
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.decode_budget import DEFAULT_LIMITS, DecodeLimits
 from model.predictor import Prediction
 from model.preprocessing import ImageDecodeError
 from service.feedback.photo import private_copy
@@ -72,17 +73,18 @@ class Feedback:
         recent: RecentAnswers,
         wnids: list[str],
         photo_side: int = 1024,
+        decode_limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store, self.recent = store, recent
         self.labels = frozenset([*wnids, NONE_LABEL])
-        self.photo_side = photo_side
+        self.photo_side, self.decode_limits = photo_side, decode_limits
 
     def keep(self, answer: dict[str, Any], photo: bytes) -> bool:
         """Keep the private copy of the photo for a correction; False when it could not be
         kept, which costs that correction, never the answer: this never raises."""
         answer_id = answer.get("id")
         try:
-            copy = private_copy(photo, self.photo_side)
+            copy = private_copy(photo, self.photo_side, self.decode_limits)
             if self.recent.put(answer["id"], RecentAnswer(copy, answer)):
                 return True
             log.warning("answer %s: photo not kept for feedback: over the byte bound", answer_id)
@@ -124,9 +126,13 @@ class Feedback:
 
 
 def build_feedback(
-    settings: FeedbackSettings, redis_url: str | None, wnids: list[str]
+    settings: FeedbackSettings,
+    redis_url: str | None,
+    wnids: list[str],
+    decode_limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> Feedback | None:
-    """The feedback of these settings, or None when ``FEEDBACK_URI`` is unset (off)."""
+    """The feedback of these settings, or None when ``FEEDBACK_URI`` is unset (off); photos are
+    decoded within ``decode_limits`` (the model's)."""
     if not settings.uri:
         return None
     recent: RecentAnswers
@@ -139,4 +145,4 @@ def build_feedback(
         recent = FolderRecentAnswers(
             folder, settings.keep_s, settings.keep_photos, settings.keep_bytes
         )
-    return Feedback(open_store(settings.uri), recent, wnids, settings.photo_side)
+    return Feedback(open_store(settings.uri), recent, wnids, settings.photo_side, decode_limits)
