@@ -4,7 +4,9 @@ Two builds (module fixtures): the default, ONNX-only image and the TorchScript-c
 (``--build-arg SERVING=torchscript``). The running default image is checked the way a platform
 uses it: ``-e PORT=…``, the image's own HEALTHCHECK command until it succeeds, a prediction on
 a generated JPEG, no torch or training package inside, the processes' user and the model's
-readability, slow uploads (benchmarks/harness/slow_clients.py) not stopping the service, a
+readability, slow uploads (benchmarks/harness/slow_clients.py) not stopping the service, the
+hostile uploads (benchmarks/hostile_inputs.py) with the bot on inside ``--memory 512m`` (the
+platform's limit for all processes: no OOM kill, no worker lost, JSON 4xx or answers), a
 graceful stop, a TorchScript artifact refused with the one line that names what to install,
 and a bad ``MODEL_SHA256`` (non-zero exit, one line naming the cause). The TorchScript image
 serves the ``.pt`` on request (``MODEL_URI=…pt``). A fresh ``make run`` virtualenv
@@ -47,16 +49,21 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import requests
 
+from benchmarks.harness.fake_telegram import FakeTelegram
 from benchmarks.harness.server import REPO_ROOT, free_port
 from benchmarks.harness.slow_clients import check_slow_clients
+from benchmarks.hostile_inputs import Upload, hostile_uploads, phone_uploads
+from benchmarks.hostile_memory import photo_update
 from benchmarks.photos import jpeg_bytes
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from model.precision import cpu_model
@@ -77,6 +84,9 @@ START_TIMEOUT_S = 120
 BAD_SHA256 = "0" * 64
 DEFAULT_IMAGE_MAX_BYTES = 400_000_000
 MAKE_RUN_VENV_MAX_MB = 300
+# What Heroku's Basic/Standard-1X dyno and Cloud Run's default instance give all processes.
+PLATFORM_MEMORY = "512m"
+WEBHOOK_SECRET = "container-secret_0123456789"
 
 
 def in_container(test: Callable) -> Callable:
@@ -161,6 +171,7 @@ class Report:
     default: BuiltImage | None = None
     torchscript: BuiltImage | None = None
     make_run_venv_mb: int | None = None
+    hostile_peak_mb: float | None = None  # the container's cgroup peak, hostile uploads
 
 
 @pytest.fixture(scope="module")
@@ -251,8 +262,14 @@ def torchscript_image(
         yield it
 
 
-def run_detached(image: BuiltImage, *env: str, volumes: tuple[str, ...] = ()) -> tuple[str, int]:
-    """Start the image with ``-e PORT=<free port>`` (and ``env``); (container id, port)."""
+def run_detached(
+    image: BuiltImage,
+    *env: str,
+    volumes: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
+) -> tuple[str, int]:
+    """Start the image with ``-e PORT=<free port>`` (and ``env``, and podman ``options``);
+    (container id, port)."""
     port = free_port()
     env_options = [option for item in env for option in ("--env", item)]
     cid = podman(
@@ -264,6 +281,7 @@ def run_detached(image: BuiltImage, *env: str, volumes: tuple[str, ...] = ()) ->
         f"PORT={port}",
         *env_options,
         *[option for volume in volumes for option in ("--volume", volume)],
+        *options,
         image.name,
     ).stdout.strip()
     return cid, port
@@ -381,6 +399,64 @@ def test_slow_uploads_do_not_stop_the_service(served: Served) -> None:
     print(check_slow_clients(served.base_url).summary())
 
 
+def cgroup_memory_peak(cid: str) -> int:
+    """Bytes: the container's memory cgroup peak (cgroup v2 ``memory.peak``, else v1's)."""
+    script = (
+        "cat /sys/fs/cgroup/memory.peak 2>/dev/null"
+        " || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes"
+    )
+    return int(podman("exec", cid, "sh", "-c", script).stdout.split()[0])
+
+
+def post_upload(base_url: str, upload: Upload) -> tuple[str, int, dict]:
+    response = requests.post(f"{base_url}/predict", files=upload.files(), timeout=120)
+    return upload.name, response.status_code, response.json()
+
+
+def post_bot_photo(base_url: str, fake: FakeTelegram, data: bytes, update_id: int) -> int:
+    response = requests.post(
+        f"{base_url}/telegram",
+        json=photo_update(fake, data, update_id),
+        headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+        timeout=120,
+    )
+    return response.status_code
+
+
+@in_container
+def test_holds_in_512_mb_under_hostile_uploads(image: BuiltImage, report: Report) -> None:
+    """Both workers busy with the worst uploads at once and the bot answering 12 MP HEICs,
+    inside the platform's 512 MB for all processes: no OOM kill, no worker replaced, every
+    answer JSON (an answer or a 4xx)."""
+    uploads = [*hostile_uploads(), *phone_uploads()]
+    heic = next(u for u in phone_uploads() if u.name.endswith(".heic"))
+    with FakeTelegram() as fake:
+        env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": WEBHOOK_SECRET}
+        limit = ("--memory", PLATFORM_MEMORY, "--memory-swap", PLATFORM_MEMORY)
+        cid, port = run_detached(image, *(f"{k}={v}" for k, v in env.items()), options=limit)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(cid)
+            with ThreadPoolExecutor(4) as pool:
+                bot = [pool.submit(post_bot_photo, base_url, fake, heic.data, n) for n in (1, 2)]
+                answers = list(pool.map(partial(post_upload, base_url), uploads * 2))
+                bot_statuses = [future.result() for future in bot]
+            state = podman("inspect", "--format", "{{.State.Status}} {{.State.OOMKilled}}", cid)
+            logs = podman("logs", cid)
+            report.hostile_peak_mb = cgroup_memory_peak(cid) / 2**20
+        finally:
+            podman("rm", "--force", "--time=0", cid, check=False)
+    assert state.stdout.split() == ["running", "false"]
+    log_text = logs.stdout + logs.stderr
+    assert log_text.count("Booting worker") == 2, log_text[-3000:]  # none replaced
+    for name, status, body in answers:
+        assert status in (200, 413, 422), (name, status, body)
+        assert ("verdict" in body) if status == 200 else body["error"]["code"], (name, body)
+    assert bot_statuses == [200, 200]
+    assert len(fake.calls("sendMessage")) >= 2  # the bot answered both photos
+    print(f"cgroup peak under hostile uploads: {report.hostile_peak_mb:.0f} MB")
+
+
 @in_container
 def test_stops_gracefully(image: BuiltImage) -> None:
     cid, _ = run_detached(image)
@@ -492,6 +568,15 @@ def write_report(report: Report, served: Served) -> None:
         ),
         ("`make run` virtualenv (fresh, requirements.txt only)", f"{venv_mb:,} MB"),
     ]
+    if report.hostile_peak_mb is not None:
+        rows.insert(
+            6,
+            (
+                f"Memory peak (cgroup, `--memory {PLATFORM_MEMORY}`, bot on) under the hostile "
+                "and phone uploads, 4 at once",
+                f"{report.hostile_peak_mb:,.0f} MB",
+            ),
+        )
     RESULTS.write_text(
         "# Container images (generated by `make container-test`; do not edit)\n\n"
         f"Built with podman {podman_version} (runc) from the Dockerfile on {cpu_model()}, "
