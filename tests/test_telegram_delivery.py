@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,26 @@ def test_the_same_update_to_two_replicas_gets_one_reply(
         assert deliver(server, update) == 200
     [reply] = replies_to(fake, 5001)
     assert reply.params["text"].startswith("My best guess: ")
+
+
+def test_an_album_over_two_replicas_is_paced_for_its_chat(
+    replicas: Callable[[], GunicornServer], fake: FakeTelegram
+) -> None:
+    """The chat's one message a second holds across replicas: they pace through Redis."""
+    first, second = replicas(), replicas()
+    updates = Updates(chat_id=5300)
+    album = [
+        updates.photo(fake.add_file(jpeg_bytes(seed=70 + i)), media_group_id="a5300")
+        for i in range(6)
+    ]
+    order = [[first, second] if i % 2 else [second, first] for i in range(len(album))]
+    with ThreadPoolExecutor(len(album)) as pool:  # alternately to each replica, all at once
+        calls = list(pool.map(partial(deliver_until_acknowledged, secret=SECRET), order, album))
+    assert all(count >= 1 for count in calls)
+    answers = replies_to(fake, 5300)
+    assert len(answers) == 6
+    gaps = [later.at - earlier.at for earlier, later in pairwise(answers)]
+    assert min(gaps) >= 0.9, gaps
 
 
 def test_a_hard_kill_loses_no_acknowledged_update(

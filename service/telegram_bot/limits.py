@@ -2,8 +2,8 @@
 (20 a minute to a group), about 30 a second in all, and the ``retry_after`` of a 429.
 
 ``Pacer`` is python-telegram-bot's rate limiter (``ApplicationBuilder().rate_limiter``): every
-Bot API call that sends to a chat first takes the chat's next free slot, then one of the
-bot's, from a ``Slots`` store shared by every worker (SQLite file) and every replica (Redis,
+Bot API call that sends takes one of the bot's slots, then (to a chat) the chat's next free
+one, from a ``Slots`` store shared by every worker (SQLite file) and every replica (Redis,
 with ``REDIS_URL``), so an album is answered one message a second whichever worker answers
 each photo. A 429 moves the chat's next slot past its ``retry_after``: nothing is sent into
 the flood window, by any worker. A wait that would not end before the webhook's deadline
@@ -227,24 +227,31 @@ class Pacer(BaseRateLimiter[None]):
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _wait_turn(self, endpoint: str, chat: str | None) -> None:
-        """Wait for the chat's next slot (a chat action only when the chat is free), then
-        the bot's; raise RetryAfter when that would not end before the deadline."""
-        if chat is not None:
-            if endpoint == "sendChatAction":  # "typing…" never delays an answer
-                slot = await self._store(self._slots.reserve, chat, 0.0, 0.0)
-            else:
-                interval = self._group_interval_s if chat.startswith("chat:-") else None
-                slot = await self._store(
-                    self._slots.reserve,
-                    chat,
-                    interval or self._chat_interval_s,
-                    self._max_wait_s(),
-                )
-            await self._sleep_or_refuse(slot)
+        """Wait for the bot's next slot, then take the chat's once it is free (a chat action
+        only if it is free now); raise RetryAfter when that would not be before the deadline.
+
+        The chat's slot is taken last, right before the call, and only when free (no place
+        in a queue): a send delayed after taking it then delays the next one too, so two
+        messages never reach a chat closer than its interval.
+        """
         bot_interval_s, max_wait_s = self._bot_interval_s, self._max_wait_s()
         await self._sleep_or_refuse(
             await self._store(self._slots.reserve, "bot", bot_interval_s, max_wait_s)
         )
+        if chat is None:
+            return
+        interval_s = 0.0 if endpoint == "sendChatAction" else self._chat_interval(chat)
+        while True:
+            wait, taken = await self._store(self._slots.reserve, chat, interval_s, 0.0)
+            if taken:
+                return
+            if endpoint == "sendChatAction" or wait > self._max_wait_s():
+                raise RetryAfter(max(1, math.ceil(wait)))
+            await asyncio.sleep(wait)
+
+    def _chat_interval(self, chat: str) -> float:
+        """Groups (negative chat ids) get fewer messages a minute than private chats."""
+        return self._group_interval_s if chat.startswith("chat:-") else self._chat_interval_s
 
     @staticmethod
     async def _sleep_or_refuse(slot: tuple[float, bool]) -> None:
