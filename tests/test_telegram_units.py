@@ -6,6 +6,7 @@ unreachable Bot API, feedback off or its stores failing).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import shutil
@@ -15,9 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from flask import Flask
 from telegram import PhotoSize
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
 from app import create_app
 from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
@@ -36,13 +39,15 @@ from service.telegram_bot.buttons import (
     is_feedback,
     parse_press,
 )
-from service.telegram_bot.handlers import pick_photo_size
+from service.telegram_bot.handlers import pick_photo_size, surely_unsent
+from service.telegram_bot.limits import retry_after_s
 from service.telegram_bot.texts import (
     BREED_NAMES_RU,
     help_text,
     language_for,
     percent,
     prediction_text,
+    text,
 )
 from tests.support.fake_telegram import answer_to, buttons
 from tests.support.settings import settings_from, use_env
@@ -334,7 +339,7 @@ def test_not_one_of_the_breeds_is_said_kindly(
 
 
 class _BrokenPredictor(Predictor):
-    def predict_bytes(self, *args: Any, **kwargs: Any) -> Prediction:
+    def predict_image(self, *args: Any, **kwargs: Any) -> Prediction:
         raise RuntimeError("model exploded")
 
 
@@ -537,3 +542,31 @@ def test_press_answered_only_once_the_bot_api_takes_the_answer(
     assert client.post("/telegram", json=late, headers=HEADER).status_code == 200
     assert _labels(tmp_path) == ["n02088364"]
     assert buttons(fake.message(sent)) == {}
+
+
+def _caused_by(error: Exception, cause: Exception) -> Exception:
+    error.__cause__ = cause
+    return error
+
+
+def test_only_failures_before_sending_count_as_surely_unsent() -> None:
+    """A timeout while reading the answer may follow a delivered message: never resent."""
+    request = httpx.Request("POST", "http://bot.api/sendMessage")
+    assert surely_unsent(NetworkError("Bad Gateway"))
+    assert surely_unsent(_caused_by(TimedOut(), httpx.ConnectTimeout("c", request=request)))
+    assert surely_unsent(_caused_by(TimedOut(), httpx.PoolTimeout("p", request=request)))
+    assert not surely_unsent(_caused_by(TimedOut(), httpx.ReadTimeout("r", request=request)))
+    assert not surely_unsent(_caused_by(TimedOut(), httpx.WriteTimeout("w", request=request)))
+    assert surely_unsent(BadRequest("Bad Request: chat not found"))  # answered, so not sent
+
+
+def test_retry_after_in_seconds_whatever_its_form() -> None:
+    assert retry_after_s(RetryAfter(3)) == 3.0
+    assert retry_after_s(RetryAfter(dt.timedelta(seconds=1.5))) == 1.5
+
+
+@pytest.mark.parametrize(("lang", "start"), [("en", "You are sending photos faster"),
+                                             ("ru", "Фото приходят быстрее")])  # fmt: skip
+def test_over_budget_is_said_in_the_users_language(lang: str, start: str) -> None:
+    said = text("over_budget", lang, budget=20)
+    assert said.startswith(start) and "20" in said

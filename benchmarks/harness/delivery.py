@@ -50,11 +50,15 @@ def deliveries_until_acknowledged(
     secret: str,
     deadline_s: float = 60.0,
     pause_s: float = REDELIVERY_PAUSE_S,
+    give_up_after: int | None = None,
 ) -> list[int]:
-    """The statuses of every call it took to get a 2xx, ``pause_s`` apart."""
+    """The statuses of every call it took to get a 2xx, ``pause_s`` apart (or of the first
+    ``give_up_after``, as Telegram gives up on an update in the end)."""
     deadline = time.monotonic() + deadline_s
     statuses = [deliver(servers[0], update, secret)]
     while not 200 <= statuses[-1] < 300:
+        if give_up_after is not None and len(statuses) >= give_up_after:
+            break
         if time.monotonic() > deadline:
             raise TimeoutError(f"update {update['update_id']} not acknowledged in {deadline_s} s")
         time.sleep(pause_s)

@@ -26,6 +26,7 @@ from functools import partial
 from typing import TypeVar
 
 import httpx
+from PIL import Image
 from prometheus_client import Counter
 from telegram import InlineKeyboardMarkup, Message, PhotoSize, Update
 from telegram.constants import ChatAction
@@ -289,7 +290,7 @@ class BreedBot:
             await self._send(update, "download_failed", text("download_failed", lang))
             return
         try:
-            prediction = await self._predict(data)
+            photo, prediction = await self._predict(data)
         except ImageDecodeError as exc:
             log.info("telegram update %s: unusable image: %s", update.update_id, exc.code)
             reason = image_problem(exc.code, lang)
@@ -300,7 +301,8 @@ class BreedBot:
             await self._send(update, "failed", text("failed", lang))
             return
         answer_id = new_answer_id()
-        keyboard = await self._offer_feedback(update, answer_id, data, prediction, lang)
+        keyboard = await self._offer_feedback(update, answer_id, photo, prediction, lang)
+        del photo  # the decoded photo is not held while the answer is sent
         breeds = len(self.predictor.metadata.classes)
         reply = prediction_text(prediction, lang, breeds)
         await self._send(update, prediction.verdict, reply, keyboard)
@@ -342,16 +344,27 @@ class BreedBot:
             REPLIES.labels("over_budget_quiet").inc()
         return False
 
-    async def _predict(self, data: bytes) -> Prediction:
-        """Run the CPU-bound decode + model call off the event loop."""
-        call = partial(self.predictor.predict_bytes, data, self.predictor.top_k)
+    async def _predict(self, data: bytes) -> tuple[Image.Image, Prediction]:
+        """Run the CPU-bound decode + model call off the event loop; the decoded photo too
+        (feedback keeps its private copy)."""
+
+        def decode_and_predict() -> tuple[Image.Image, Prediction]:
+            photo = self.predictor.decode(data)
+            return photo, self.predictor.predict_image(photo, self.predictor.top_k)
+
         started = time.perf_counter()
-        prediction = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        loop = asyncio.get_running_loop()
+        photo, prediction = await loop.run_in_executor(self.executor, decode_and_predict)
         observe_prediction(prediction, time.perf_counter() - started)
-        return prediction
+        return photo, prediction
 
     async def _offer_feedback(
-        self, update: Update, answer_id: str, photo: bytes, prediction: Prediction, lang: str
+        self,
+        update: Update,
+        answer_id: str,
+        photo: Image.Image,
+        prediction: Prediction,
+        lang: str,
     ) -> InlineKeyboardMarkup | None:
         """Keep the photo for a correction and offer the buttons; None when feedback is off.
 
@@ -483,7 +496,7 @@ class BreedBot:
             except NetworkError as exc:
                 left = time_left()
                 last = attempt == self.config.send_attempts
-                if last or not _unsent(exc) or (left is not None and left < pause + 1):
+                if last or not surely_unsent(exc) or (left is not None and left < pause + 1):
                     raise
                 SEND_PROBLEMS.labels("retried").inc()
                 log.info("Bot API call failed (%s); trying again in %gs", exc, pause)
@@ -492,7 +505,7 @@ class BreedBot:
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
-def _unsent(error: NetworkError) -> bool:
+def surely_unsent(error: NetworkError) -> bool:
     """Whether a failed call surely did not reach Telegram: a timeout did only while
     connecting or waiting for a connection; any other error came with Telegram's answer."""
     if not isinstance(error, TimedOut):

@@ -7,6 +7,8 @@ was answered. The ledger settles both. ``claim`` gives one caller a lease on the
 others are told it is busy, and answer 503 so that Telegram tries again later); ``answered``
 records it for good (later deliveries are acknowledged without a second reply). A lease that
 is never settled (its replica was killed) runs out, and the next delivery takes the update.
+A reply made but not delivered now (flood control, the Bot API down) is kept with the update
+(``keep_reply``), so the next delivery sends it without a second download or model call.
 
 Two stores, one behaviour: Redis (``REDIS_URL``) for several replicas, or an SQLite file for
 the workers of one server (``TELEGRAM_SEEN_DB``; in memory when unset, for one process).
