@@ -132,6 +132,8 @@ def init_app(app: Flask, predictor: Predictor, multiprocess_mode: bool) -> None:
             _latency_child(route).observe(time.perf_counter() - started)
         return response
 
-    app.add_url_rule(
-        "/metrics", "metrics", functools.partial(render, multiprocess_mode), methods=["GET"]
-    )
+    def metrics() -> Response:
+        # A named function, not a partial: extensions (the client limits) read views' names.
+        return render(multiprocess_mode)
+
+    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
