@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from model.backends import Backend, load_backend
 from model.decode_budget import DEFAULT_LIMITS, DecodeLimits
 from model.defaults import DEFAULT_TOP_K
 from model.metadata import ModelMetadata
 from model.open_set import softmax, verdicts
-from model.preprocessing import preprocess_bytes
+from model.preprocessing import decode_image, preprocess_image
 from model.prior import answer_logits
 from model.source import resolve_model_uri
 
@@ -106,8 +107,14 @@ class Predictor:
         for _ in range(runs):
             self.backend.run(dummy)
 
+    def decode(self, data: bytes) -> Image.Image:
+        """The photo as the model reads it: upright RGB, decoded at the scale its resize needs,
+        within ``limits``; raises ImageDecodeError on bad input."""
+        spec = self.metadata.preprocessing
+        return decode_image(data, min_side_hint=spec.resize_size, limits=self.limits)
+
     def preprocess(self, data: bytes) -> np.ndarray:
-        return preprocess_bytes(data, self.metadata.preprocessing, self.limits)
+        return preprocess_image(self.decode(data), self.metadata.preprocessing)
 
     def predict_batch(self, batch: np.ndarray, top_k: int | None = None) -> list[Prediction]:
         """Predict for preprocessed rows (N×3×S×S float32)."""
@@ -143,6 +150,11 @@ class Predictor:
             )
         return results
 
+    def predict_image(self, image: Image.Image, top_k: int | None = None) -> Prediction:
+        """The answer for a photo ``decode`` gave; ``top_k`` overrides the predictor's."""
+        row = preprocess_image(image, self.metadata.preprocessing)
+        return self.predict_batch(row[None], top_k)[0]
+
     def predict_bytes(self, data: bytes, top_k: int | None = None) -> Prediction:
         """One photo's answer; ``top_k`` overrides the predictor's."""
-        return self.predict_batch(self.preprocess(data)[None], top_k)[0]
+        return self.predict_image(self.decode(data), top_k)

@@ -96,9 +96,7 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
 
     wnids = [c.wnid for c in predictor.metadata.classes]
     try:
-        feedback_service = build_feedback(
-            settings.feedback, settings.state.redis_url, wnids, predictor.limits
-        )
+        feedback_service = build_feedback(settings.feedback, settings.state.redis_url, wnids)
     except ValueError as exc:
         log.critical("refusing to start: bad configuration: %s", exc)
         raise SystemExit(BOOT_FAILURE_EXIT) from None

@@ -20,9 +20,10 @@ import requests
 from benchmarks.harness.server import GunicornServer
 from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
+from model.preprocessing import decode_image
 from service.feedback.photo import private_copy
 from service.telegram_bot.texts import BREED_NAMES_RU
-from tests.support.artifacts import rewrite_metadata
+from tests.support.artifacts import rewrite_metadata, shipped_metadata
 from tests.support.server import start_gunicorn
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -195,7 +196,9 @@ def _answer_of(base_url: str, data: bytes) -> dict[str, Any]:
 
 def _records_of(folder: Path, data: bytes) -> list[dict[str, Any]]:
     """The stored corrections of this photo; its bytes must be stored once too."""
-    kept = private_copy(data, 1024)  # what the service stores of a photo (no metadata)
+    # What the service stores of a photo: its private copy, made from the model's decode.
+    resize = shipped_metadata().preprocessing.resize_size
+    kept = private_copy(decode_image(data, min_side_hint=resize), 1024)
     sha256 = hashlib.sha256(kept).hexdigest()
     records = [json.loads(p.read_text()) for p in sorted((folder / "records").glob("*.json"))]
     mine = [r for r in records if r["photo_sha256"] == sha256]

@@ -8,9 +8,8 @@ The photo is made private (upright, at most ``FEEDBACK_PHOTO_SIDE`` px, no metad
 service/feedback/photo.py) when it is kept, not when a correction comes: few answers get one,
 but keeping the raw upload would put its GPS position and phone model in the recent store (in
 Redis, a shared service) for up to ``FEEDBACK_KEEP_S``, and a raw phone photo is ~4 MB where
-Redis has ~12 MB for all of them. The cost is one more decode per answer: ~75 ms for a 12 MP
-phone JPEG, ~20 ms for the 1280 px photos Telegram sends, ~1 ms for a 500 px one
-(docs/feedback.md).
+Redis has ~12 MB for all of them. The copy is made from the photo the model already decoded
+(no second decode): a resize and a small JPEG encode per answer (docs/feedback.md).
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.decode_budget import DEFAULT_LIMITS, DecodeLimits
+from PIL import Image
+
 from model.predictor import Prediction
-from model.preprocessing import ImageDecodeError
 from service.feedback.photo import private_copy
 from service.feedback.recent import (
     FolderRecentAnswers,
@@ -73,22 +72,21 @@ class Feedback:
         recent: RecentAnswers,
         wnids: list[str],
         photo_side: int = 1024,
-        decode_limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store, self.recent = store, recent
         self.labels = frozenset([*wnids, NONE_LABEL])
-        self.photo_side, self.decode_limits = photo_side, decode_limits
+        self.photo_side = photo_side
 
-    def keep(self, answer: dict[str, Any], photo: bytes) -> bool:
+    def keep(self, answer: dict[str, Any], photo: Image.Image) -> bool:
         """Keep the private copy of the photo for a correction; False when it could not be
         kept, which costs that correction, never the answer: this never raises."""
         answer_id = answer.get("id")
         try:
-            copy = private_copy(photo, self.photo_side, self.decode_limits)
+            copy = private_copy(photo, self.photo_side)
             if self.recent.put(answer["id"], RecentAnswer(copy, answer)):
                 return True
             log.warning("answer %s: photo not kept for feedback: over the byte bound", answer_id)
-        except (RecentUnavailableError, ImageDecodeError) as exc:
+        except RecentUnavailableError as exc:
             log.warning("answer %s: photo not kept for feedback: %s", answer_id, exc)
         except Exception:  # a kept photo is worth less than the answer it would cost
             log.exception("answer %s: photo not kept for feedback", answer_id)
@@ -129,10 +127,8 @@ def build_feedback(
     settings: FeedbackSettings,
     redis_url: str | None,
     wnids: list[str],
-    decode_limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> Feedback | None:
-    """The feedback of these settings, or None when ``FEEDBACK_URI`` is unset (off); photos are
-    decoded within ``decode_limits`` (the model's)."""
+    """The feedback of these settings, or None when ``FEEDBACK_URI`` is unset (off)."""
     if not settings.uri:
         return None
     recent: RecentAnswers
@@ -145,4 +141,4 @@ def build_feedback(
         recent = FolderRecentAnswers(
             folder, settings.keep_s, settings.keep_photos, settings.keep_bytes
         )
-    return Feedback(open_store(settings.uri), recent, wnids, settings.photo_side, decode_limits)
+    return Feedback(open_store(settings.uri), recent, wnids, settings.photo_side)

@@ -68,9 +68,10 @@ def predict():
     data = extract_image(request)
     started = time.perf_counter()
     try:
-        prediction = predictor.predict_bytes(data, top_k)
+        photo = predictor.decode(data)
     except ImageDecodeError as exc:
         raise ApiError(DECODE_STATUS.get(exc.code, 422), exc.code, exc.message) from None
+    prediction = predictor.predict_image(photo, top_k)
     seconds = time.perf_counter() - started
     metrics.observe_prediction(prediction, seconds)
     # DEBUG, not INFO: the access log already records every request; this line would
@@ -85,5 +86,5 @@ def predict():
     )
     body = answer_of(new_answer_id(), prediction, context.model)
     if context.feedback is not None:
-        context.feedback.keep(body, data)
+        context.feedback.keep(body, photo)
     return jsonify(body)

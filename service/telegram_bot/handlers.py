@@ -449,21 +449,34 @@ class BreedBot:
             seconds = retry_after_s(exc)
             SEND_PROBLEMS.labels("flood").inc()
             log.info("telegram update %s: flood control for %gs, answer kept", uid, seconds)
-            await self._defer(update, Deferred(f"flood control ({exc})", seconds), kind, reply,
-                              keyboard)  # fmt: skip
+            deferred = Deferred(f"flood control ({exc})", seconds)
+            await self._defer(update, deferred, kind, reply, keyboard)
         except (Forbidden, BadRequest) as exc:  # blocked, chat gone, message too old: final
             SEND_PROBLEMS.labels("refused").inc()
-            log.info("telegram update %s: chat %s refused the reply: %s", uid,
-                     update.effective_chat.id, exc)  # fmt: skip
+            chat_id = update.effective_chat.id
+            log.info("telegram update %s: chat %s refused the reply: %s", uid, chat_id, exc)
         except TimedOut as exc:
+            if surely_unsent(exc):  # no connection to the Bot API, after every try
+                await self._gave_up(update, exc, kind, reply, keyboard)
+                return
             SEND_PROBLEMS.labels("maybe_sent").inc()
             log.info("telegram update %s: send timed out, may have arrived: %s", uid, exc)
         except TelegramError as exc:  # 5xx or unreachable, after every try
-            SEND_PROBLEMS.labels("gave_up").inc()
-            log.warning("telegram update %s: reply not sent, answer kept: %s", uid, exc)
-            await self._defer(update, Deferred(f"reply not sent: {exc}"), kind, reply, keyboard)
+            await self._gave_up(update, exc, kind, reply, keyboard)
         else:
             REPLIES.labels(kind).inc()
+
+    async def _gave_up(
+        self,
+        update: Update,
+        error: TelegramError,
+        kind: str,
+        reply: str,
+        keyboard: InlineKeyboardMarkup | None,
+    ) -> None:
+        SEND_PROBLEMS.labels("gave_up").inc()
+        log.warning("telegram update %s: reply not sent, answer kept: %s", update.update_id, error)
+        await self._defer(update, Deferred(f"reply not sent: {error}"), kind, reply, keyboard)
 
     async def _defer(
         self,
