@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness.fake_telegram import FakeTelegram
+from benchmarks.harness.redis_server import RedisServer, redis_installed, start_redis
 from benchmarks.harness.server import GunicornServer
 from model.defaults import SHIPPED_MODEL
 from model.metadata import OpenSetRule
@@ -67,3 +68,13 @@ def bot_server(
     running = start_gunicorn(env)
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for one test module; the tests that need it skip without one."""
+    if not redis_installed():
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    server = start_redis()
+    yield server
+    server.stop()

@@ -11,7 +11,7 @@ import pytest
 import requests
 import schemathesis
 
-from benchmarks.harness.redis_server import RedisServer, redis_installed, start_redis
+from benchmarks.harness.redis_server import RedisServer, redis_installed
 from benchmarks.harness.server import GunicornServer, free_port
 from benchmarks.photos import jpeg_bytes
 from service.http.openapi import OPENAPI_PATH
@@ -97,13 +97,6 @@ def test_feedback_is_limited_and_operations_routes_are_not(limited: GunicornServ
         ]
         assert statuses == [200] * (PREDICT_BUDGET + 1), path
     assert _predict(limited, "198.51.100.5").status_code == 200  # a budget per route
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = start_redis()
-    yield server
-    server.stop()
 
 
 @needs_redis

@@ -63,7 +63,7 @@ from benchmarks.harness.fake_telegram import FakeTelegram
 from benchmarks.harness.server import REPO_ROOT, free_port
 from benchmarks.harness.slow_clients import check_slow_clients
 from benchmarks.hostile_inputs import Upload, hostile_uploads, phone_uploads
-from benchmarks.hostile_memory import photo_update
+from benchmarks.hostile_memory import bot_photo
 from benchmarks.photos import jpeg_bytes
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from model.precision import cpu_model
@@ -413,16 +413,6 @@ def post_upload(base_url: str, upload: Upload) -> tuple[str, int, dict]:
     return upload.name, response.status_code, response.json()
 
 
-def post_bot_photo(base_url: str, fake: FakeTelegram, data: bytes, update_id: int) -> int:
-    response = requests.post(
-        f"{base_url}/telegram",
-        json=photo_update(fake, data, update_id),
-        headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
-        timeout=120,
-    )
-    return response.status_code
-
-
 @in_container
 def test_holds_in_512_mb_under_hostile_uploads(image: BuiltImage, report: Report) -> None:
     """Both workers busy with the worst uploads at once and the bot answering 12 MP HEICs,
@@ -438,7 +428,10 @@ def test_holds_in_512_mb_under_hostile_uploads(image: BuiltImage, report: Report
         try:
             wait_healthy(cid)
             with ThreadPoolExecutor(4) as pool:
-                bot = [pool.submit(post_bot_photo, base_url, fake, heic.data, n) for n in (1, 2)]
+                bot = [
+                    pool.submit(bot_photo, base_url, fake, heic.data, n, WEBHOOK_SECRET)
+                    for n in (1, 2)
+                ]
                 answers = list(pool.map(partial(post_upload, base_url), uploads * 2))
                 bot_statuses = [future.result() for future in bot]
             state = podman("inspect", "--format", "{{.State.Status}} {{.State.OOMKilled}}", cid)

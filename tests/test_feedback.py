@@ -241,13 +241,6 @@ def test_a_photo_is_kept_only_while_fresh_and_within_bounds(tmp_path: Path) -> N
     assert sorted(p.name for p in (tmp_path / "small").glob("*.photo")) == ["b2.photo", "b3.photo"]
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = start_redis()
-    yield server
-    server.stop()
-
-
 @needs_redis
 def test_redis_keeps_a_bounded_number_of_photos_for_a_while(redis_server: RedisServer) -> None:
     recent = RedisRecentAnswers(redis_server.url, keep_s=120, max_items=3, max_bytes=10_000)

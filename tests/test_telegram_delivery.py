@@ -43,13 +43,6 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = start_redis()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def replica_env(
     fake: FakeTelegram, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
