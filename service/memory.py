@@ -18,10 +18,17 @@ import logging
 log = logging.getLogger(__name__)
 
 # glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-# Blocks from this size up get a mapping of their own; a photo's raster is many times larger.
-MMAP_THRESHOLD_BYTES = 1 * 2**20
+# Blocks from this size up get a mapping of their own: Pillow's raster blocks of a large photo
+# (16 MB) and the decoders' buffers do; an ordinary request's buffers (an upload, a photo
+# decoded at the model's scale) stay in the heap and are reused. At 1 MB every request paid
+# for fresh mappings: ~0.7 ms of CPU each on a 2-core EPYC-class machine.
+MMAP_THRESHOLD_BYTES = 8 * 2**20
+# Fixing the mmap threshold also fixes the trim threshold (128 KB): the heap would be given
+# back and taken again on every request. Free heap up to this size is kept for reuse.
+TRIM_THRESHOLD_BYTES = 16 * 2**20
 ARENA_MAX = 2
 
 
@@ -34,6 +41,7 @@ def return_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     done = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    done = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and done
     done = mallopt(M_ARENA_MAX, ARENA_MAX) == 1 and done
     if not done:
         log.warning("mallopt refused: memory freed after large photos may stay with the worker")
