@@ -110,7 +110,7 @@ def on_starting(server):
 
 def post_fork(server, worker):
     """In the new worker, before it loads anything: freed photo memory goes back at once."""
-    from service.memory import return_freed_memory
+    from model.memory import return_freed_memory
 
     return_freed_memory()
 

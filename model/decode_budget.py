@@ -29,6 +29,7 @@ from pathlib import Path
 from PIL import Image
 
 from model.defaults import DEFAULT_DECODE_BUDGET_BYTES, DEFAULT_MAX_PIXELS
+from model.memory import trim_freed_memory
 
 # Formats people send: phone cameras (JPEG, with its multi-picture MPO kind, HEIC/HEIF, AVIF),
 # screenshots and editors (PNG, WebP, TIFF, BMP) and GIFs. Anything else (PSD, EPS, DDS, ...)
@@ -125,4 +126,7 @@ def large_decode_slot(cost: int) -> Iterator[None]:
         return
     with open(LARGE_DECODE_LOCK, "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, or when the holder dies
-        yield
+        try:
+            yield
+        finally:
+            trim_freed_memory()  # the decoder's buffers and strips are freed by now

@@ -5,14 +5,17 @@ By default glibc raises its mmap threshold each time a large block is freed (up 
 the next photos' rasters come from the heap, and it keeps a heap per thread that ever
 allocated (the app thread, the bot's threads, the model's): memory freed after a large photo
 stays with the worker. A fixed threshold keeps every large block (Pillow's 16 MB raster
-blocks, decoder buffers, uploads) on its own mapping, returned when freed, and two heaps bound
-what the rest may keep. glibc's public ``mallopt``; elsewhere (musl, macOS) nothing changes.
+blocks, decoder buffers) on its own mapping, returned when freed, and two heaps bound what the
+rest may keep; after a large decode, ``trim_freed_memory`` gives back the free pages left
+inside them. glibc's public ``mallopt`` and ``malloc_trim``; elsewhere (musl, macOS) nothing
+changes.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -25,21 +28,36 @@ M_ARENA_MAX = -8
 # (16 MB) and the decoders' buffers do; an ordinary request's buffers (an upload, a photo
 # decoded at the model's scale) stay in the heap and are reused. At 1 MB every request paid
 # for fresh mappings: ~0.7 ms of CPU each on a 2-core EPYC-class machine.
-MMAP_THRESHOLD_BYTES = 8 * 2**20
+MMAP_THRESHOLD_BYTES = 4 * 2**20
 # Fixing the mmap threshold also fixes the trim threshold (128 KB): the heap would be given
 # back and taken again on every request. Free heap up to this size is kept for reuse.
-TRIM_THRESHOLD_BYTES = 16 * 2**20
+TRIM_THRESHOLD_BYTES = 4 * 2**20
 ARENA_MAX = 2
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both exist only in glibc
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+def trim_freed_memory() -> None:
+    """Give the free pages inside the heaps back (after a large photo: milliseconds)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def return_freed_memory() -> bool:
     """Set glibc's allocator so that large freed blocks go back; False where it is not glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    libc = _glibc()
+    if libc is None:
         return False
+    mallopt = libc.mallopt
     done = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     done = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and done
     done = mallopt(M_ARENA_MAX, ARENA_MAX) == 1 and done
