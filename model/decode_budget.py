@@ -76,8 +76,7 @@ def reduction_factor(size: tuple[int, int], min_side_hint: int | None) -> int:
 
 def strip_rows(width: int, factor: int) -> int:
     """Rows per strip: a multiple of the factor (strips reduce exactly like the whole)."""
-    rows = max(1, STRIP_BYTES // (max(1, width) * 4 * factor)) * factor
-    return rows
+    return max(1, STRIP_BYTES // (max(1, width) * 4 * factor)) * factor
 
 
 def progressive_coefficients(img: Image.Image, full_size: tuple[int, int]) -> int:

@@ -384,7 +384,7 @@ class TelegramSettings(BaseSettings):
     photos_per_minute: PositiveInt = Field(
         20,
         description="Photos one chat may have recognised per minute; the first one over it is "
-        "answered \"too many photos, send it again in a minute\", the rest quietly, so one "
+        'answered "too many photos, send it again in a minute", the rest quietly, so one '
         "chat cannot starve the others.",
     )
     seen_db: Path | None = Field(

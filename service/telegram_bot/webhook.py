@@ -6,9 +6,8 @@ reply to the user: a replica killed at any moment never leaves an acknowledged u
 unanswered. When no answer can be promised (Bot API or shared store unreachable, the update
 being answered by another replica, flood control longer than the call can wait) the route
 answers 503 (``Retry-After``: the Bot API's ``retry_after`` when it gave one) and Telegram
-tries again later. The
-front runs these calls in threads of their own, beside the model's app thread
-(service/front/wsgi.py).
+tries again later. The front runs these calls in threads of their own, beside the model's app
+thread (service/front/wsgi.py).
 """
 
 from __future__ import annotations
