@@ -17,7 +17,7 @@ from model.defaults import FP32_MODEL, INT8_MODEL
 from model.precision import choose_precision, cpu_flags
 from model.predictor import Predictor
 from service.feedback.service import build_feedback
-from service.http import metrics
+from service.http import request_metrics as metrics
 from service.http.api import api
 from service.http.context import init_context
 from service.http.errors import register_error_handlers

@@ -35,7 +35,7 @@ from service.feedback.recent import (
     RedisRecentAnswers,
 )
 from service.feedback.store import NONE_LABEL, FeedbackRecord, FeedbackStore, Saved, open_store
-from service.http.metrics import observe_feedback
+from service.metrics import observe_feedback
 from service.settings import FeedbackSettings
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,11 @@ from flask import Blueprint, jsonify, request
 
 from model.preprocessing import ImageDecodeError
 from service.feedback.service import answer_of, new_answer_id
-from service.http import metrics
 from service.http.context import service_context
 from service.http.errors import ApiError
 from service.http.openapi import load_openapi
 from service.http.uploads import extract_image, parse_top_k
+from service.metrics import observe_prediction
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def predict():
         raise ApiError(DECODE_STATUS.get(exc.code, 422), exc.code, exc.message) from None
     prediction = predictor.predict_image(photo, top_k)
     seconds = time.perf_counter() - started
-    metrics.observe_prediction(prediction, seconds)
+    observe_prediction(prediction, seconds)
     # DEBUG, not INFO: the access log already records every request; this line would
     # cost a formatted record per photo on the hot path.
     log.debug(

@@ -60,7 +60,7 @@ from service.feedback.service import (
     new_answer_id,
 )
 from service.feedback.store import FeedbackStoreError
-from service.http.metrics import observe_prediction
+from service.metrics import observe_prediction
 from service.settings import TelegramSettings
 from service.telegram_bot.buttons import (
     answer_keyboard,

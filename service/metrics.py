@@ -1,18 +1,17 @@
 """Prometheus metrics for the whole service, across gunicorn workers.
 
-Each gunicorn worker is its own process, so the metrics use prometheus_client's
+Every part that answers (the API, the bot, feedback) counts here, so none imports another to
+count. Each gunicorn worker is its own process, so the metrics use prometheus_client's
 multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set (gunicorn.conf.py sets it before
 the workers start and marks dead workers in ``child_exit``; prometheus_client reads it
-itself); /metrics then aggregates every worker. Without it (a single process, e.g. tests
+itself); ``exposition`` then aggregates every worker. Without it (a single process, e.g. tests
 calling the app directly) the default registry is used.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 
-from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -27,6 +26,7 @@ from prometheus_client import (
 from model.predictor import Prediction, Predictor
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # what ``exposition`` returns
 
 HTTP_REQUESTS = Counter(
     "breedrecognizer_http_requests",
@@ -70,24 +70,37 @@ MODEL_INFO = Gauge(
 
 
 @functools.lru_cache(maxsize=256)  # bounded: a client may send any method to an unknown path
-def _requests_child(route: str, method: str, status: int):
+def _requests_child(route: str, method: str, status: int) -> Counter:
     """The labelled counter for one (route, method, status): looked up once, not per request."""
     return HTTP_REQUESTS.labels(route, method, str(status))
 
 
 @functools.lru_cache(maxsize=64)
-def _latency_child(route: str):
+def _latency_child(route: str) -> Histogram:
     return HTTP_LATENCY.labels(route)
 
 
 @functools.lru_cache(maxsize=64)
-def _predictions_child(breed: str):
+def _predictions_child(breed: str) -> Counter:
     return PREDICTIONS.labels(breed)
 
 
 @functools.lru_cache(maxsize=8)
-def _verdicts_child(verdict: str):
+def _verdicts_child(verdict: str) -> Counter:
     return VERDICTS.labels(verdict)
+
+
+def publish_model(predictor: Predictor) -> None:
+    meta = predictor.metadata
+    MODEL_INFO.labels(meta.name, meta.version, meta.architecture, predictor.backend.name).set(1)
+
+
+def observe_request(route: str, method: str, status: int, seconds: float | None) -> None:
+    """``route`` is a URL rule or "unmatched", never a raw path: bounded labels.
+    ``seconds`` None: the request was not timed (counted only)."""
+    _requests_child(route, method, status).inc()
+    if seconds is not None:
+        _latency_child(route).observe(seconds)
 
 
 def observe_prediction(prediction: Prediction, seconds: float) -> None:
@@ -101,39 +114,14 @@ def observe_feedback(correct: bool, label: str) -> None:
     FEEDBACK.labels("right" if correct else "wrong", label).inc()
 
 
-def render(multiprocess_mode: bool) -> Response:
+def exposition(multiprocess_mode: bool) -> bytes:
+    """Every metric as Prometheus text (``CONTENT_TYPE``).
+
+    ``multiprocess_mode``: the workers' metric files are summed (PROMETHEUS_MULTIPROC_DIR).
+    """
     if multiprocess_mode:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-def init_app(app: Flask, predictor: Predictor, multiprocess_mode: bool) -> None:
-    """Count and time every request; publish the model info; serve GET /metrics.
-
-    ``multiprocess_mode``: the workers' metric files are summed (PROMETHEUS_MULTIPROC_DIR).
-    """
-    meta = predictor.metadata
-    MODEL_INFO.labels(meta.name, meta.version, meta.architecture, predictor.backend.name).set(1)
-
-    @app.before_request
-    def _start_timer() -> None:
-        g.request_started = time.perf_counter()
-
-    @app.after_request
-    def _record(response: Response) -> Response:
-        # The URL rule, not the raw path, keeps label cardinality bounded (404s are "unmatched").
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        _requests_child(route, request.method, response.status_code).inc()
-        started = g.get("request_started")
-        if started is not None:
-            _latency_child(route).observe(time.perf_counter() - started)
-        return response
-
-    def metrics() -> Response:
-        # A named function, not a partial: extensions (the client limits) read views' names.
-        return render(multiprocess_mode)
-
-    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+    return generate_latest(registry)
