@@ -21,13 +21,14 @@ from benchmarks.harness.redis_server import RedisServer, redis_installed, start_
 from benchmarks.harness.server import GunicornServer, free_port
 from benchmarks.photos import jpeg_bytes, textured
 from model.metadata import IMAGEWOOF_CLASSES
+from service.answer import new_answer_id
 from service.feedback.recent import (
     KEY_PREFIX,
     FolderRecentAnswers,
     RecentAnswer,
     RedisRecentAnswers,
 )
-from service.feedback.service import Feedback, new_answer_id
+from service.feedback.service import Feedback
 from service.feedback.store import FeedbackRecord, LocalFeedbackStore, S3FeedbackStore, open_store
 from tests.support.s3 import CREDENTIALS, moto_s3
 from tests.support.server import start_gunicorn

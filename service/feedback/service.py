@@ -1,8 +1,8 @@
 """``Feedback``: remember the photo behind an answer, and store a correction of it.
 
 The API's ``POST /feedback`` and the bot's buttons both call ``submit`` (the API ``correct``,
-which also says whether a label was replaced); an answer's ``id`` comes from
-``new_answer_id`` whether or not feedback is on, so every answer has one.
+which also says whether a label was replaced) with the ``id`` every answer has
+(service/answer.py), whether or not feedback is on.
 
 The photo is made private (upright, at most ``FEEDBACK_PHOTO_SIDE`` px, no metadata:
 service/feedback/photo.py) when it is kept, not when a correction comes: few answers get one,
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
-import secrets
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from model.predictor import Prediction
+from service.answer import is_answer_id
 from service.feedback.photo import private_copy
 from service.feedback.recent import (
     FolderRecentAnswers,
@@ -47,20 +45,6 @@ class UnknownAnswerError(LookupError):
 
 class BadLabelError(ValueError):
     """The label is neither one of the breeds' wnids nor "none"."""
-
-
-# What new_answer_id makes: anything else (a path, say) is no answer id.
-_ANSWER_ID = re.compile(r"[A-Za-z0-9_-]{16}")
-
-
-def new_answer_id() -> str:
-    """16 URL-safe characters: unguessable, and short enough for Telegram's callback data."""
-    return secrets.token_urlsafe(12)
-
-
-def answer_of(answer_id: str, prediction: Prediction, model: dict[str, str]) -> dict[str, Any]:
-    """The answer as /predict and the bot give it, and as a correction's record keeps it."""
-    return {"id": answer_id, **prediction.to_dict(), "model": model}
 
 
 class Feedback:
@@ -100,7 +84,7 @@ class Feedback:
         """
         if label not in self.labels:
             raise BadLabelError(label)
-        if not _ANSWER_ID.fullmatch(answer_id):
+        if not is_answer_id(answer_id):
             raise UnknownAnswerError(answer_id)
         entry = self.recent.get(answer_id)
         if entry is None:

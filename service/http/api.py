@@ -8,7 +8,7 @@ import time
 from flask import Blueprint, jsonify, request
 
 from model.preprocessing import ImageDecodeError
-from service.feedback.service import answer_of, new_answer_id
+from service.answer import answer_of, new_answer_id
 from service.http.context import service_context
 from service.http.errors import ApiError
 from service.http.openapi import load_openapi

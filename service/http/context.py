@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from model.predictor import Predictor
+from service.answer import model_summary
 from service.feedback.service import Feedback
 from service.settings import Settings
 
@@ -26,19 +27,6 @@ class ServiceContext:
     feedback: Feedback | None = None  # None: FEEDBACK_URI unset, feedback off
     # Extra parts of /readyz by name (e.g. the bot's shared store): each returns its state.
     readiness: dict[str, Callable[[], dict[str, object]]] = field(default_factory=dict)
-
-
-def model_summary(predictor: Predictor, chosen_because: str) -> dict[str, str]:
-    """What every answer says of the model: which one, on what, and why this artifact."""
-    meta = predictor.metadata
-    return {
-        "name": meta.name,
-        "version": meta.version,
-        "architecture": meta.architecture,
-        "backend": predictor.backend.name,
-        "precision": "int8" if meta.extra.get("quantization") else "fp32",
-        "chosen_because": chosen_because,
-    }
 
 
 def init_context(

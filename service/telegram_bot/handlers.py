@@ -51,14 +51,9 @@ from telegram.ext import (
 
 from model.predictor import Prediction, Predictor
 from model.preprocessing import ImageDecodeError
+from service.answer import answer_of, new_answer_id
 from service.feedback.recent import RecentUnavailableError
-from service.feedback.service import (
-    BadLabelError,
-    Feedback,
-    UnknownAnswerError,
-    answer_of,
-    new_answer_id,
-)
+from service.feedback.service import BadLabelError, Feedback, UnknownAnswerError
 from service.feedback.store import FeedbackStoreError
 from service.metrics import observe_prediction
 from service.settings import TelegramSettings
