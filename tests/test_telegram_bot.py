@@ -26,7 +26,7 @@ from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
 from benchmarks.harness.server import GunicornServer
 from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES
-from service.telegram_bot.texts import BREED_NAMES_RU
+from service.breed_names import BREED_NAMES
 from tests.support.data import imagewoof_dir
 from tests.support.fake_telegram import SECRET, answer_to, buttons
 from tests.support.fake_telegram import post_update as post
@@ -93,14 +93,14 @@ def test_russian_user_gets_russian_answer(bot_server: GunicornServer, fake: Fake
     text = reply_to(fake, update).params["text"]
     assert text.startswith("Похоже, это ")
     names = [line.split(". ", 1)[1].rsplit(" — ", 1)[0] for line in assert_ranking(text)]
-    assert set(names) <= set(BREED_NAMES_RU.values())
+    assert set(names) <= {by_lang["ru"] for by_lang in BREED_NAMES.values()}
 
 
 @pytest.mark.parametrize(
     ("chat_id", "command", "language", "names"),
     [
         (1011, "/start", "en", [c.name for c in IMAGEWOOF_CLASSES]),
-        (1012, "/help", "ru", list(BREED_NAMES_RU.values())),
+        (1012, "/help", "ru", [by_lang["ru"] for by_lang in BREED_NAMES.values()]),
         (1013, "/help@breedrecognizer_test_bot", "", [c.name for c in IMAGEWOOF_CLASSES]),
     ],
 )

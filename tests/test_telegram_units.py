@@ -28,6 +28,7 @@ from benchmarks.harness.server import free_port
 from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.predictor import BreedScore, Prediction, Predictor
+from service.breed_names import BREED_NAMES
 from service.feedback.store import NONE_LABEL
 from service.settings import SettingsError, TelegramSettings, load_group
 from service.telegram_bot.__main__ import main as webhook_cli
@@ -42,7 +43,6 @@ from service.telegram_bot.buttons import (
 from service.telegram_bot.handlers import pick_photo_size, surely_unsent
 from service.telegram_bot.limits import retry_after_s
 from service.telegram_bot.texts import (
-    BREED_NAMES_RU,
     help_text,
     language_for,
     percent,
@@ -472,7 +472,7 @@ def test_unsure_answer_in_russian_and_its_right_button(
     keys = buttons(fake.message(sent))
     assert list(keys) == ["✅ Верно", "❌ Неверно"]
     named = keys["✅ Верно"].rsplit(":", 1)[1]
-    named_ru = BREED_NAMES_RU[named]
+    named_ru = BREED_NAMES[named]["ru"]
     assert sent.params["text"].startswith(f"Думаю, это {named_ru}, но")
     assert (
         _press(client, fake, updates, sent, keys["✅ Верно"]).params["text"].startswith("Спасибо")

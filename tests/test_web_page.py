@@ -21,8 +21,8 @@ from benchmarks.harness.server import GunicornServer
 from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.preprocessing import decode_image
+from service.breed_names import BREED_NAMES
 from service.feedback.photo import private_copy
-from service.telegram_bot.texts import BREED_NAMES_RU
 from tests.support.artifacts import rewrite_metadata, shipped_metadata
 from tests.support.server import start_gunicorn
 
@@ -372,7 +372,7 @@ def test_russian_browser_gets_russian_page(
     label = russian.find_element(By.CSS_SELECTOR, "label[for=image-input]").text
     assert label == "Фото (JPEG, PNG, HEIC, WebP или GIF, до 10 МБ)"
     assert russian.find_element(By.ID, "submit-button").text == "Определить породу"
-    name = BREED_NAMES_RU[expected["breed"]["wnid"]]
+    name = BREED_NAMES[expected["breed"]["wnid"]]["ru"]
     assert russian.find_element(By.ID, "verdict").text == f"Думаю, это {name}, но я не уверен"
     first = russian.find_element(By.CSS_SELECTOR, "#top-k li .breed-name").text
     assert first.startswith(f"{name} — ")

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint, render_template
 
+from service.breed_names import breed_name
 from service.http.context import service_context
-from service.telegram_bot.texts import BREED_NAMES_RU
 
 page = Blueprint("page", __name__)
 
@@ -18,7 +18,7 @@ def page_data() -> dict[str, Any]:
     context = service_context()
     return {
         "breeds": [
-            {"wnid": c.wnid, "name": c.name, "name_ru": BREED_NAMES_RU.get(c.wnid, c.name)}
+            {"wnid": c.wnid, "name": c.name, "name_ru": breed_name(c.wnid, c.name, "ru")}
             for c in context.predictor.metadata.classes
         ],
         "max_upload_mb": context.settings.api.max_upload_mb,

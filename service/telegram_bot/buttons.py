@@ -21,8 +21,9 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from model.metadata import BreedClass
 from model.predictor import Prediction
+from service.breed_names import breed_name
 from service.feedback.store import NONE_LABEL
-from service.telegram_bot.texts import breed_name, text
+from service.telegram_bot.texts import text
 
 PREFIX = "fb"
 MAX_CALLBACK_BYTES = 64  # Telegram refuses longer callback_data

@@ -6,20 +6,7 @@ from collections.abc import Iterable
 
 from model.metadata import BreedClass
 from model.predictor import BreedScore, Prediction
-
-# Russian names for the Imagewoof breeds; any other class falls back to its English name.
-BREED_NAMES_RU = {
-    "n02086240": "Ши-тцу",
-    "n02087394": "Родезийский риджбек",
-    "n02088364": "Бигль",
-    "n02089973": "Английский фоксхаунд",
-    "n02093754": "Бордер-терьер",
-    "n02096294": "Австралийский терьер",
-    "n02099601": "Золотистый ретривер",
-    "n02105641": "Староанглийская овчарка",
-    "n02111889": "Самоед",
-    "n02115641": "Динго",
-}
+from service.breed_names import breed_name
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -145,10 +132,6 @@ def language_for(language_code: str | None) -> str:
 
 def text(key: str, lang: str, **values: object) -> str:
     return TEXTS.get(lang, TEXTS["en"])[key].format(**values)
-
-
-def breed_name(wnid: str, english: str, lang: str) -> str:
-    return BREED_NAMES_RU.get(wnid, english) if lang == "ru" else english
 
 
 def percent(confidence: float) -> str:
