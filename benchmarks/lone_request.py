@@ -34,7 +34,7 @@ from model.preprocessing import preprocess_bytes
 from service.factory import choose_artifact
 from service.settings import ModelSettings
 from training.reports.markdown import table
-from training.reports.timing import time_calls
+from training.timing import time_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench" / "lone_request"

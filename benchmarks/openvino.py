@@ -47,7 +47,7 @@ from model.metadata import ModelMetadata
 from model.predictor import Predictor
 from model.preprocessing import preprocess_bytes
 from training.reports.markdown import table
-from training.reports.timing import time_calls
+from training.timing import time_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench" / "openvino"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from model.backends import load_backend
-from training.reports.timing import time_calls
+from training.timing import time_calls
 
 
 def measure_speed(

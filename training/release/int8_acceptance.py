@@ -25,7 +25,7 @@ from model.precision import cpu_model
 from training.lab.answers import read_answers
 from training.lab.data import scan_folder, scan_images
 from training.lab.evaluate import model_outputs
-from training.reports.timing import time_calls
+from training.timing import time_calls
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""The lab's reports: Markdown tables, timing, plots and the pages under results/."""
+"""The lab's reports: Markdown tables, plots and the pages under results/."""

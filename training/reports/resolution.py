@@ -40,7 +40,7 @@ from training.lab.evaluate import model_outputs
 from training.lab.paths import REPO_ROOT, data_root
 from training.release.open_set_data import load_sets
 from training.reports.markdown import table
-from training.reports.timing import time_calls
+from training.timing import time_calls
 
 log = logging.getLogger(__name__)
 

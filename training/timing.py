@@ -1,4 +1,5 @@
-"""The one timing loop of the lab and the benchmarks (no torch: benchmarks import it freely)."""
+"""The one timing loop of every part of the lab and of the benchmarks (no torch: benchmarks
+import it freely)."""
 
 from __future__ import annotations
 
