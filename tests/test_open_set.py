@@ -21,9 +21,9 @@ from tests.support.open_set_fixtures import (
     tiny_dataset,
     tiny_metadata,
 )
+from training.lab import open_set_scoring as scoring
 from training.lab.cache import weights_fingerprint
 from training.release import open_set as lab
-from training.release import open_set_scoring as scoring
 from training.release.artifact_metadata import rewrite_metadata
 
 SHIH_TZU = 155  # ImageNet index of the first known breed
@@ -254,7 +254,7 @@ def test_lab_command_fails_with_one_line(tiny_lab: dict[str, Path], capsys) -> N
 
 
 def test_held_out_sets_keep_only_the_photos_a_run_never_trained_on(tmp_path: Path) -> None:
-    from training.release.open_set_data import load_sets
+    from training.lab.open_set_data import load_sets
 
     root = tiny_dataset(tmp_path / "data", n_train=60)
     wnids = [c.wnid for c in tiny_metadata().classes]

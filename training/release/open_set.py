@@ -6,7 +6,7 @@ Every candidate scorer (``model.open_set.SCORERS`` with a small parameter grid f
 advance) is measured on the calibration sets: genuine breed photos the network never fit
 (Imagewoof val, or with ``--held-out-every`` the train photos its run held out), ood/cats and
 ood/dogs. The two thresholds and the scorer of each come from the rules written in
-``training.release.open_set_scoring`` before any run. ``unseen`` and ``web`` are only
+``training.lab.open_set_scoring`` before any run. ``unseen`` and ``web`` are only
 reported, never used. ``--write`` stores the rule and its figures in the artifact's metadata
 in place, leaving the weights untouched (verified).
 """
@@ -22,10 +22,8 @@ from pathlib import Path
 
 from model.backends import ArtifactError, load_backend
 from training.lab.evaluate import model_outputs
-from training.lab.paths import REPO_ROOT, data_root
-from training.release.artifact_metadata import rewrite_metadata
-from training.release.open_set_data import load_sets
-from training.release.open_set_scoring import (
+from training.lab.open_set_data import load_sets
+from training.lab.open_set_scoring import (
     Rules,
     candidates_for,
     choose,
@@ -36,6 +34,8 @@ from training.release.open_set_scoring import (
     verdict_shares,
     with_rule,
 )
+from training.lab.paths import REPO_ROOT, data_root
+from training.release.artifact_metadata import rewrite_metadata
 from training.reports.open_set_report import markdown_report, plot, print_tables
 
 log = logging.getLogger(__name__)

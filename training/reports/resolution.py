@@ -37,8 +37,8 @@ from model.preprocessing import preprocess_bytes
 from training.lab.answers import Answers, read_answers
 from training.lab.distributed import hardware
 from training.lab.evaluate import model_outputs
+from training.lab.open_set_data import load_sets
 from training.lab.paths import REPO_ROOT, data_root
-from training.release.open_set_data import load_sets
 from training.reports.markdown import table
 from training.timing import time_calls
 

@@ -31,9 +31,9 @@ from model.metadata import IMAGEWOOF_CLASSES
 from training.lab.data import has_feedback, load_feedback, load_split
 from training.lab.distributed import hardware
 from training.lab.evaluate import plot_confusion
+from training.lab.open_set_data import PhotoSet, load_sets
 from training.lab.paths import REPO_ROOT, data_root, runs_root
 from training.lab.speed import measure_speed
-from training.release.open_set_data import PhotoSet, load_sets
 from training.reports.results_page import (
     CARD_BEGIN,
     CARD_END,
@@ -90,7 +90,7 @@ def verdicts_of(artifact: Path, sets: dict[str, PhotoSet]) -> dict[str, dict[str
     """Share of each verdict (and, for breed photos, the right breed named) per set, as the
     artifact's own rule answers them."""
     from training.lab.evaluate import model_outputs
-    from training.release.open_set_scoring import verdict_shares
+    from training.lab.open_set_scoring import verdict_shares
 
     backend = load_backend(artifact, 2)
     outputs = {k: model_outputs(artifact, list(s.paths), backend) for k, s in sets.items()}

@@ -28,7 +28,7 @@ import numpy as np
 from model.metadata import ModelMetadata, OpenSetRule
 from model.open_set import VERDICTS, scores_for
 from training.lab.answers import read_answers
-from training.release.open_set_data import PhotoSet
+from training.lab.open_set_data import PhotoSet
 
 # (method, params) tried by default; the grid is fixed here, before any measurement.
 CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
