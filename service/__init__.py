@@ -1,5 +1,8 @@
 """BreedRecognizer web service: settings, the app factory, the HTTP API and page, the front
 that faces the network, and the Telegram bot.
 
-It sits on top of ``model/`` (the runtime) and never imports ``training/``.
+Its parts (http/, feedback/, front/, telegram_bot/) take what they share from the top-level
+modules (settings, metrics, answer, breed_names, redis_client), not from each other
+(tests/test_layers.py). It sits on top of ``model/`` (the runtime) and never imports
+``training/``.
 """
