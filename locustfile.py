@@ -20,7 +20,7 @@ import random
 from locust import FastHttpUser, constant, events, task
 from urllib3.filepost import encode_multipart_formdata
 
-from benchmarks.photos import generated_photos, load_val_photos
+from tests.support.photos import generated_photos, load_val_photos
 
 log = logging.getLogger(__name__)
 

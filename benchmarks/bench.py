@@ -44,11 +44,11 @@ import psutil
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
 from benchmarks.harness.parallel import parallel_rate
-from benchmarks.harness.server import GunicornServer, gunicorn_command, start_gunicorn
 from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, write_summary
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from service.factory import choose_artifact
 from service.settings import ModelSettings
+from tests.support.gunicorn_server import GunicornServer, gunicorn_command, start_gunicorn
 
 log = logging.getLogger("bench")
 
@@ -254,7 +254,7 @@ def _read_stats(path: Path, route: str) -> dict[str, str] | None:
 
 
 def load_photos(limit: int = 200) -> list[bytes]:
-    from benchmarks.photos import generated_photos, load_val_photos
+    from tests.support.photos import generated_photos, load_val_photos
 
     return load_val_photos(limit) or generated_photos(50)
 

@@ -3,7 +3,7 @@ header: the check that the per-format figures of the budget are bounds, not gues
 
     .venv/bin/python -m benchmarks.decode_memory   # ~1 min -> results/bench/decode_memory.md
 
-Each upload (benchmarks/hostile_inputs.py, plus the phone photo in the other formats phones
+Each upload (tests/support/hostile_inputs.py, plus the phone photo in the other formats phones
 and the web use) is turned into the model's input by ``preprocess_bytes`` in a fresh Python
 process, with no pixel or memory limit, so that everything is decoded; the peak is that
 process's peak resident memory (``VmHWM``, reset just before) less its resident memory then.
@@ -23,9 +23,9 @@ from PIL import Image
 
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
-from benchmarks.hostile_inputs import PHONE_SIZE, Upload, hostile_uploads, phone_uploads
-from benchmarks.photos import textured
 from model.defaults import DEFAULT_DECODE_BUDGET_BYTES
+from tests.support.hostile_inputs import PHONE_SIZE, Upload, hostile_uploads, phone_uploads
+from tests.support.photos import textured
 from training.reports.markdown import table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

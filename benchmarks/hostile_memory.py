@@ -10,7 +10,7 @@ of this process (``/proc/<pid>/smaps_rollup`` through psutil). Cases, in order:
 
 1. 8 clients sending real photos (Imagewoof val, else generated JPEGs) for 15 s, both workers
    saturated, while a ninth plays the platform's health check (/healthz and /readyz, timed);
-2. each hostile upload (benchmarks/hostile_inputs.py) sent by 2 clients at once;
+2. each hostile upload (tests/support/hostile_inputs.py) sent by 2 clients at once;
 3. each phone photo sent by 2 clients at once, and the bot answering a 12 MP HEIC meanwhile;
 4. everything the service accepts that is large, from 4 clients at once, with the bot.
 
@@ -38,11 +38,11 @@ import psutil
 import requests
 
 from benchmarks.harness.cpu_lock import cpu_lock
-from benchmarks.harness.fake_telegram import FakeTelegram
 from benchmarks.harness.machine import machine_info
-from benchmarks.harness.server import GunicornServer, start_gunicorn
-from benchmarks.hostile_inputs import Upload, hostile_uploads, phone_uploads
-from benchmarks.photos import generated_photos, load_val_photos
+from tests.support.fake_telegram import FakeTelegram, bot_photo
+from tests.support.gunicorn_server import GunicornServer, start_gunicorn
+from tests.support.hostile_inputs import Upload, hostile_uploads, phone_uploads
+from tests.support.photos import generated_photos, load_val_photos
 from training.reports.markdown import table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -138,39 +138,6 @@ def send_all(server: GunicornServer, uploads: Iterable[Upload], clients: int, ca
             future.result()
 
 
-def photo_update(fake: FakeTelegram, data: bytes, update_id: int) -> dict[str, Any]:
-    file_id = fake.add_file(data, suffix="heic")
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": update_id,
-            "date": int(time.time()),
-            "chat": {"id": 9000 + update_id, "type": "private"},
-            "from": {"id": 9000 + update_id, "is_bot": False, "first_name": "B"},
-            "document": {
-                "file_id": file_id,
-                "file_unique_id": file_id,
-                "mime_type": "image/heic",
-                "file_name": "phone.heic",
-                "file_size": len(data),
-            },
-        },
-    }
-
-
-def bot_photo(
-    base_url: str, fake: FakeTelegram, data: bytes, update_id: int, secret: str = SECRET
-) -> int:
-    """Deliver a photo update to the webhook as Telegram does; the webhook's status."""
-    response = requests.post(
-        f"{base_url}/telegram",
-        json=photo_update(fake, data, update_id),
-        headers={"X-Telegram-Bot-Api-Secret-Token": secret},
-        timeout=120,
-    )
-    return response.status_code
-
-
 def health_latencies(server: GunicornServer, deadline: float) -> dict[str, list[float]]:
     """Milliseconds of GET /healthz and /readyz, one pair every 100 ms until ``deadline``."""
     latencies: dict[str, list[float]] = {"/healthz": [], "/readyz": []}
@@ -238,7 +205,9 @@ def measure(seconds_real: float) -> dict[str, Any]:
                     case = Case(name, size_label([upload]))
                     start = time.monotonic()
                     with ThreadPoolExecutor(1) as bot:
-                        replied = bot.submit(bot_photo, server.base_url, fake, heic.data, 100 + n)
+                        replied = bot.submit(
+                            bot_photo, server.base_url, fake, heic.data, 100 + n, SECRET
+                        )
                         send_all(server, [upload, upload], 2, case)
                         case.statuses[f"bot {replied.result()}"] += 1
                     case.peak_mb = sampler.peak_since(start)
@@ -249,7 +218,7 @@ def measure(seconds_real: float) -> dict[str, Any]:
                 start = time.monotonic()
                 with ThreadPoolExecutor(2) as bot:
                     replies = [
-                        bot.submit(bot_photo, server.base_url, fake, heic.data, 200 + i)
+                        bot.submit(bot_photo, server.base_url, fake, heic.data, 200 + i, SECRET)
                         for i in range(2)
                     ]
                     send_all(server, accepted * 2, 4, case)

@@ -183,7 +183,7 @@ def write(result: dict, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.photos import data_dir
+    from tests.support.photos import data_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--draft-sample", type=int, default=500)

@@ -8,9 +8,9 @@ cores) against, all at once and for the whole duration:
 * ``--users`` clients posting real photos (Imagewoof val, else generated) back to back to
   ``POST /predict`` on kept-alive connections: the saturating load;
 * ``--trickles`` uploads sending one byte every 3 s (replaced whenever the server cuts one
-  off), plus one client posting a photo every second (benchmarks/harness/slow_clients.py);
+  off), plus one client posting a photo every second (tests/support/slow_clients.py);
 * a Telegram user sending ``--telegram-rps`` photo updates per second through ``/telegram``,
-  answered via the fake Bot API (benchmarks/harness/fake_telegram.py) in this process.
+  answered via the fake Bot API (tests/support/fake_telegram.py) in this process.
 
 Prints and writes results/bench/soak.json and results/bench/soak.md: rps, errors, p50/p99
 latencies, worker RSS at the start and the end, worker restarts. Holds the shared CPU lock
@@ -41,13 +41,13 @@ import psutil
 import requests
 
 from benchmarks.harness.cpu_lock import cpu_lock
-from benchmarks.harness.fake_telegram import FakeTelegram, Updates
-from benchmarks.harness.latency import nearest_rank
-from benchmarks.harness.server import GunicornServer, start_gunicorn
-from benchmarks.harness.slow_clients import SlowClientReport, measure_slow_clients
-from benchmarks.photos import generated_photos, load_val_photos
 from model.defaults import FP32_MODEL
 from model.precision import cpu_model
+from tests.support.fake_telegram import FakeTelegram, Updates
+from tests.support.gunicorn_server import GunicornServer, start_gunicorn
+from tests.support.latency import nearest_rank
+from tests.support.photos import generated_photos, load_val_photos
+from tests.support.slow_clients import SlowClientReport, measure_slow_clients
 from training.reports.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]

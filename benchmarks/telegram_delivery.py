@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.cpu_lock import cpu_lock
-from benchmarks.harness.delivery import REDELIVERY_PAUSE_S, KillOutcome, deliver, kill_scenario
-from benchmarks.harness.fake_telegram import FakeTelegram, Updates
-from benchmarks.harness.latency import nearest_rank
 from benchmarks.harness.machine import machine_info
-from benchmarks.harness.redis_server import redis_installed, start_redis
-from benchmarks.harness.server import GunicornServer, start_gunicorn
-from benchmarks.photos import generated_photos, load_val_photos
+from tests.support.delivery import REDELIVERY_PAUSE_S, KillOutcome, deliver, kill_scenario
+from tests.support.fake_telegram import FakeTelegram, Updates
+from tests.support.gunicorn_server import GunicornServer, start_gunicorn
+from tests.support.latency import nearest_rank
+from tests.support.photos import generated_photos, load_val_photos
+from tests.support.redis_server import redis_installed, start_redis
 from training.reports.markdown import table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

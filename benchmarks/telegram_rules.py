@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.cpu_lock import cpu_lock
-from benchmarks.harness.delivery import deliveries_until_acknowledged
-from benchmarks.harness.fake_telegram import BLOCKED, Call, FakeTelegram, Updates
 from benchmarks.harness.machine import machine_info
-from benchmarks.harness.server import GunicornServer, start_gunicorn
-from benchmarks.photos import generated_photos, load_val_photos
 from service.telegram_bot.texts import TEXTS
+from tests.support.delivery import deliveries_until_acknowledged
+from tests.support.fake_telegram import BLOCKED, Call, FakeTelegram, Updates
+from tests.support.gunicorn_server import GunicornServer, start_gunicorn
+from tests.support.photos import generated_photos, load_val_photos
 from training.reports.markdown import table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

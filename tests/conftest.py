@@ -1,5 +1,4 @@
-"""Fixtures shared by the whole suite; the code they build on lives in tests/support/ and
-benchmarks/harness/."""
+"""Fixtures shared by the whole suite; the code they build on lives in tests/support/."""
 
 from __future__ import annotations
 
@@ -8,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness.fake_telegram import FakeTelegram
-from benchmarks.harness.redis_server import RedisServer, redis_installed, start_redis
-from benchmarks.harness.server import GunicornServer
 from model.defaults import SHIPPED_MODEL
 from model.metadata import OpenSetRule
 from tests.support.artifacts import rewrite_metadata
-from tests.support.fake_telegram import SECRET
+from tests.support.fake_telegram import SECRET, FakeTelegram
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.redis_server import RedisServer, redis_installed, start_redis
 from tests.support.server import start_gunicorn
 
 

@@ -8,12 +8,12 @@ import pytest
 import requests
 from PIL import Image
 
-from benchmarks.photos import encode, jpeg_bytes, textured
 from model.metadata import IMAGEWOOF_CLASSES
 from service.factory import choose_artifact
 from service.settings import ModelSettings
 from tests.support.artifacts import shipped_metadata
 from tests.support.images import png_bytes
+from tests.support.photos import encode, jpeg_bytes, textured
 
 WNIDS = {c.wnid for c in IMAGEWOOF_CLASSES}
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from benchmarks.harness.server import GunicornServer
-from benchmarks.photos import encode, jpeg_bytes, textured
+from tests.support.gunicorn_server import GunicornServer
 from tests.support.images import png_bytes
+from tests.support.photos import encode, jpeg_bytes, textured
 
 
 def _png_header_only(width: int, height: int) -> bytes:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from app import create_app
-from benchmarks.photos import jpeg_bytes
 from model.backends import load_backend
 from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
+from tests.support.photos import jpeg_bytes
 from tests.support.settings import settings_from
 
 

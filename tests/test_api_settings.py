@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from benchmarks.harness.server import REPO_ROOT
 from service.settings import SettingsError, load_settings, reference
+from tests.support.gunicorn_server import REPO_ROOT
 from tests.support.server import run_gunicorn_until_exit
 from tests.support.settings import settings_from, use_env
 
@@ -125,7 +125,7 @@ def test_top_k_and_pixel_limit_configure_the_served_predictor(
 ) -> None:
     """TOP_K and MAX_IMAGE_PIXELS reach the answers without being passed per call."""
     from app import create_app
-    from benchmarks.photos import jpeg_bytes
+    from tests.support.photos import jpeg_bytes
 
     env = {"TOP_K": "5", "MAX_IMAGE_PIXELS": "100000", "MODEL_THREADS": "1"}
     client = create_app(settings=settings_from(monkeypatch, env)).test_client()

@@ -11,10 +11,10 @@ import pytest
 import requests
 import schemathesis
 
-from benchmarks.harness.redis_server import RedisServer, redis_installed
-from benchmarks.harness.server import GunicornServer, free_port
-from benchmarks.photos import jpeg_bytes
 from service.http.openapi import OPENAPI_PATH
+from tests.support.gunicorn_server import GunicornServer, free_port
+from tests.support.photos import jpeg_bytes
+from tests.support.redis_server import RedisServer, redis_installed
 from tests.support.server import start_gunicorn
 
 PREDICT_BUDGET = 3

@@ -4,8 +4,8 @@ Two builds (module fixtures): the default, ONNX-only image and the TorchScript-c
 (``--build-arg SERVING=torchscript``). The running default image is checked the way a platform
 uses it: ``-e PORT=…``, the image's own HEALTHCHECK command until it succeeds, a prediction on
 a generated JPEG, no torch or training package inside, the processes' user and the model's
-readability, slow uploads (benchmarks/harness/slow_clients.py) not stopping the service, the
-hostile uploads (benchmarks/hostile_inputs.py) with the bot on inside ``--memory 512m`` (the
+readability, slow uploads (tests/support/slow_clients.py) not stopping the service, the
+hostile uploads (tests/support/hostile_inputs.py) with the bot on inside ``--memory 512m`` (the
 platform's limit for all processes: no OOM kill, no worker lost, JSON 4xx or answers), a
 graceful stop, a TorchScript artifact refused with the one line that names what to install,
 and a bad ``MODEL_SHA256`` (non-zero exit, one line naming the cause). The TorchScript image
@@ -59,17 +59,16 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from benchmarks.harness.fake_telegram import FakeTelegram
-from benchmarks.harness.server import REPO_ROOT, free_port
-from benchmarks.harness.slow_clients import check_slow_clients
-from benchmarks.hostile_inputs import Upload, hostile_uploads, phone_uploads
-from benchmarks.hostile_memory import bot_photo
-from benchmarks.photos import jpeg_bytes
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from model.precision import cpu_model
 from service.factory import choose_artifact
 from service.settings import ModelSettings
 from tests.support.artifacts import shipped_metadata
+from tests.support.fake_telegram import FakeTelegram, bot_photo
+from tests.support.gunicorn_server import REPO_ROOT, free_port
+from tests.support.hostile_inputs import Upload, hostile_uploads, phone_uploads
+from tests.support.photos import jpeg_bytes
+from tests.support.slow_clients import check_slow_clients
 from training.reports.markdown import table
 
 BASE_IMAGE_SCRIPT = REPO_ROOT / "container" / "base-image.sh"

@@ -17,9 +17,6 @@ import pytest
 import requests
 from PIL import ExifTags, Image, ImageCms
 
-from benchmarks.harness.redis_server import RedisServer, redis_installed, start_redis
-from benchmarks.harness.server import GunicornServer, free_port
-from benchmarks.photos import jpeg_bytes, textured
 from model.metadata import IMAGEWOOF_CLASSES
 from service.answer import new_answer_id
 from service.feedback.recent import (
@@ -30,6 +27,9 @@ from service.feedback.recent import (
 )
 from service.feedback.service import Feedback
 from service.feedback.store import FeedbackRecord, LocalFeedbackStore, S3FeedbackStore, open_store
+from tests.support.gunicorn_server import GunicornServer, free_port
+from tests.support.photos import jpeg_bytes, textured
+from tests.support.redis_server import RedisServer, redis_installed, start_redis
 from tests.support.s3 import CREDENTIALS, moto_s3
 from tests.support.server import start_gunicorn
 

@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.harness.server import GunicornServer
-from benchmarks.harness.slow_clients import check_slow_clients, raise_fd_limit
-from benchmarks.photos import jpeg_bytes
 from service.front.body import BufferedBody, MemoryBudget
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.photos import jpeg_bytes
 from tests.support.server import start_gunicorn
+from tests.support.slow_clients import check_slow_clients, raise_fd_limit
 
 BODY_TIMEOUT_S = 10
 BODY_IDLE_TIMEOUT_S = 6

@@ -9,9 +9,9 @@ import psutil
 import pytest
 import requests
 
-from benchmarks.harness.server import GunicornServer
-from benchmarks.photos import jpeg_bytes
 from service.front.balance import FREE, ConnectionBoard
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.photos import jpeg_bytes
 from tests.support.server import start_gunicorn
 
 

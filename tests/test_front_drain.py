@@ -14,10 +14,10 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
-from benchmarks.harness.server import GunicornServer
-from benchmarks.photos import jpeg_bytes
+from tests.support.fake_telegram import Call, FakeTelegram, Updates
 from tests.support.fake_telegram import post_update as post
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.photos import jpeg_bytes
 
 IN_FLIGHT = 30
 # Each photo download takes this long, so the 30 updates are still being worked on at SIGTERM.

@@ -11,11 +11,10 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
-from benchmarks.harness.fake_telegram import FakeTelegram, Updates
-from benchmarks.harness.server import GunicornServer
-from benchmarks.photos import encode, load_val_photos, textured
-from tests.support.fake_telegram import post_update
+from tests.support.fake_telegram import FakeTelegram, Updates, post_update
+from tests.support.gunicorn_server import GunicornServer
 from tests.support.images import heic_bytes
+from tests.support.photos import encode, load_val_photos, textured
 from tests.support.settings import settings_from
 
 # Lossless HEIC: full chroma and the identity matrix keep every RGB value as it was.

@@ -1,7 +1,7 @@
 """Hostile uploads against real gunicorn (two workers, the bot on): every one is a JSON 4xx or
 an answer, no worker is lost, and health checks never wait behind the model.
 
-The uploads are made here (benchmarks/hostile_inputs.py): tiny files with huge dimensions in
+The uploads are made in tests/support/hostile_inputs.py: tiny files with huge dimensions in
 every format the service reads, alpha, 16-bit, float, progressive, many frames, a pixel flood;
 and phone-size photos, which must still be answered, with the answers a full decode gives.
 """
@@ -18,16 +18,15 @@ import pytest
 import requests
 from PIL import Image
 
-from benchmarks.harness.fake_telegram import FakeTelegram
-from benchmarks.harness.server import GunicornServer
-from benchmarks.hostile_inputs import Upload, hostile_uploads, phone_uploads
 from model.backends import load_backend
 from model.decode_budget import DecodeLimits
 from model.defaults import FP32_MODEL
 from model.predictor import Predictor
 from model.preprocessing import decode_image, preprocess_image
 from tests.support.data import imagewoof_dir, stratified_val_sample
-from tests.support.fake_telegram import SECRET
+from tests.support.fake_telegram import SECRET, FakeTelegram
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.hostile_inputs import Upload, hostile_uploads, phone_uploads
 from tests.support.server import start_gunicorn
 
 # What each hostile upload must get: the decode budget's refusal, the pixel limit's, or an

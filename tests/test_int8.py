@@ -14,8 +14,6 @@ import requests
 from PIL import Image
 
 import model.backends
-from benchmarks.harness.server import REPO_ROOT
-from benchmarks.photos import encode, jpeg_bytes
 from model.backends import (
     OnnxBackend,
     fast_int8_is_exact,
@@ -27,6 +25,8 @@ from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from model.metadata import ModelMetadata
 from tests.support.artifacts import shipped_metadata
 from tests.support.data import imagewoof_dir
+from tests.support.gunicorn_server import REPO_ROOT
+from tests.support.photos import encode, jpeg_bytes
 from tests.support.server import start_gunicorn
 from training.lab.data import scan_folder
 from training.release.int8_acceptance import ACCEPTANCE, compare, refusals

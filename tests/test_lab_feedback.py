@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES
 from service.factory import create_app
 from service.feedback.store import FeedbackRecord, LocalFeedbackStore, Saved
 from tests.support.open_set_fixtures import tiny_dataset
+from tests.support.photos import jpeg_bytes
 from tests.support.settings import settings_from
 from training import feedback as lab
 from training.lab.data import LABEL_OF, load_feedback, load_split

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness.server import REPO_ROOT, GunicornServer
 from benchmarks.summary import (
     FP32_MODEL_ONLY,
     INT8_MODEL_ONLY,
     headline,
     write_summary,
 )
+from tests.support.gunicorn_server import REPO_ROOT, GunicornServer
 
 
 def _run_locust(

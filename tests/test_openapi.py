@@ -22,11 +22,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from benchmarks.harness.fake_telegram import FakeTelegram
-from benchmarks.harness.server import REPO_ROOT, GunicornServer, start_gunicorn
-from benchmarks.photos import jpeg_bytes
 from service.http.openapi import OPENAPI_PATH, load_openapi
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.gunicorn_server import REPO_ROOT, GunicornServer, start_gunicorn
 from tests.support.images import png_bytes
+from tests.support.photos import jpeg_bytes
 
 SECRET = "contract-secret_0123456789"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"

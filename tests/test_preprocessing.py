@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.photos import encode, jpeg_bytes, textured
 from model.decode_budget import (
     LARGE_DECODE_LOCK,
     REDUCING_GAP,
@@ -28,6 +27,7 @@ from model.preprocessing import (
     resize_and_crop,
 )
 from tests.support.images import heic_bytes
+from tests.support.photos import encode, jpeg_bytes, textured
 
 SPEC = Preprocessing(input_size=224, resize_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from benchmarks.harness.server import free_port
-from benchmarks.photos import jpeg_bytes
 from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
+from tests.support.gunicorn_server import free_port
+from tests.support.photos import jpeg_bytes
 from tests.support.s3 import CREDENTIALS, client, moto_s3
 from tests.support.server import run_gunicorn_until_exit, start_gunicorn
 

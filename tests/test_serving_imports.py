@@ -1,8 +1,9 @@
 """Imports flow one way. The serving code (app.py, gunicorn.conf.py, service/, model/) never
 imports the training lab or its heavy libraries: the container installs neither, and a worker
 that pulled them in would fail there or carry hundreds of MB it does not use. The runtime
-(model/) carries no build tooling (onnx, the quantizer); nothing but tests imports benchmarks,
-and nothing imports tests. The serving side reads the environment in service/settings.py only."""
+(model/) carries no build tooling (onnx, the quantizer). Test support (tests/support/) is what the
+benchmarks build on: they import it, it never imports them, and nothing else imports tests or
+benchmarks. The serving side reads the environment in service/settings.py only."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.harness.server import REPO_ROOT
+from tests.support.gunicorn_server import REPO_ROOT
 
 FORBIDDEN = ("training", "timm", "torchvision")
 SERVING_PACKAGES = ("service", "model")
@@ -52,13 +53,19 @@ def test_no_serving_source_imports_training_code() -> None:
     assert not offenders, "\n".join(offenders)
 
 
-def _offenders(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
-    """Imports of ``forbidden`` modules (or their submodules) in ``paths``."""
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in packages)
+
+
+def _offenders(
+    paths: list[Path], forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()
+) -> list[str]:
+    """Imports of ``forbidden`` modules (or their submodules) in ``paths``, but ``allowed``."""
     return [
         f"{path.relative_to(REPO_ROOT)}:{line} imports {module}"
         for path in paths
         for line, module in imported_names(ast.parse(path.read_text(), filename=str(path)))
-        if any(module == name or module.startswith(name + ".") for name in forbidden)
+        if _within(module, forbidden) and not _within(module, allowed)
     ]
 
 
@@ -68,18 +75,20 @@ def test_the_runtime_carries_no_build_tooling() -> None:
     assert not offenders, "\n".join(offenders)
 
 
-def test_nothing_imports_benchmarks_or_tests() -> None:
-    project = [
-        path
-        for path in sorted(REPO_ROOT.glob("**/*.py"))
-        if path.relative_to(REPO_ROOT).parts[0] not in ("tests", ".venv")
-    ]
+def test_benchmarks_build_on_test_support_never_the_reverse() -> None:
+    def top(path: Path) -> str:
+        return path.relative_to(REPO_ROOT).parts[0]
+
+    project = [p for p in sorted(REPO_ROOT.glob("**/*.py")) if top(p) != ".venv"]
     # locustfile.py is the load test: a benchmark that locust needs at the top level.
-    benchmarks = [
-        p for p in project if p.relative_to(REPO_ROOT).parts[0] in ("benchmarks", "locustfile.py")
-    ]
-    others = [p for p in project if p not in benchmarks]
-    offenders = _offenders(others, ("benchmarks", "tests")) + _offenders(benchmarks, ("tests",))
+    benchmarks = [p for p in project if top(p) in ("benchmarks", "locustfile.py")]
+    support = [p for p in project if p.is_relative_to(REPO_ROOT / "tests" / "support")]
+    others = [p for p in project if top(p) not in ("benchmarks", "locustfile.py", "tests")]
+    offenders = (
+        _offenders(others, ("benchmarks", "tests"))
+        + _offenders(benchmarks, ("tests",), allowed=("tests.support",))
+        + _offenders(support, ("benchmarks",))
+    )
     assert not offenders, "\n".join(offenders)
 
 

@@ -22,15 +22,14 @@ from typing import Any
 import pytest
 import requests
 
-from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
-from benchmarks.harness.server import GunicornServer
-from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES
 from service.breed_names import BREED_NAMES
 from tests.support.data import imagewoof_dir
-from tests.support.fake_telegram import SECRET, answer_to, buttons
+from tests.support.fake_telegram import SECRET, Call, FakeTelegram, Updates, answer_to, buttons
 from tests.support.fake_telegram import post_update as post
+from tests.support.gunicorn_server import GunicornServer
 from tests.support.images import png_bytes
+from tests.support.photos import jpeg_bytes
 
 RANK_LINE = re.compile(r"^\d\. .+ — (\d+%|<1%)$")
 

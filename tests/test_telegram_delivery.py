@@ -17,16 +17,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from benchmarks.harness.delivery import deliver as harness_deliver
-from benchmarks.harness.delivery import deliver_until_acknowledged, kill_scenario
-from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
-from benchmarks.harness.redis_server import RedisServer, redis_installed, start_redis
-from benchmarks.harness.server import GunicornServer
-from benchmarks.photos import jpeg_bytes
 from model.metadata import OpenSetRule
 from service.telegram_bot.ledger import Claim, Ledger, RedisLedger, SqliteLedger
 from tests.support.artifacts import rewrite_metadata
-from tests.support.fake_telegram import SECRET, post_update
+from tests.support.delivery import deliver as harness_deliver
+from tests.support.delivery import deliver_until_acknowledged, kill_scenario
+from tests.support.fake_telegram import SECRET, Call, FakeTelegram, Updates, post_update
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.photos import jpeg_bytes
+from tests.support.redis_server import RedisServer, redis_installed, start_redis
 from tests.support.server import start_gunicorn
 
 PHOTOS = 20

@@ -18,15 +18,22 @@ from typing import Any
 
 import pytest
 
-from benchmarks.harness.delivery import deliveries_until_acknowledged
-from benchmarks.harness.fake_telegram import BLOCKED, CHAT_NOT_FOUND, Call, FakeTelegram, Updates
-from benchmarks.harness.redis_server import redis_installed, start_redis
-from benchmarks.harness.server import GunicornServer
-from benchmarks.photos import jpeg_bytes
 from model.metadata import OpenSetRule
 from service.telegram_bot.limits import RedisSlots, Slots, SqliteSlots
 from tests.support.artifacts import rewrite_metadata
-from tests.support.fake_telegram import SECRET, post_update
+from tests.support.delivery import deliveries_until_acknowledged
+from tests.support.fake_telegram import (
+    BLOCKED,
+    CHAT_NOT_FOUND,
+    SECRET,
+    Call,
+    FakeTelegram,
+    Updates,
+    post_update,
+)
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.photos import jpeg_bytes
+from tests.support.redis_server import redis_installed, start_redis
 from tests.support.server import start_gunicorn
 
 ANSWER_TIMEOUT_S = 12.0  # room for an album of ten at one message a second

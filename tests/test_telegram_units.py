@@ -23,9 +23,6 @@ from telegram import PhotoSize
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
 from app import create_app
-from benchmarks.harness.fake_telegram import Call, FakeTelegram, Updates
-from benchmarks.harness.server import free_port
-from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.predictor import BreedScore, Prediction, Predictor
 from service.breed_names import BREED_NAMES
@@ -49,7 +46,9 @@ from service.telegram_bot.texts import (
     prediction_text,
     text,
 )
-from tests.support.fake_telegram import answer_to, buttons
+from tests.support.fake_telegram import Call, FakeTelegram, Updates, answer_to, buttons
+from tests.support.gunicorn_server import free_port
+from tests.support.photos import jpeg_bytes
 from tests.support.settings import settings_from, use_env
 
 SECRET = "unit-secret"

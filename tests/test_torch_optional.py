@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from benchmarks.harness.server import REPO_ROOT
-from benchmarks.photos import jpeg_bytes
 from model.backends import ArtifactError, TorchScriptBackend
 from model.defaults import SHIPPED_MODEL
+from tests.support.gunicorn_server import REPO_ROOT
+from tests.support.photos import jpeg_bytes
 from tests.support.server import run_gunicorn_until_exit, start_gunicorn
 
 INSTALL_HINT = "TorchScript artifacts need torch: pip install -r requirements-torchscript.txt"

@@ -6,8 +6,8 @@ import io
 
 from werkzeug.test import EnvironBuilder
 
-from benchmarks.photos import encode, textured
 from service.http.uploads import UploadRequest, extract_image
+from tests.support.photos import encode, textured
 
 
 def test_a_phone_size_part_stays_in_memory_and_intact() -> None:

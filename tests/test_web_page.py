@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import requests
 
-from benchmarks.harness.server import GunicornServer
-from benchmarks.photos import jpeg_bytes
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.preprocessing import decode_image
 from service.breed_names import BREED_NAMES
 from service.feedback.photo import private_copy
 from tests.support.artifacts import rewrite_metadata, shipped_metadata
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.photos import jpeg_bytes
 from tests.support.server import start_gunicorn
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from benchmarks.photos import encode, textured
+from tests.support.photos import encode, textured
 
 
 def png_bytes(width: int = 320, height: int = 240, seed: int = 0, mode: str = "RGB") -> bytes:

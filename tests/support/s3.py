@@ -8,7 +8,7 @@ from typing import Any
 
 from moto.server import ThreadedMotoServer
 
-from benchmarks.harness.server import free_port
+from tests.support.gunicorn_server import free_port
 
 # What the service and boto3 read from the environment to reach it.
 CREDENTIALS = {

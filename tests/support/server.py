@@ -1,4 +1,4 @@
-"""The suite's servers: the harness's gunicorn launcher with the test defaults.
+"""The suite's servers: the gunicorn launcher (gunicorn_server.py) with the test defaults.
 
 Tests run one worker with one model thread and a fresh model cache unless they say otherwise
 (``env`` wins), so they neither compete for the cores nor share downloads.
@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 
-from benchmarks.harness.server import GunicornServer, spawn_gunicorn, wait_ready
+from tests.support.gunicorn_server import GunicornServer, spawn_gunicorn, wait_ready
 
 
 def with_test_defaults(env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.harness.server import free_port
+from tests.support.gunicorn_server import free_port
 
 READY_TIMEOUT_S = 10.0
 

@@ -15,10 +15,9 @@ from typing import Any
 
 import requests
 
-from benchmarks.harness.fake_telegram import FakeTelegram, Updates
-from benchmarks.harness.server import GunicornServer
+from tests.support.fake_telegram import HEADER, FakeTelegram, Updates
+from tests.support.gunicorn_server import GunicornServer
 
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 REDELIVERY_PAUSE_S = 0.2
 
 
@@ -26,7 +25,7 @@ def deliver(server: GunicornServer, update: dict[str, Any], secret: str) -> int:
     """One webhook call's status; 0 when the connection failed (what a killed replica leaves)."""
     try:
         response = requests.post(
-            f"{server.base_url}/telegram", json=update, headers={SECRET_HEADER: secret}, timeout=60
+            f"{server.base_url}/telegram", json=update, headers={HEADER: secret}, timeout=60
         )
     except requests.RequestException:
         return 0

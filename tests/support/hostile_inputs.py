@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from benchmarks.photos import textured
+from tests.support.photos import textured
 
 PHONE_SIZE = (4032, 3024)
 SCREENSHOT_SIZE = (2500, 5500)

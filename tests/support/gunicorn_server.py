@@ -12,6 +12,9 @@ every setting the server runs with is either the service's default or stated by 
 
 The bind address is also given on the command line, so that any gunicorn config (ours or the
 naive baseline's) listens there. Output goes to a log file that outlives the server.
+
+The benchmarks start servers here; the tests through ``tests.support.server``, which adds
+the suite's defaults.
 """
 
 from __future__ import annotations

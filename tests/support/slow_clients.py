@@ -3,7 +3,7 @@
     report = check_slow_clients("http://127.0.0.1:8000")   # raises AssertionError if not
     print(report.summary())
 
-    python -m benchmarks.harness.slow_clients http://127.0.0.1:8000 [DURATION_S]
+    python -m tests.support.slow_clients http://127.0.0.1:8000 [DURATION_S]
 
 For ``duration_s`` it keeps ``connections`` sockets busy uploading a photo to ``POST /predict``
 one byte every ``trickle_interval_s`` (a new one replaces each that the server cuts off),
@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from benchmarks.harness.latency import nearest_rank
-from benchmarks.photos import jpeg_bytes
+from tests.support.latency import nearest_rank
+from tests.support.photos import jpeg_bytes
 
 # A normal request not answered within this long counts as failed.
 NORMAL_TIMEOUT_S = 10.0
@@ -269,9 +269,9 @@ def trickle_uploads(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.harness.slow_clients URL [DURATION_S]``: run it, print the summary."""
+    """``python -m tests.support.slow_clients URL [DURATION_S]``: run it, print the summary."""
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.harness.slow_clients",
+        prog="python -m tests.support.slow_clients",
         description="Trickling uploads beside a normal client against a running server.",
     )
     parser.add_argument("base_url", help="e.g. http://127.0.0.1:8000")
