@@ -73,6 +73,20 @@ class OpenSetRule:
 
 
 @dataclass(frozen=True)
+class LooksLikeRule:
+    """When an answer also says what the photo looks like (model/looks_like.py): ``method``
+    ``other_class`` names the most probable other dog breed, wild canid or cat of the ImageNet
+    head when their ImageNet probability with the ten's reaches ``min_animal``, and it
+    outweighs the ten breeds together by the log-odds margin ``unknown_margin`` (``unknown``
+    answers) or ``unsure_margin`` (``unsure`` answers; None: never). ``none``: never."""
+
+    method: str = "none"
+    min_animal: float = 0.5
+    unknown_margin: float = 0.0
+    unsure_margin: float | None = None
+
+
+@dataclass(frozen=True)
 class ClassPrior:
     """Deployment prior as logit adjustment: added to the breed logits before the answer.
 
@@ -99,6 +113,7 @@ class ModelMetadata:
     outputs: OutputLayout = OutputLayout()
     open_set: OpenSetRule = OpenSetRule()
     prior: ClassPrior = ClassPrior()
+    looks_like: LooksLikeRule = LooksLikeRule()
     trained_on: str = ""
     weights_origin: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +158,7 @@ class ModelMetadata:
             ),
             open_set=OpenSetRule(**raw.get("open_set", {})),
             prior=_class_prior(raw.get("prior", {})),
+            looks_like=LooksLikeRule(**raw.get("looks_like", {})),
             trained_on=raw.get("trained_on", ""),
             weights_origin=raw.get("weights_origin", ""),
             metrics=raw.get("metrics", {}),

@@ -14,6 +14,7 @@ from PIL import Image
 from model.backends import Backend, load_backend
 from model.decode_budget import DEFAULT_LIMITS, DecodeLimits
 from model.defaults import DEFAULT_TOP_K
+from model.looks_like import LooksLike, looks_like_of
 from model.metadata import ModelMetadata
 from model.open_set import softmax, verdicts
 from model.preprocessing import decode_image, preprocess_image
@@ -37,13 +38,16 @@ class BreedScore:
 class Prediction:
     """The answer for one photo: ``verdict`` sure, unsure or unknown (model/open_set.py).
 
-    ``breed`` is None when the photo is not one of our breeds (``unknown``).
+    ``breed`` is None when the photo is not one of our breeds (``unknown``); ``looks_like``
+    names the other breed, wild canid or cat it looks like, when the artifact's rule says so
+    (model/looks_like.py: never on a ``sure`` answer).
     """
 
     verdict: str
     breed: BreedScore | None
     top_k: tuple[BreedScore, ...]
     known_score: float
+    looks_like: LooksLike | None = None
 
     @property
     def known(self) -> bool:
@@ -56,6 +60,7 @@ class Prediction:
             "verdict": self.verdict,
             "known": self.known,
             "known_score": self.known_score,
+            "looks_like": self.looks_like.to_dict() if self.looks_like else None,
             "top_k": [b.to_dict() for b in self.top_k],
         }
 
@@ -124,7 +129,8 @@ class Predictor:
         """Raw model outputs → predictions; also used by the lab's evaluation.
 
         The open-set verdict reads the model's own breed probabilities; the named breed and
-        the confidences read them after the artifact's prior (if any).
+        the confidences read them after the artifact's prior (if any); ``looks_like`` reads
+        the ImageNet logits.
         """
         meta = self.metadata
         classes = meta.classes
@@ -133,9 +139,10 @@ class Predictor:
         scores, row_verdicts = verdicts(
             outputs, meta, breed_probs=None if meta.prior.log_adjustment else probs
         )
+        others = looks_like_of(outputs, meta, row_verdicts)
         k = max(1, min(top_k or self.top_k, len(classes)))
         results = []
-        for row, verdict, score in zip(probs, row_verdicts, scores, strict=True):
+        for row, verdict, score, other in zip(probs, row_verdicts, scores, others, strict=True):
             ranked = tuple(
                 BreedScore(classes[i].wnid, classes[i].name, round(float(row[i]), 6))
                 for i in np.argsort(-row)[:k]
@@ -146,6 +153,7 @@ class Predictor:
                     breed=None if verdict == "unknown" else ranked[0],
                     top_k=ranked,
                     known_score=round(float(score), 6),
+                    looks_like=other,
                 )
             )
         return results

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.looks_like import LooksLike
 from model.metadata import ModelMetadata
 from model.predictor import Predictor
 
@@ -34,6 +35,7 @@ class Answers:
     ranked: np.ndarray  # (n, classes) breed indices, best first
     probs: np.ndarray  # (n, classes) confidence of each breed, as the answer states it
     verdict: np.ndarray  # (n,) "sure", "unsure" or "unknown" (model/open_set.py)
+    looks_like: tuple[LooksLike | None, ...] = ()  # per photo (model/looks_like.py)
 
     @property
     def known(self) -> np.ndarray:
@@ -54,8 +56,10 @@ def read_answers(outputs: np.ndarray, meta: ModelMetadata) -> Answers:
     ranked = np.zeros((len(outputs), classes), dtype=np.int64)
     probs = np.zeros((len(outputs), classes), dtype=np.float64)
     verdict = np.full(len(outputs), "unknown", dtype=object)
+    others: list[LooksLike | None] = []
     for row, prediction in enumerate(predictor.interpret(outputs) if len(outputs) else []):
         ranked[row] = [index[b.wnid] for b in prediction.top_k]
         probs[row, ranked[row]] = [b.confidence for b in prediction.top_k]
         verdict[row] = prediction.verdict
-    return Answers(ranked, probs, verdict)
+        others.append(prediction.looks_like)
+    return Answers(ranked, probs, verdict, tuple(others))
