@@ -163,7 +163,8 @@ class FrontSettings(BaseSettings):
     )
     worker_connections: PositiveInt = Field(
         500,
-        description="Simultaneous connections per worker (each a greenlet and a file descriptor).",
+        description="Simultaneous connections per worker (each a coroutine and a file "
+        "descriptor); beyond it `503`.",
     )
 
     @property
@@ -194,14 +195,10 @@ class ServerSettings(BaseSettings):
         "-",
         description="gunicorn access log target (`-` = stdout); empty disables it.",
     )
-    omp_num_threads: str | None = Field(
-        None, description="OpenMP threads (TorchScript). Unset: the model's threads per worker."
-    )
     prometheus_multiproc_dir: Path | None = Field(
         None,
-        description="Where workers write their metrics for `/metrics`. Unset: gunicorn.conf.py "
-        "makes a fresh temporary folder (and removes it at exit); set or not, it is emptied at "
-        "start.",
+        description="Where workers write their metrics for `/metrics`. Unset: a folder in the "
+        "server's temporary folder (removed at exit); set or not, it is emptied at start.",
     )
 
 
@@ -339,8 +336,7 @@ class TelegramSettings(BaseSettings):
     )
     concurrent_updates: PositiveInt = Field(
         8,
-        description="Updates answered at once per worker: webhook calls each wait for their "
-        "reply in a thread of their own, beside the model's app thread.",
+        description="Updates answered at once per worker (more wait their turn on the event loop).",
     )
     model_workers: PositiveInt = Field(
         1, description="Threads per worker running the model for the bot."
@@ -441,6 +437,35 @@ class Settings(BaseModel, frozen=True):
     telegram: TelegramSettings
     telegram_error: str | None = None
 
+    def model_threads(self) -> int:
+        """Threads each worker's model runs on: ``MODEL_THREADS``, else the cores split
+        between the workers so they don't oversubscribe them (docs/benchmark.md)."""
+        return self.model.threads or max(1, cpu_count() // self.server.web_concurrency)
+
+    def shared_by_workers(self, folder: Path) -> Settings:
+        """These settings with what the workers of one server share placed in ``folder``
+        where unset: the metrics files, and without Redis the bot's answered updates and
+        the photos kept for feedback."""
+        server, telegram, feedback = self.server, self.telegram, self.feedback
+        local = self.state.redis_url is None
+        if server.prometheus_multiproc_dir is None:
+            server = server.model_copy(update={"prometheus_multiproc_dir": folder / "metrics"})
+        if local and telegram.seen_db is None:
+            telegram = telegram.model_copy(update={"seen_db": folder / "telegram-seen.sqlite"})
+        if local and feedback.uri is not None and feedback.recent_dir is None:
+            feedback = feedback.model_copy(update={"recent_dir": folder / "recent"})
+        return self.model_copy(
+            update={"server": server, "telegram": telegram, "feedback": feedback}
+        )
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (the affinity mask respects container CPU limits)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
 
 def env_name(group: type[BaseSettings], field: str) -> str:
     info = group.model_fields[field]
@@ -489,6 +514,22 @@ def load_settings() -> Settings:
         telegram, telegram_error = TelegramSettings.model_construct(), str(exc)
     groups = {name: load_group(cls) for name, cls in GROUPS.items() if name != "telegram"}
     return Settings(**groups, telegram=telegram, telegram_error=telegram_error)
+
+
+_server_settings: Settings | None = None
+
+
+def publish_server_settings(settings: Settings) -> Settings:
+    """Make ``settings`` this server's (the gunicorn master does, before the fork: every
+    worker inherits them, read once)."""
+    global _server_settings
+    _server_settings = settings
+    return settings
+
+
+def server_settings() -> Settings:
+    """This server's settings: those the master published, else read now (one process)."""
+    return _server_settings or settings_or_exit()
 
 
 def settings_or_exit() -> Settings:

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.front.body import BufferedBody, MemoryBudget
+from service.front.body import Body, MemoryBudget
 from tests.support.gunicorn_server import GunicornServer
 from tests.support.photos import jpeg_bytes
 from tests.support.server import start_gunicorn
@@ -56,7 +56,7 @@ def _raw_upload(server: GunicornServer, body: bytes, declared: int) -> socket.so
     sock = socket.create_connection((host, int(port)), timeout=30)
     sock.sendall(
         f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
-        f"Content-Length: {declared}\r\n\r\n".encode()
+        f"Connection: close\r\nContent-Length: {declared}\r\n\r\n".encode()
         + body
     )
     return sock
@@ -140,7 +140,6 @@ def test_a_complete_upload_after_a_slow_start_is_answered(front_server: Gunicorn
     sock = _raw_upload(front_server, photo[:1000], len(photo))
     time.sleep(1.0)  # a pause shorter than the idle deadline (the point of the test)
     sock.sendall(photo[1000:])
-    sock.shutdown(socket.SHUT_WR)
     response = _read_response(sock)
     sock.close()
     assert response.startswith(b"HTTP/1.1 200 "), response[:300]
@@ -207,13 +206,14 @@ def _post(server: GunicornServer, photo: bytes) -> int:
 
 def test_bodies_beyond_the_memory_budget_go_to_disk() -> None:
     budget = MemoryBudget(1000)
-    first, second = BufferedBody(budget), BufferedBody(budget)
+    first, second = Body(budget), Body(budget)
     first.write(b"a" * 600)
     second.write(b"b" * 300)
     second.write(b"c" * 300)  # 1200 > 1000: the second body moves to a temporary file
     assert not first.on_disk and second.on_disk
     assert budget.used_bytes == 600
-    assert second.rewind().read() == b"b" * 300 + b"c" * 300
+    second.file.seek(0)
+    assert second.file.read() == b"b" * 300 + b"c" * 300
     assert second.size == 600
     first.close()
     second.close()

@@ -14,6 +14,8 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import requests
+
 from tests.support.fake_telegram import Call, FakeTelegram, Updates
 from tests.support.fake_telegram import post_update as post
 from tests.support.gunicorn_server import GunicornServer
@@ -61,7 +63,7 @@ def test_sigterm_answers_every_update_in_flight_first(
 ) -> None:
     """Last on purpose (it stops the server): 30 photo updates being answered, a /predict
     upload in flight. Each webhook call is acknowledged only once answered, so the drain
-    finishes the calls in flight and refuses new ones."""
+    finishes the calls in flight and acknowledges no new one."""
     chats = range(3100, 3100 + IN_FLIGHT)
     updates = [
         Updates(chat_id=chat).photo(fake.add_file(jpeg_bytes(seed=chat), delay_s=DOWNLOAD_S))
@@ -82,13 +84,17 @@ def test_sigterm_answers_every_update_in_flight_first(
     answered_at_sigterm = sum(len(replies_to(fake, chat)) for chat in chats)
     assert answered_at_sigterm < IN_FLIGHT  # the drain has work to do
     bot_server.process.send_signal(signal.SIGTERM)
-    wait_for_log(bot_server, r"draining: \d+ requests in flight", 2, timeout=10)
+    wait_for_log(bot_server, r"Shutting down", 2, timeout=10)
 
-    # Updates arriving now are refused with 503, so that Telegram delivers them again later.
+    # Updates arriving now are not acknowledged (the workers no longer accept connections, or
+    # answer 503), so that Telegram delivers them again to the next server.
     late = Updates(chat_id=3200).text("/help")
-    refused = post(bot_server, late)
-    assert refused.status_code == 503
-    assert int(refused.headers["Retry-After"]) > 0
+    try:
+        refused = post(bot_server, late)
+    except requests.ConnectionError:
+        pass
+    else:
+        assert refused.status_code == 503
     # The upload that was in flight is finished and answered.
     upload.sendall(photo[500:])
     response = b""
@@ -107,6 +113,6 @@ def test_sigterm_answers_every_update_in_flight_first(
         assert reply.params["text"].startswith("My best guess: "), reply.params["text"]
     assert replies_to(fake, 3200) == []
     logs = bot_server.logs()
-    assert "requests unfinished at the deadline" not in logs
+    assert "timeout graceful shutdown exceeded" not in logs
     for bad in ("cannot schedule new futures", "Traceback", "model failed", "WORKER TIMEOUT"):
         assert bad not in logs

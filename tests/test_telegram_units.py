@@ -18,11 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from flask import Flask
 from telegram import PhotoSize
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
-from app import create_app
+from app import build_front
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.predictor import BreedScore, Prediction, Predictor
 from service.breed_names import BREED_NAMES
@@ -46,6 +45,7 @@ from service.telegram_bot.texts import (
     prediction_text,
     text,
 )
+from tests.support.asgi import AsgiClient
 from tests.support.fake_telegram import Call, FakeTelegram, Updates, answer_to, buttons
 from tests.support.gunicorn_server import free_port
 from tests.support.photos import jpeg_bytes
@@ -258,27 +258,30 @@ def predictor() -> Predictor:
     return Predictor.from_uri()
 
 
-def _app(predictor: Predictor, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Flask:
-    return create_app(predictor=predictor, settings=settings_from(monkeypatch, env))
+@pytest.fixture
+def app_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Build the front around a predictor, with a client on its own event loop; closed after
+    (the lifespan's shutdown stops the bot)."""
+    clients: list[AsgiClient] = []
+
+    def build(predictor: Predictor, env: dict[str, str]) -> AsgiClient:
+        client = AsgiClient(build_front(predictor, settings_from(monkeypatch, env)))
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture
-def bot_app(
-    predictor: Predictor, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """Build an app with the bot enabled against the fake server; closes its loop after."""
-    apps: list[Flask] = []
+def bot_app(predictor: Predictor, fake: FakeTelegram, app_client) -> Any:
+    """Build the front with the bot enabled against the fake server."""
 
-    def build(p: Predictor = predictor, **env: str) -> Flask:
-        app = _app(p, {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, **env}, monkeypatch)
-        apps.append(app)
-        return app
+    def build(p: Predictor = predictor, **env: str) -> AsgiClient:
+        return app_client(p, {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, **env})
 
-    yield build
-    for app in apps:
-        runtime = app.extensions.get("telegram_bot")
-        if runtime is not None:
-            runtime.close()
+    return build
 
 
 def _reply_text(fake: FakeTelegram, chat_id: int) -> str:
@@ -287,22 +290,23 @@ def _reply_text(fake: FakeTelegram, chat_id: int) -> str:
 
 
 def test_without_token_the_route_is_off_and_predict_works(
-    predictor: Predictor, caplog, monkeypatch: pytest.MonkeyPatch
+    predictor: Predictor, caplog, app_client
 ) -> None:
     with caplog.at_level(logging.INFO, logger="service.telegram_bot"):
-        app = _app(predictor, {}, monkeypatch)
+        app = app_client(predictor, {})
     disabled = [r for r in caplog.records if "telegram bot disabled" in r.getMessage()]
     assert len(disabled) == 1 and disabled[0].levelno == logging.INFO
     assert "TELEGRAM_TOKEN is not set" in disabled[0].getMessage()
-    client = app.test_client()
+    client = app
     response = client.post("/telegram", json=Updates().text("/help"), headers=HEADER)
     assert response.status_code == 404
-    assert response.get_json()["error"]["code"] == "telegram_disabled"
+    assert response.json()["error"]["code"] == "telegram_disabled"
     anonymous = client.post("/telegram", json=Updates().text("/help"))
-    assert anonymous.status_code == 403 and anonymous.get_json()["error"]["code"] == "forbidden"
-    assert "telegram_bot" not in app.extensions
-    predicted = client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
-    assert predicted.status_code == 200 and predicted.get_json()["top_k"]
+    assert anonymous.status_code == 403 and anonymous.json()["error"]["code"] == "forbidden"
+    assert app.app.bot is None
+    photo = {"content": jpeg_bytes(), "headers": {"Content-Type": "image/jpeg"}}
+    predicted = client.post("/predict", **photo)
+    assert predicted.status_code == 200 and predicted.json()["top_k"]
 
 
 @pytest.mark.parametrize(
@@ -314,13 +318,13 @@ def test_without_token_the_route_is_off_and_predict_works(
     ],
 )  # fmt: skip
 def test_token_without_usable_settings_stays_off_loudly(
-    predictor: Predictor, caplog, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], reason: str
+    predictor: Predictor, caplog, app_client, env: dict[str, str], reason: str
 ) -> None:
     with caplog.at_level(logging.INFO, logger="service.telegram_bot"):
-        app = _app(predictor, env, monkeypatch)
+        app = app_client(predictor, env)
     [record] = [r for r in caplog.records if "telegram bot disabled" in r.getMessage()]
     assert record.levelno >= logging.WARNING and reason in record.getMessage()
-    assert app.test_client().post("/telegram", json={}, headers=HEADER).status_code == 404
+    assert app.post("/telegram", json={}, headers=HEADER).status_code == 404
 
 
 def test_not_one_of_the_breeds_is_said_kindly(
@@ -329,7 +333,7 @@ def test_not_one_of_the_breeds_is_said_kindly(
     # The same model with an open-set rule no generated texture can pass.
     strict = Predictor(predictor.backend)
     strict.metadata = replace(predictor.metadata, open_set=OpenSetRule("max_softmax", 0.999))
-    client = bot_app(strict).test_client()
+    client = bot_app(strict)
     update = Updates(chat_id=2001).photo(fake.add_file(jpeg_bytes(seed=7)))
     assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
     text = _reply_text(fake, 2001)
@@ -343,7 +347,7 @@ class _BrokenPredictor(Predictor):
 
 
 def test_model_failure_gets_an_apology(bot_app, predictor: Predictor, fake: FakeTelegram) -> None:
-    client = bot_app(_BrokenPredictor(predictor.backend)).test_client()
+    client = bot_app(_BrokenPredictor(predictor.backend))
     update = Updates(chat_id=2002, language_code="ru").photo(fake.add_file(jpeg_bytes()))
     assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
     assert _reply_text(fake, 2002).startswith("Что-то пошло не так")
@@ -361,12 +365,12 @@ def test_unreachable_bot_api_is_503_then_recovers(bot_app) -> None:
         TELEGRAM_FILE_BASE_URL=f"http://127.0.0.1:{port}/file/bot",
         TELEGRAM_STARTUP_TIMEOUT_S="5",
     )
-    client = app.test_client()
+    client = app
     update = Updates(chat_id=2005).text("/start")
     response = client.post("/telegram", json=update, headers=HEADER)
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "30"
-    assert response.get_json()["error"]["code"] == "telegram_unavailable"
+    assert response.json()["error"]["code"] == "telegram_unavailable"
     # The Bot API comes up; Telegram's redelivery of the same update now gets through.
     with FakeTelegram(port=port) as late:
         assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
@@ -376,23 +380,22 @@ def test_unreachable_bot_api_is_503_then_recovers(bot_app) -> None:
 def test_many_updates_through_one_loop(bot_app, fake: FakeTelegram) -> None:
     """Repeated updates reuse the one Application; closing leaves no pending work behind."""
     app = bot_app()
-    client = app.test_client()
+    client = app
     chats = range(2200, 2230)  # one chat each: a chat gets one message a second
     for chat in chats:
         update = Updates(chat_id=chat).text("/help")
         assert client.post("/telegram", json=update, headers=HEADER).status_code == 200
     fake.wait_for("sendMessage", 30, where=lambda c: c.params["chat_id"] in chats)
-    runtime = app.extensions["telegram_bot"]
-    loop = runtime._loop
-    runtime.close()
-    assert loop.is_closed()
-    runtime.close()  # a second close is harmless
+    runtime = app.app.bot
+    assert runtime.application.running
+    app.close()  # the lifespan's shutdown stops the Application
+    assert not runtime.application.running
 
 
 def test_rejected_token_is_503_and_never_logged(bot_app, caplog) -> None:
     with caplog.at_level(logging.INFO):
         app = bot_app(TELEGRAM_TOKEN="987:not-the-right-token")
-        response = app.test_client().post("/telegram", json=Updates().text("/x"), headers=HEADER)
+        response = app.post("/telegram", json=Updates().text("/x"), headers=HEADER)
     assert response.status_code == 503
     assert "the Bot API rejected TELEGRAM_TOKEN" in caplog.text
     assert "not-the-right-token" not in caplog.text
@@ -400,12 +403,12 @@ def test_rejected_token_is_503_and_never_logged(bot_app, caplog) -> None:
 
 def test_ignored_updates_are_logged_at_debug(bot_app, fake: FakeTelegram, caplog) -> None:
     app = bot_app()
-    client = app.test_client()
+    client = app
     updates = Updates(chat_id=2006)
     with caplog.at_level(logging.DEBUG, logger="service.telegram_bot"):
         edited = updates.text("x", key="edited_message")
         assert client.post("/telegram", json=edited, headers=HEADER).status_code == 200
-        assert client.post("/telegram", data=b"[not json", headers=HEADER).status_code == 200
+        assert client.post("/telegram", content=b"[not json", headers=HEADER).status_code == 200
         deadline = time.monotonic() + 10
         while "telegram update ignored: edited_message" not in caplog.text:
             assert time.monotonic() < deadline, caplog.text
@@ -440,7 +443,7 @@ def _photo_answer(client: Any, fake: FakeTelegram, updates: Updates) -> Call:
 
 
 def test_feedback_off_means_no_buttons(bot_app, fake: FakeTelegram) -> None:
-    client = bot_app().test_client()
+    client = bot_app()
     updates = Updates(chat_id=2101)
     sent = _photo_answer(client, fake, updates)
     assert "reply_markup" not in sent.params and buttons(fake.message(sent)) == {}
@@ -463,7 +466,7 @@ def test_unsure_answer_in_russian_and_its_right_button(
         predictor.metadata,
         open_set=OpenSetRule("none", sure_method="max_softmax", sure_threshold=1.01),
     )
-    client = bot_app(unsure, FEEDBACK_URI=str(tmp_path)).test_client()
+    client = bot_app(unsure, FEEDBACK_URI=str(tmp_path))
     updates = Updates(chat_id=2103, language_code="ru")
     sent = _photo_answer(client, fake, updates)
     assert sent.params["text"].startswith("Думаю, это ")
@@ -486,7 +489,7 @@ def test_right_under_not_my_breeds_stores_none(
 ) -> None:
     strict = Predictor(predictor.backend)
     strict.metadata = replace(predictor.metadata, open_set=OpenSetRule("max_softmax", 0.999))
-    client = bot_app(strict, FEEDBACK_URI=str(tmp_path)).test_client()
+    client = bot_app(strict, FEEDBACK_URI=str(tmp_path))
     updates = Updates(chat_id=2104)
     sent = _photo_answer(client, fake, updates)
     assert "does not look like one of the 10 breeds" in sent.params["text"]
@@ -499,7 +502,7 @@ def test_right_under_not_my_breeds_stores_none(
 def test_store_unavailable_says_try_later(bot_app, fake: FakeTelegram, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the store's folder should be")
-    client = bot_app(FEEDBACK_URI=str(blocker / "store")).test_client()
+    client = bot_app(FEEDBACK_URI=str(blocker / "store"))
     updates = Updates(chat_id=2105)
     sent = _photo_answer(client, fake, updates)
     keys = buttons(fake.message(sent))
@@ -515,7 +518,7 @@ def test_photo_not_kept_still_answered_without_buttons(
     app = bot_app(FEEDBACK_URI=str(tmp_path / "store"), FEEDBACK_RECENT_DIR=str(recent))
     shutil.rmtree(recent)
     recent.write_text("a file where the kept photos' folder should be")
-    sent = _photo_answer(app.test_client(), fake, Updates(chat_id=2106))
+    sent = _photo_answer(app, fake, Updates(chat_id=2106))
     assert "does not look like one of the 10 breeds" in sent.params["text"]  # the answer
     assert "reply_markup" not in sent.params
 
@@ -525,7 +528,7 @@ def test_press_answered_only_once_the_bot_api_takes_the_answer(
 ) -> None:
     """An answer to a press that did not reach Telegram is a 503: Telegram delivers the press
     again, and the label is stored once. One Telegram refuses (too old) needs no redelivery."""
-    client = bot_app(FEEDBACK_URI=str(tmp_path)).test_client()
+    client = bot_app(FEEDBACK_URI=str(tmp_path))
     updates = Updates(chat_id=2107)
     sent = _photo_answer(client, fake, updates)
     keys = buttons(fake.message(sent))

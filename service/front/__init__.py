@@ -1,9 +1,7 @@
-"""The production front: how requests reach the Flask app inside each gunicorn worker.
+"""The production front: how requests reach the Flask app and the bot inside each worker.
 
-gunicorn runs ``service.front.worker.FrontWorker`` (a gevent worker without monkey-patching):
-every connection is a cheap greenlet that reads the request body with deadlines and a size
-limit (``service.front.body``), and only complete requests are handed to the one real thread
-that runs the Flask app and the model (``service.front.wsgi``). Slow clients therefore cost a
-greenlet each, never a model thread. On SIGTERM the worker drains (``service.front.worker``).
-See docs/front.md.
+gunicorn runs ``service.front.worker.FrontWorker`` (uvicorn-worker's ``UvicornWorker``) and
+the ASGI app ``service.front.asgi.Front``: bodies are read on the event loop under deadlines
+(``service.front.body``), the bot answers on that loop, and the Flask app runs through
+a2wsgi in the worker's one app thread. See docs/front.md.
 """

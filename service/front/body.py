@@ -1,168 +1,143 @@
-"""Reading a request body in full, on a greenlet, before any thread is spent on the request.
+"""Reading a request body in full on the event loop, before any thread is spent on it.
 
-Three guards, checked while the bytes arrive rather than after:
-
-* idle deadline: no byte for ``body_idle_timeout_s`` (the socket's own timeout) -> BodyTimeoutError;
-* total deadline: the body is not complete ``body_timeout_s`` after the headers -> BodyTimeoutError;
-* size: more than the app's upload limit -> BodyTooLargeError (what is left is read and dropped,
-  bounded, so the 413 reaches the client instead of a connection reset).
-
-Bodies are held in memory while the worker's ``MemoryBudget`` allows it, else in a temporary
+A slow or silent client costs a coroutine, never the model's thread. Three guards are checked
+while the bytes arrive: no byte for ``body_idle_timeout_s`` or an incomplete body
+``body_timeout_s`` after the headers is a ``408``; more than the upload limit is a ``413``
+(what is left is read and dropped, bounded, so the client sees the answer rather than a
+reset). Bodies stay in memory while the worker's ``MemoryBudget`` allows, else in a temporary
 file, so many large uploads at once cannot exhaust the worker's memory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import socket
+import asyncio
 import tempfile
-from collections.abc import MutableMapping
-from typing import Any, BinaryIO
-
-import gevent
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from service.settings import FrontSettings
 
+Receive = Callable[[], Awaitable[dict[str, Any]]]
 READ_SIZE = 64 * 1024
-# Bytes of an oversized upload read (and dropped) before answering 413. Closing the socket
-# with unread data makes the kernel send a reset, and clients then see "connection reset"
-# instead of our JSON answer; past this bound we stop reading and accept that.
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+# Bytes of an oversized upload read and dropped before answering 413: closing a socket with
+# unread data makes the kernel send a reset, and the client would never see the answer.
+DRAIN_LIMIT_BYTES = 64 * 2**20
 
 
-class BodyTimeoutError(Exception):
-    """The client stopped sending, or sends too slowly to finish in time."""
+@dataclass(frozen=True)
+class BodyRefusedError(Exception):
+    """The body cannot be taken; the front answers ``status`` itself."""
+
+    status: int
+    reason: str  # the front's refusal counter label
+    code: str  # the API's error code
+    message: str
 
 
-class BodyTooLargeError(Exception):
-    """The body is larger than the upload limit."""
-
-
-class BodyIncompleteError(Exception):
+class ClientGoneError(Exception):
     """The client closed the connection before sending the whole body."""
 
 
 class MemoryBudget:
-    """Bytes of request bodies one worker holds in memory; only its hub thread touches it."""
+    """Bytes of request bodies one worker holds in memory (only the event loop touches it)."""
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
         self.used_bytes = 0
 
-    def take(self, size: int) -> bool:
-        if self.used_bytes + size > self.limit_bytes:
-            return False
-        self.used_bytes += size
-        return True
 
-    def give_back(self, size: int) -> None:
-        self.used_bytes -= size
-
-
-class BufferedBody:
-    """A body being collected: in memory while the budget allows, then in a temporary file."""
+class Body:
+    """A complete body: in memory while the budget allows, else in a temporary file."""
 
     def __init__(self, budget: MemoryBudget) -> None:
-        self._budget = budget
-        self._held = 0
-        self.file: BinaryIO = io.BytesIO()
+        self.budget = budget
+        # max_size 0: it moves to disk only when ``write`` says so (``rollover``).
+        self.file = tempfile.SpooledTemporaryFile(max_size=0)  # noqa: SIM115 - closed by close()
         self.size = 0
+        self.held = 0  # bytes of the budget this body holds
         self.on_disk = False
 
     def write(self, chunk: bytes) -> None:
-        if not self.on_disk and not self._budget.take(len(chunk)):
-            spooled = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-            spooled.write(self.file.getbuffer())
-            self._release()
-            self.file, self.on_disk = spooled, True
-        elif not self.on_disk:
-            self._held += len(chunk)
+        if not self.on_disk and self.budget.used_bytes + len(chunk) > self.budget.limit_bytes:
+            self.file.rollover()
+            self.on_disk = True
+            self._give_back()
         self.file.write(chunk)
         self.size += len(chunk)
+        if not self.on_disk:
+            self.held += len(chunk)
+            self.budget.used_bytes += len(chunk)
 
-    def rewind(self) -> BinaryIO:
+    def read(self) -> bytes:
         self.file.seek(0)
-        return self.file
+        return self.file.read()
 
-    def _release(self) -> None:
-        self._budget.give_back(self._held)
-        self._held = 0
+    def receive(self) -> Receive:
+        """An ASGI ``receive`` that replays this body to the app."""
+        self.file.seek(0)
+
+        async def replay() -> dict[str, Any]:
+            chunk = self.file.read(READ_SIZE)
+            more = self.file.tell() < self.size
+            return {"type": "http.request", "body": chunk, "more_body": more}
+
+        return replay
+
+    def _give_back(self) -> None:
+        self.budget.used_bytes -= self.held
+        self.held = 0
 
     def close(self) -> None:
         self.file.close()
-        self._release()
+        self._give_back()
 
 
-def declared_length(environ: MutableMapping[str, Any]) -> int | None:
-    raw = environ.get("CONTENT_LENGTH") or ""
-    return int(raw) if raw.strip().isdigit() else None
-
-
-def read_body(
-    environ: MutableMapping[str, Any],
-    limit_bytes: int | None,
-    config: FrontSettings,
-    budget: MemoryBudget,
-) -> BufferedBody:
-    """Read ``wsgi.input`` to the end under the three guards; the caller closes the result."""
-    stream = environ["wsgi.input"]
-    declared = declared_length(environ)
-    body = BufferedBody(budget)
+async def read_body(
+    receive: Receive, limit_bytes: int | None, config: FrontSettings, budget: MemoryBudget
+) -> Body:
+    """The whole body under the three guards; the caller closes it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.body_timeout_s
+    body = Body(budget)
     try:
-        with _deadlines(environ, config):
-            if limit_bytes is not None and declared is not None and declared > limit_bytes:
-                _discard(stream)
-                raise BodyTooLargeError()
-            while chunk := stream.read(READ_SIZE):
-                body.write(chunk)
-                if limit_bytes is not None and body.size > limit_bytes:
-                    _discard(stream)
-                    raise BodyTooLargeError()
-        if declared is not None and body.size < declared:
-            raise BodyIncompleteError()
+        while True:
+            left = deadline - loop.time()
+            idle = config.body_idle_timeout_s
+            try:
+                async with asyncio.timeout(min(idle, max(left, 0.0))):
+                    message = await receive()
+            except TimeoutError:
+                why = (
+                    f"no body data for {idle:g} s"
+                    if idle < left
+                    else f"the body did not arrive within {config.body_timeout_s:g} s"
+                )
+                raise BodyRefusedError(408, "body_timeout", "request_timeout", why) from None
+            if message["type"] == "http.disconnect":
+                raise ClientGoneError()
+            body.write(message.get("body", b""))
+            if limit_bytes is not None and body.size > limit_bytes:
+                more = message.get("more_body", False)
+                await _drop_rest(receive, more, loop.time() + config.body_idle_timeout_s)
+                message = f"the upload is too large; the limit is {limit_bytes / 2**20:g} MB"
+                raise BodyRefusedError(413, "too_large", "payload_too_large", message)
+            if not message.get("more_body", False):
+                return body
     except BaseException:
         body.close()
         raise
-    return body
 
 
-class _deadlines:  # noqa: N801 - used like a function: ``with _deadlines(...)``
-    """Idle deadline on the socket, total deadline on the greenlet; both end in BodyTimeoutError."""
-
-    def __init__(self, environ: MutableMapping[str, Any], config: FrontSettings) -> None:
-        self._stream = environ["wsgi.input"]
-        self._sock: socket.socket | None = environ.get("gunicorn.socket")
-        self._config = config
-        self._total = gevent.Timeout(config.body_timeout_s)
-        self._previous_timeout: float | None = None
-
-    def __enter__(self) -> None:
-        if self._sock is not None:
-            self._previous_timeout = self._sock.gettimeout()
-            self._sock.settimeout(self._config.body_idle_timeout_s)
-        self._total.start()
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb) -> bool:
-        self._total.close()
-        if self._sock is not None:
-            with contextlib.suppress(OSError):  # the client is gone already
-                self._sock.settimeout(self._previous_timeout)
-        if exc is self._total:
-            # Where the next request would start is unknown: never reuse this connection.
-            self._stream.failed = True
-            raise BodyTimeoutError(
-                f"the body did not arrive within {self._config.body_timeout_s:g} s"
-            ) from None
-        if isinstance(exc, TimeoutError):
-            raise BodyTimeoutError(
-                f"no body data for {self._config.body_idle_timeout_s:g} s"
-            ) from None
-        return False
-
-
-def _discard(stream: Any) -> None:
-    """Read and drop the rest of an oversized body (bounded), so our 413 is not reset away."""
-    left = DRAIN_LIMIT_BYTES
-    while left > 0 and (chunk := stream.read(min(left, READ_SIZE))):
-        left -= len(chunk)
+async def _drop_rest(receive: Receive, more: bool, until: float) -> None:
+    """Read and drop what the client still sends, up to DRAIN_LIMIT_BYTES or ``until``."""
+    dropped = 0
+    loop = asyncio.get_running_loop()
+    while more and dropped < DRAIN_LIMIT_BYTES:
+        try:
+            async with asyncio.timeout(max(until - loop.time(), 0.0)):
+                message = await receive()
+        except TimeoutError:
+            return
+        dropped += len(message.get("body", b""))
+        more = message["type"] == "http.request" and message.get("more_body", False)

@@ -1,9 +1,9 @@
-"""The Telegram bot: python-telegram-bot v22 handlers served from the Flask app's webhook.
+"""The Telegram bot: python-telegram-bot v22 handlers on the web server's event loop.
 
-``create_app()`` calls ``init_telegram(app, predictor, settings)`` and registers the
-``telegram`` blueprint (``POST /telegram``).
+The front routes ``POST /telegram`` (``WEBHOOK_PATH``) to ``handle_update``; ``build_bot``
+makes each worker's bot when it is on.
 """
 
-from service.telegram_bot.webhook import init_telegram, telegram
+from service.telegram_bot.webhook import WEBHOOK_PATH, build_bot, handle_update
 
-__all__ = ["init_telegram", "telegram"]
+__all__ = ["WEBHOOK_PATH", "build_bot", "handle_update"]

@@ -20,8 +20,7 @@ from telegram.error import InvalidToken, TelegramError
 
 from service.settings import SettingsError, TelegramSettings, load_group
 from service.telegram_bot.handlers import ALLOWED_UPDATES
-
-WEBHOOK_PATH = "/telegram"
+from service.telegram_bot.webhook import WEBHOOK_PATH
 
 
 class CliError(Exception):

@@ -19,8 +19,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -65,7 +67,7 @@ from service.telegram_bot.buttons import (
     parse_press,
 )
 from service.telegram_bot.ledger import Ledger, LedgerUnavailableError
-from service.telegram_bot.limits import Slots, retry_after_s, time_left
+from service.telegram_bot.limits import Slots, answer_deadline, retry_after_s, time_left
 from service.telegram_bot.texts import (
     help_text,
     image_problem,
@@ -103,6 +105,36 @@ class Deferred:
 
     reason: str
     retry_after_s: float | None = None
+
+
+@dataclass
+class Outcome:
+    """What one update's handling left to a later delivery (None: settled)."""
+
+    deferred: Deferred | None = None
+
+
+_outcome: ContextVar[Outcome | None] = ContextVar("telegram_outcome", default=None)
+
+
+@contextmanager
+def handling(deadline: float) -> Iterator[Outcome]:
+    """The handling of one update, in its own task: the deadline its sends respect, and the
+    outcome its handlers fill in."""
+    outcome = Outcome()
+    deadline_token, outcome_token = answer_deadline.set(deadline), _outcome.set(outcome)
+    try:
+        yield outcome
+    finally:
+        answer_deadline.reset(deadline_token)
+        _outcome.reset(outcome_token)
+
+
+def defer(deferred: Deferred) -> None:
+    """Ask for the update being handled to be delivered again."""
+    outcome = _outcome.get()
+    if outcome is not None:
+        outcome.deferred = deferred
 
 
 # Only new messages and button presses: edited messages and channel posts are ignored on
@@ -148,13 +180,6 @@ class BreedBot:
         self.model = model or {}  # the model summary every remembered answer carries
         self.ledger = ledger  # keeps replies made but not delivered; None: none kept
         self.slots = slots  # counts each chat's photos; None: no per-chat budget
-        # Updates whose user got nothing yet, and why: Telegram should deliver them again.
-        self._deferred: dict[int, Deferred] = {}
-
-    def deferred(self, update_id: int) -> Deferred | None:
-        """Why ``update_id`` must be delivered again, or None when it is settled (answered,
-        or refused by its chat); asked once, after handling."""
-        return self._deferred.pop(update_id, None)
 
     def register(self, application: Application) -> None:
         # First of all: a reply made on an earlier delivery is sent as it was.
@@ -243,7 +268,7 @@ class BreedBot:
         second download or model call)."""
         if self.ledger is None or update.message is None:
             return
-        kept = await _off_loop(partial(self.ledger.kept_reply, update.update_id))
+        kept = await off_loop(partial(self.ledger.kept_reply, update.update_id))
         if kept is None:
             return
         reply = json.loads(kept)
@@ -260,7 +285,7 @@ class BreedBot:
         if not isinstance(update, Update):
             return
         if isinstance(context.error, TelegramError | LedgerUnavailableError):
-            self._deferred[update.update_id] = Deferred(f"{context.error}")
+            defer(Deferred(f"{context.error}"))
         elif update.message:
             await self._send(update, "failed", text("failed", _lang(update)))
         elif update.callback_query:
@@ -325,7 +350,7 @@ class BreedBot:
             return True
         chat = f"photos:{update.effective_chat.id}"
         try:
-            count = await _off_loop(partial(self.slots.count, chat, PHOTO_WINDOW_S))
+            count = await off_loop(partial(self.slots.count, chat, PHOTO_WINDOW_S))
         except LedgerUnavailableError as exc:
             log.warning("telegram update %s: photo budget not counted: %s", update.update_id, exc)
             return True
@@ -418,7 +443,7 @@ class BreedBot:
             log.warning(
                 "telegram update %s: callback query not answered: %s", update.update_id, exc
             )
-            self._deferred[update.update_id] = Deferred(f"press not answered: {exc}")
+            defer(Deferred(f"press not answered: {exc}"))
 
     async def _too_large(self, update: Update, lang: str, size: int) -> None:
         limit_mb = self.config.max_file_bytes / (1024 * 1024)
@@ -482,13 +507,13 @@ class BreedBot:
         keyboard: InlineKeyboardMarkup | None,
     ) -> None:
         """Ask for the update again, keeping the reply made for the next delivery."""
-        self._deferred[update.update_id] = deferred
+        defer(deferred)
         if self.ledger is None:
             return
         markup = keyboard.to_dict() if keyboard else None
         kept = {"kind": kind, "text": reply, "reply_markup": markup}
         try:
-            await _off_loop(partial(self.ledger.keep_reply, update.update_id, json.dumps(kept)))
+            await off_loop(partial(self.ledger.keep_reply, update.update_id, json.dumps(kept)))
         except LedgerUnavailableError as exc:  # the next delivery makes it again
             log.warning("telegram update %s: reply not kept: %s", update.update_id, exc)
 
@@ -521,7 +546,7 @@ def surely_unsent(error: NetworkError) -> bool:
     return isinstance(error.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
-async def _off_loop(call: Callable[[], Result]) -> Result:
+async def off_loop(call: Callable[[], Result]) -> Result:
     """A blocking store call, off the event loop."""
     return await asyncio.get_running_loop().run_in_executor(None, call)
 
