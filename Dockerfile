@@ -26,7 +26,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt requirements-torchscript.txt /tmp/
-# Nothing imports the test suites numpy and gevent ship inside their packages.
+# Nothing imports the test suite numpy ships inside its package.
 RUN case "$SERVING" in \
         onnx) ;; \
         torchscript) pip install --no-compile --index-url "$TORCH_INDEX_URL" \
@@ -38,7 +38,7 @@ RUN case "$SERVING" in \
     && pip install --no-compile -r "/tmp/$requirements" \
     && pip uninstall --yes pip setuptools \
     && site=$(echo /opt/venv/lib/python3*/site-packages) \
-    && rm -rf "$site"/numpy/*/tests "$site"/numpy/tests "$site"/gevent/tests
+    && rm -rf "$site"/numpy/*/tests "$site"/numpy/tests
 
 WORKDIR /app
 COPY app.py gunicorn.conf.py ./

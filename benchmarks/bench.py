@@ -46,7 +46,7 @@ from benchmarks.harness.machine import machine_info
 from benchmarks.harness.parallel import parallel_rate
 from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, write_summary
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
-from service.factory import choose_artifact
+from service.loading import choose_artifact
 from service.settings import ModelSettings
 from tests.support.gunicorn_server import GunicornServer, gunicorn_command, start_gunicorn
 

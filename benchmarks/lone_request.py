@@ -31,7 +31,7 @@ from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
 from model.backends import OnnxBackend
 from model.preprocessing import preprocess_bytes
-from service.factory import choose_artifact
+from service.loading import choose_artifact
 from service.settings import ModelSettings
 from training.reports.markdown import table
 from training.timing import time_calls

@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks.bench import ROOT, run_locust, start_server
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
-from service.factory import choose_artifact
+from service.loading import choose_artifact
 from service.settings import ModelSettings
 from tests.support.gunicorn_server import GunicornServer, gunicorn_command
 from training.reports.markdown import table

@@ -17,7 +17,6 @@ Both replicas share one real redis-server and one fake Bot API; traffic goes to 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.cpu_lock import cpu_lock
-from benchmarks.harness.machine import machine_info
+from benchmarks.harness.machine import machine_info, write_report
 from tests.support.delivery import REDELIVERY_PAUSE_S, KillOutcome, deliver, kill_scenario
 from tests.support.fake_telegram import FakeTelegram, Updates
 from tests.support.gunicorn_server import GunicornServer, start_gunicorn
@@ -154,8 +153,7 @@ def write(result: dict[str, Any], out: Path) -> str:
             table(header, rows, align=["r"] * len(header)),
         ]
     )
-    out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_report(out, text, result)
     return text
 
 

@@ -18,7 +18,6 @@ every second until a webhook call gets a 2xx (six calls at most), as Telegram do
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.cpu_lock import cpu_lock
-from benchmarks.harness.machine import machine_info
+from benchmarks.harness.machine import machine_info, write_report
 from service.telegram_bot.texts import TEXTS
 from tests.support.delivery import deliveries_until_acknowledged
 from tests.support.fake_telegram import BLOCKED, Call, FakeTelegram, Updates
@@ -194,8 +193,7 @@ def write(result: dict[str, Any], out: Path) -> str:
             table(header, rows, align=["l"] + ["r"] * (len(header) - 1)),
         ]
     )
-    out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_report(out, text, result)
     return text
 
 

@@ -9,7 +9,7 @@ import requests
 from PIL import Image
 
 from model.metadata import IMAGEWOOF_CLASSES
-from service.factory import choose_artifact
+from service.loading import choose_artifact
 from service.settings import ModelSettings
 from tests.support.artifacts import shipped_metadata
 from tests.support.images import png_bytes

@@ -61,7 +61,7 @@ import requests
 
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from model.precision import cpu_model
-from service.factory import choose_artifact
+from service.loading import choose_artifact
 from service.settings import ModelSettings
 from tests.support.artifacts import shipped_metadata
 from tests.support.fake_telegram import FakeTelegram, bot_photo

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,14 +61,7 @@ def test_keep_alive_clients_are_served_by_both_workers(two_workers: GunicornServ
     def client(_: int) -> None:
         with requests.Session() as session:
             for _ in range(REQUESTS_EACH):
-                response = session.post(
-                    f"{two_workers.base_url}/predict",
-                    data=photo,
-                    headers={"Content-Type": "image/jpeg"},
-                    timeout=30,
-                )
-                assert response.status_code == 200
-                closed.append(response.headers.get("Connection") == "close")
+                closed.append(_post(session, two_workers, photo).get("Connection") == "close")
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(client, range(CLIENTS)))
@@ -83,11 +76,16 @@ def test_a_lone_client_keeps_its_connection(two_workers: GunicornServer) -> None
     photo = jpeg_bytes(300, 200, seed=2)
     with requests.Session() as session:
         for _ in range(5):
-            response = session.post(
-                f"{two_workers.base_url}/predict",
-                data=photo,
-                headers={"Content-Type": "image/jpeg"},
-                timeout=30,
-            )
-            assert response.status_code == 200
-            assert response.headers.get("Connection") != "close"
+            assert _post(session, two_workers, photo).get("Connection") != "close"
+
+
+def _post(session: requests.Session, server: GunicornServer, photo: bytes) -> Mapping[str, str]:
+    """POST a photo on ``session``; the answer's headers."""
+    response = session.post(
+        f"{server.base_url}/predict",
+        data=photo,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    return response.headers

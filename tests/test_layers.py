@@ -27,9 +27,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     "corrections through the feedback service",
     ("service.telegram_bot", "service.feedback"): "the bot's buttons store corrections through "
     "the same feedback service",
-    ("service.telegram_bot", "service.http"): "the webhook is a Flask route: it reads the app's "
-    "service context and answers errors in the API's shape",
     ("service.front", "service.http"): "the front's refusals answer in the API's error shape",
+    ("service.front", "service.telegram_bot"): "the front routes the webhook path to the bot, "
+    "which answers on the front's event loop",
     ("training.release", "training.lab"): "a release is built from a lab run: its data, "
     "evaluation and open-set calibration",
     ("training.reports", "training.lab"): "the pages report the lab's runs, data and evaluation",

@@ -13,7 +13,7 @@ import requests
 from model.backends import load_backend
 from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
-from service.factory import choose_artifact
+from service.loading import choose_artifact
 from service.settings import ModelSettings
 from tests.support.data import data_dir
 

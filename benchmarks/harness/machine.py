@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,3 +43,9 @@ def machine_info() -> dict[str, Any]:
         "commit": commit(),
         "versions": {p: version(p) for p in PACKAGES},
     }
+
+
+def write_report(out: Path, text: str, result: dict[str, Any]) -> None:
+    """A benchmark's result beside its page: ``out``.md (``text``) and ``out``.json."""
+    out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -33,14 +33,10 @@ def deliver(server: GunicornServer, update: dict[str, Any], secret: str) -> int:
 
 
 def deliver_until_acknowledged(
-    servers: list[GunicornServer],
-    update: dict[str, Any],
-    secret: str,
-    deadline_s: float = 60.0,
-    pause_s: float = REDELIVERY_PAUSE_S,
+    servers: list[GunicornServer], update: dict[str, Any], secret: str, **options: Any
 ) -> int:
     """Deliver again, round-robin over ``servers``, until a 2xx; returns the calls it took."""
-    return len(deliveries_until_acknowledged(servers, update, secret, deadline_s, pause_s))
+    return len(deliveries_until_acknowledged(servers, update, secret, **options))
 
 
 def deliveries_until_acknowledged(

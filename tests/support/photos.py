@@ -1,7 +1,6 @@
 """Photos for load tests, benchmarks and tests: Imagewoof val when present, else generated.
 
-Kept apart from locustfile.py so the benchmark can use them without importing locust
-(which monkey-patches the standard library with gevent).
+Kept apart from locustfile.py so the benchmark can use them without importing locust.
 """
 
 from __future__ import annotations
