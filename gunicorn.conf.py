@@ -69,7 +69,7 @@ def on_starting(server):
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
     server.log.info(
-        "workers=%s, model threads=%s per worker, metrics in %s",
+        "workers=%s, MODEL_THREADS=%s per worker, metrics in %s",
         workers,
         settings.model_threads(),
         metrics_dir,
