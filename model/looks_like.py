@@ -12,9 +12,8 @@ The rule, per photo (p = softmax over the 1000 ImageNet logits, T = 1):
 
 - the candidate is the most probable class of ``OTHER_CLASSES`` (the artifact's own breeds
   never count, even if a table lists them); its ``confidence`` is its p;
-- the photo must be an animal the table can name at all: the ``p`` of every dog breed, wild
-  canid and cat class (the ten included) adds up to at least ``min_animal`` (a car or a
-  drawing puts its probability elsewhere);
+- it must be the ImageNet head's best class outside the ten breeds: a car or a drawing has a
+  better class that is no dog, wild canid or cat, and gets none;
 - the margin ln p(candidate) − ln Σ p(the ten) says how far the candidate outweighs the ten
   breeds together; ``unknown`` answers need ``unknown_margin``, ``unsure`` answers the larger,
   calibrated ``unsure_margin`` (None: never); ``sure`` answers never carry it.
@@ -221,13 +220,13 @@ class LooksLike:
 
 @dataclass(frozen=True)
 class LooksLikeScores:
-    """Per row: the candidate (index into ``OTHER_CLASSES``), its p, the animal mass and the
-    margin over the ten; what the rule compares with its thresholds, and what the lab
-    calibrates on."""
+    """Per row: the candidate (index into ``OTHER_CLASSES``), its p, whether it is the best
+    class outside the ten, and its margin over the ten; what the rule compares with its
+    thresholds, and what the lab calibrates on."""
 
     candidate: np.ndarray
     confidence: np.ndarray
-    animal: np.ndarray
+    best_outside: np.ndarray
     margin: np.ndarray
 
 
@@ -245,12 +244,13 @@ def scores_of(outputs: np.ndarray, meta: ModelMetadata) -> LooksLikeScores:
     other = probs[:, columns]
     best = other.argmax(axis=1)
     confidence = other[np.arange(len(other)), best]
+    rest = np.delete(probs, [*own, *columns], axis=1)  # neither the ten nor the table's
     ten = probs[:, own].sum(axis=1)
     tiny = np.finfo(np.float64).tiny  # a zero share reads as -inf, not nan
     return LooksLikeScores(
         candidate=np.asarray(allowed)[best],
         confidence=confidence,
-        animal=other.sum(axis=1) + ten,
+        best_outside=confidence >= rest.max(axis=1),
         margin=np.log(np.maximum(confidence, tiny)) - np.log(np.maximum(ten, tiny)),
     )
 
@@ -263,10 +263,10 @@ def carries(scores: LooksLikeScores, verdicts: np.ndarray, meta: ModelMetadata) 
         return shown
     if rule.method != "other_class":
         raise ValueError(f"unknown looks_like method {rule.method!r}; known: none, other_class")
-    animal = scores.animal >= rule.min_animal
-    shown |= (verdicts == "unknown") & animal & (scores.margin >= rule.unknown_margin)
+    best = scores.best_outside
+    shown |= (verdicts == "unknown") & best & (scores.margin >= rule.unknown_margin)
     if rule.unsure_margin is not None:
-        shown |= (verdicts == "unsure") & animal & (scores.margin >= rule.unsure_margin)
+        shown |= (verdicts == "unsure") & best & (scores.margin >= rule.unsure_margin)
     return shown
 
 

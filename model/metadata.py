@@ -75,13 +75,12 @@ class OpenSetRule:
 @dataclass(frozen=True)
 class LooksLikeRule:
     """When an answer also says what the photo looks like (model/looks_like.py): ``method``
-    ``other_class`` names the most probable other dog breed, wild canid or cat of the ImageNet
-    head when their ImageNet probability with the ten's reaches ``min_animal``, and it
-    outweighs the ten breeds together by the log-odds margin ``unknown_margin`` (``unknown``
-    answers) or ``unsure_margin`` (``unsure`` answers; None: never). ``none``: never."""
+    ``other_class`` names the ImageNet head's best class outside the ten breeds when it is
+    another dog breed, a wild canid or a cat, and it outweighs the ten breeds together by the
+    log-odds margin ``unknown_margin`` (``unknown`` answers) or ``unsure_margin`` (``unsure``
+    answers; None: never). ``none``: never."""
 
     method: str = "none"
-    min_animal: float = 0.5
     unknown_margin: float = 0.0
     unsure_margin: float | None = None
 

@@ -54,7 +54,7 @@ def test_every_ood_dog_folder_maps_to_classes_of_the_table() -> None:
         assert ood_dog_folder(some) == "labrador"
 
 
-RULE = LooksLikeRule("other_class", min_animal=0.5, unknown_margin=0.0, unsure_margin=1.0)
+RULE = LooksLikeRule("other_class", unknown_margin=0.0, unsure_margin=1.0)
 
 
 def _meta(rule: LooksLikeRule = RULE) -> ModelMetadata:
@@ -85,7 +85,7 @@ def test_an_unknown_dog_of_another_breed_gets_its_name_and_a_cat_its_kind() -> N
     # Its share of the softmax over the 1000 ImageNet logits.
     assert labrador.looks_like.confidence == pytest.approx(np.exp(10) / (np.exp(10) + 999), 1e-5)
     assert cat.looks_like.kind == "cat"
-    assert car.looks_like is None  # the ImageNet head sees no animal the table names
+    assert car.looks_like is None  # its best class outside the ten is no dog, canid or cat
     body = labrador.to_dict()
     assert body["looks_like"] == {
         "wnid": "n02099712",
@@ -116,6 +116,12 @@ def test_a_sure_answer_never_carries_it_and_an_unsure_one_only_past_its_margin()
 def test_an_unknown_photo_the_ten_outweigh_is_not_called_another_breed() -> None:
     [beagle_like] = _answers([_row({}, {BEAGLE: 10.0, LABRADOR: 9.0})])
     assert beagle_like.verdict == "unknown" and beagle_like.looks_like is None
+
+
+def test_it_names_only_the_best_class_outside_the_ten() -> None:
+    lynx = 287  # a wild cat, not in the table: a house cat that looks most like one gets none
+    [cat_like_lynx] = _answers([_row({}, {lynx: 8.0, TABBY: 7.0})])
+    assert cat_like_lynx.verdict == "unknown" and cat_like_lynx.looks_like is None
 
 
 def test_no_rule_no_looks_like_and_old_metadata_reads_without_one() -> None:

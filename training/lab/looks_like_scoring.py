@@ -1,12 +1,11 @@
 """The ``looks_like`` rule's one calibrated threshold, set by a rule fixed before any run, and
 the figures of the answers under it.
 
-The rule (model/looks_like.py) has three parameters:
+The rule (model/looks_like.py) names the ImageNet head's best class outside the ten when it
+is one of the table's, and it outweighs the ten breeds together by a margin:
 
-- ``min_animal`` = 0.5 and ``unknown_margin`` = 0 are fixed by what they mean, not fitted:
-  more than half of the ImageNet head's probability is on dogs, wild canids and cats, and the
-  class named outweighs the ten breeds together. (No photo set of things that are no animal
-  is at hand to fit the first on.)
+- ``unknown_margin`` = 0 is fixed by what it means, not fitted: the class named outweighs the
+  ten together.
 - ``unsure_margin`` ("another breed clearly outweighs the ten") is the lowest margin, and at
   least ``unknown_margin``, at which at most ``genuine_budget`` (0.5%) of the genuine
   calibration photos would carry ``looks_like`` on an ``unsure`` answer. Genuine photos are
@@ -48,7 +47,6 @@ class LooksLikeRules:
     """The calibration rule's parameters and which photos count as genuine held-out."""
 
     genuine_budget: float = 0.005
-    min_animal: float = 0.5
     unknown_margin: float = 0.0
     genuine: str = "val"  # "val", or "train" when only held-out train photos are loaded
 
@@ -59,7 +57,7 @@ def calibrated_rule(
     """The artifact's rule with ``unsure_margin`` set on these genuine photos' outputs."""
     scores = scores_of(outputs, meta)
     _, verdict = verdicts(outputs, meta)
-    eligible = (verdict == "unsure") & (scores.animal >= rules.min_animal)
+    eligible = (verdict == "unsure") & scores.best_outside
     margins = np.sort(scores.margin[eligible].astype(np.float64))[::-1]
     allowed = math.floor(round(rules.genuine_budget * len(outputs), 9))  # may carry it
     threshold = rules.unknown_margin
@@ -67,7 +65,6 @@ def calibrated_rule(
         threshold = max(threshold, float(np.nextafter(margins[allowed], np.inf)))
     return LooksLikeRule(
         method="other_class",
-        min_animal=rules.min_animal,
         unknown_margin=rules.unknown_margin,
         unsure_margin=threshold,
     )
@@ -80,10 +77,10 @@ def rules_text(rules: LooksLikeRules, held_out_every: int = 0) -> str:
         else "Imagewoof val, which the fine-tuning never fit"
     )
     return (
-        f"unknown answers: the best other class when dogs, wild canids and cats hold at least "
-        f"{rules.min_animal:g} of the ImageNet softmax and it outweighs the ten together; "
-        f"unsure answers: the same, with the lowest log-odds margin at which at most "
-        f"{rules.genuine_budget:.1%} of genuine photos ({genuine}) carry it"
+        "unknown answers: the ImageNet head's best class outside the ten, when it is another "
+        "dog breed, a wild canid or a cat and outweighs the ten together; unsure answers: the "
+        f"same, with the lowest log-odds margin at which at most {rules.genuine_budget:.1%} "
+        f"of genuine photos ({genuine}) carry it"
     )
 
 
