@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from app import create_app
+from service.factory import create_app
 from model.backends import load_backend
 from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor

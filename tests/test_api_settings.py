@@ -91,12 +91,12 @@ def test_service_refuses_to_start_on_bad_setting() -> None:
 def _gunicorn_conf(env: dict[str, str]) -> dict[str, str]:
     """Evaluate gunicorn.conf.py in a clean process; return the settings it derived."""
     code = (
-        "import json, os, runpy; c = runpy.run_path('gunicorn.conf.py'); "
+        "import json, runpy; from service.settings import server_settings; "
+        "c = runpy.run_path('gunicorn.conf.py'); c['on_exit'](None); "
         "print(json.dumps({'bind': c['bind'], 'workers': c['workers'], 'timeout': c['timeout'], "
-        "'threads': os.environ['MODEL_THREADS'], 'preload': c['preload_app']}))"
+        "'threads': str(server_settings().model_threads()), 'preload': c['preload_app']}))"
     )
     clean = {k: v for k, v in os.environ.items() if k not in ("MODEL_THREADS", "WEB_CONCURRENCY")}
-    clean["PROMETHEUS_MULTIPROC_DIR"] = "/nonexistent/unused"  # else the config makes a temp dir
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,
@@ -124,7 +124,7 @@ def test_top_k_and_pixel_limit_configure_the_served_predictor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """TOP_K and MAX_IMAGE_PIXELS reach the answers without being passed per call."""
-    from app import create_app
+    from service.factory import create_app
     from tests.support.photos import jpeg_bytes
 
     env = {"TOP_K": "5", "MAX_IMAGE_PIXELS": "100000", "MODEL_THREADS": "1"}

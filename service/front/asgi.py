@@ -32,7 +32,7 @@ from service.front.body import BodyRefusedError, ClientGoneError, MemoryBudget, 
 from service.http.errors import error_payload
 from service.metrics import observe_request
 from service.settings import FrontSettings
-from service.telegram_bot.webhook import SECRET_HEADER, WEBHOOK_PATH, handle_update
+from service.telegram_bot.webhook import SECRET_HEADER, WEBHOOK_PATH, Reply, handle_update
 
 if TYPE_CHECKING:
     from service.telegram_bot.runtime import BotRuntime
@@ -46,6 +46,11 @@ Send = Callable[[Message], Awaitable[None]]
 # Cheap GET routes that must answer while the model is busy (the platform's health checks).
 LIGHT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 BUSY_RETRY_AFTER_S = 1  # a busy worker frees up in moments
+NOT_ALLOWED = Reply(
+    405,
+    error_payload("method_not_allowed", f"{WEBHOOK_PATH} takes POST only"),
+    {"Allow": "POST"},
+)
 REFUSED = Counter(
     "breedrecognizer_front_refused",
     "Requests the front answered itself, by reason (body_timeout, too_large, busy)",
@@ -83,8 +88,8 @@ class Front:
             return
         try:
             path, method = scope["path"], scope["method"]
-            if path == WEBHOOK_PATH and method == "POST":
-                await self._webhook(scope, body.read(), send)
+            if path == WEBHOOK_PATH:
+                await self._webhook(scope, method, body.read(), send)
             elif path in LIGHT_PATHS and method in ("GET", "HEAD"):
                 await self.light_lane(scope, body.receive(), send)
             elif self.in_app >= self.config.app_queue_size:
@@ -128,12 +133,14 @@ class Front:
 
         return balanced
 
-    async def _webhook(self, scope: Scope, body: bytes, send: Send) -> None:
+    async def _webhook(self, scope: Scope, method: str, body: bytes, send: Send) -> None:
         started = time.perf_counter()
-        secret = _header(scope, SECRET_HEADER)
-        reply = await handle_update(self.bot, secret, body)
+        if method == "POST":
+            reply = await handle_update(self.bot, _header(scope, SECRET_HEADER), body)
+        else:
+            reply = NOT_ALLOWED
         await _send_json(send, reply.status, reply.payload, reply.headers)
-        observe_request(WEBHOOK_PATH, "POST", reply.status, time.perf_counter() - started)
+        observe_request(WEBHOOK_PATH, method, reply.status, time.perf_counter() - started)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
