@@ -115,7 +115,11 @@ class Front:
         def run(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
             self.app_busy_since = time.monotonic()
             try:
-                return list(app(environ, start_response))
+                result = app(environ, start_response)
+                try:
+                    return list(result)
+                finally:
+                    result.close()  # Flask's teardown runs here (WSGI's close)
             finally:
                 self.app_busy_since = None
 
