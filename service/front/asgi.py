@@ -87,6 +87,7 @@ class Front:
             log.info("%s %s: client left before sending the whole body", *_request(scope))
             return
         try:
+            scope = _with_length(scope, body.size)
             path, method = scope["path"], scope["method"]
             if path == WEBHOOK_PATH:
                 await self._webhook(scope, method, body.read(), send)
@@ -190,6 +191,14 @@ async def _send_json(
     ]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _with_length(scope: Scope, size: int) -> Scope:
+    """The request as the app sees it: its body complete, of a known length (a chunked
+    upload's ``Transfer-Encoding`` is no longer true of it)."""
+    framing = (b"content-length", b"transfer-encoding")
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in framing]
+    return {**scope, "headers": [*headers, (b"content-length", str(size).encode())]}
 
 
 def _header(scope: Scope, name: str) -> str | None:
