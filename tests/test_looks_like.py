@@ -4,14 +4,17 @@ own class list, and the rule on crafted output rows."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from model.backends import load_backend
 from model.looks_like import KINDS, OTHER_BY_WNID, OTHER_CLASSES, looks_like_of, scores_of
 from model.metadata import IMAGEWOOF_CLASSES, LooksLikeRule, ModelMetadata
 from model.predictor import Predictor
 from tests.support.artifacts import shipped_metadata
+from tests.support.open_set_fixtures import coloured_jpeg, tiny_artifact, tiny_dataset
 from training.lab.answers import _Computed
 from training.lab.looks_like_scoring import LooksLikeRules, calibrated_rule, ood_dog_folder
 from training.lab.ood_breeds import OOD_DOG_CLASSES
@@ -153,3 +156,45 @@ def test_the_unsure_margin_lets_at_most_the_budget_of_genuine_photos_through() -
     # A budget that lets every unsure photo through still needs the ten outweighed.
     loose = calibrated_rule(outputs, meta, LooksLikeRules(genuine_budget=0.4))
     assert loose.unsure_margin == 0.0
+
+
+def test_the_release_calibrates_writes_into_the_copies_and_the_report_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny lab: green photos are the ten, red ones ImageNet's tabby, blue ones another
+    dog breed (ImageNet 200, Tibetan terrier)."""
+    from training.release import looks_like as release
+    from training.release import open_set
+    from training.reports import looks_like as report
+
+    monkeypatch.setenv("BREED_CACHE_DIR", str(tmp_path / "cache"))
+    data = tiny_dataset(tmp_path / "data")
+    artifact, copy = tiny_artifact(tmp_path / "tiny.pt"), tiny_artifact(tmp_path / "tiny.onnx")
+    for path in (artifact, copy):
+        argv = ["--artifact", str(path), "--data-dir", str(data), "--write"]
+        assert open_set.main([*argv, "--out-dir", str(tmp_path / "open_set")]) == 0
+    argv = ["--artifact", str(artifact), "--data-dir", str(data), "--write", "--copies", str(copy)]
+    assert release.main(argv) == 0
+    meta, copied = load_backend(artifact, 1).metadata, load_backend(copy, 1).metadata
+    assert meta.looks_like.method == "other_class" and meta.looks_like.unsure_margin is not None
+    assert copied.looks_like == meta.looks_like
+    assert copied.metrics["looks_like"] == meta.metrics["looks_like"]
+    figures = meta.metrics["looks_like"]["figures"]
+    assert figures["cats"]["looks_like"] == figures["dogs"]["looks_like"] == 1.0
+    assert figures["val"]["looks_like"] == 0.0  # photos of the ten: none
+    assert figures["dogs"]["unmapped"] == 12 and "named_right_mapped" not in figures["dogs"]
+
+    predictor = Predictor(load_backend(copy, 1))
+    red = coloured_jpeg(tmp_path / "r.jpg", "red", seed=78).read_bytes()
+    blue = coloured_jpeg(tmp_path / "b.jpg", "blue", seed=79).read_bytes()
+    cat, dog = predictor.predict_bytes(red), predictor.predict_bytes(blue)
+    assert cat.looks_like is not None and cat.looks_like.wnid == "n02123045"  # tabby
+    assert dog.looks_like is not None and dog.looks_like.wnid == "n02097474"
+
+    out = tmp_path / "looks_like.md"
+    argv = ["--artifact", str(artifact), "--data-dir", str(data), "--out", str(out)]
+    assert report.main(argv) == 0
+    page = out.read_text()
+    assert "| cats said to be cats (`ood/cats`) | " in page
+    assert "| looks_like on photos of the ten" not in page  # no unseen, web here
+    assert "## Other dog breeds (`ood/dogs`), per breed" in page

@@ -5,7 +5,8 @@
 # from its checkpoint, caches resume by chunk; every step shows tqdm progress. Training holds
 # the lock for at most ~$HOLD_MINUTES minutes at a time (then pauses and queues again).
 # Order: zero-shot, the KD teacher (lite2_ft), the candidates, the selection by the rule in
-# training/release/ship.py (unseen + web, never val), the open-set calibration, the deployment prior
+# training/release/ship.py (unseen + web, never val), the open-set calibration, the looks_like
+# calibration (another breed, a wild canid or a cat named; training.release.looks_like), the deployment prior
 # (training.release.prior, cross-fitted), the static-int8 ONNX the service serves (training.release.quantize:
 # refused unless it matches fp32, and then nothing ships), the results table.
 set -euo pipefail
@@ -32,6 +33,7 @@ rm -rf "$STAGE" && mkdir -p "$STAGE"
 locked training.release.ship --runs $CANDIDATES --out "$STAGE/$NAME.pt" --version 1.2.0
 locked training.release.open_set --artifact "$STAGE/$NAME.pt" --write --max-train 2000 \
   --out-dir "$STAGE/open_set"
+locked training.release.looks_like --artifact "$STAGE/$NAME.pt" --write
 locked training.release.prior --artifact "$STAGE/$NAME.pt" --favour Beagle --over "English foxhound" \
   --write --report "$STAGE/prior.md"
 locked training.release.onnx_export "$STAGE/$NAME.pt" "$STAGE/$NAME.onnx"
@@ -47,3 +49,4 @@ cp "$STAGE/open_set/$NAME".* results/open_set/
 cp "$STAGE/prior.md" results/prior.md
 cp "$STAGE/int8.json" results/bench/int8.json
 locked training.reports.results
+locked training.reports.looks_like
