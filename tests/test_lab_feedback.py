@@ -20,7 +20,7 @@ from tests.support.open_set_fixtures import tiny_dataset
 from tests.support.photos import jpeg_bytes
 from tests.support.settings import settings_from
 from training import feedback as lab
-from training.lab.data import LABEL_OF, load_feedback, load_split
+from training.lab.data import LABEL_OF, load_feedback, load_feedback_others, load_split
 
 BEAGLE, SAMOYED = "n02088364", "n02111889"
 
@@ -80,6 +80,28 @@ def test_pull_keeps_new_photos_once_and_drops_the_labs_own(lab_data: Path, tmp_p
     assert lab.main(["--store", str(tmp_path / "store"), "--data-dir", str(lab_data)]) == 0
     after = sorted(p.relative_to(lab_data) for p in (lab_data / "feedback").rglob("*"))
     assert after == before  # rebuilt whole, the same
+
+
+def test_another_breed_people_name_is_kept_with_its_wnid(lab_data: Path, tmp_path: Path) -> None:
+    """A correction may name any class an answer's looks_like may: it reaches the split under
+    its wnid, beside ood/ (not a photo of the ten), and is read back with its wnid."""
+    store = LocalFeedbackStore(tmp_path / "store")
+    labrador, fox = jpeg_bytes(120, 90, seed=41), jpeg_bytes(120, 90, seed=42)
+    _save(store, "l1", labrador, "n02099712")
+    _save(store, "l2", fox, "n02119022")
+    assert lab.main(["--store", str(tmp_path / "store"), "--data-dir", str(lab_data)]) == 0
+    with (lab_data / "feedback" / "index.csv").open(newline="") as handle:
+        rows = {r["label"]: r for r in csv.DictReader(handle)}
+    assert rows["n02099712"]["breed"] == "Labrador retriever"
+    assert rows["n02119022"]["path"].startswith("n02119022/")
+    assert load_split(lab_data, "feedback") == []  # none of the ten
+    others = load_feedback_others(lab_data)
+    assert sorted((p.read_bytes(), wnid) for p, wnid in others) == sorted(
+        [(labrador, "n02099712"), (fox, "n02119022")]
+    )
+    assert sorted(p.read_bytes() for p in load_feedback(lab_data, breeds=False)) == sorted(
+        [labrador, fox]
+    )
 
 
 def test_an_answer_counts_once_with_its_latest_label(lab_data: Path, tmp_path: Path) -> None:

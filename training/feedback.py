@@ -4,8 +4,10 @@
 
 Reads the service's store (``FEEDBACK_URI``; S3 through boto3's ``AWS_*`` settings) and
 writes ``<data>/feedback/``: ``<wnid>/<sha256>.<ext>`` for photos of the ten breeds (the
-``feedback`` split, evaluated with every run and added to training by ``train_with_feedback``)
-and ``none/`` for "not one of the ten" (evaluated with ``ood/``), listed in ``index.csv``.
+``feedback`` split, evaluated with every run and added to training by ``train_with_feedback``),
+``<wnid>/`` too for another dog breed, wild canid or cat people named (what an answer's
+``looks_like`` may say: evaluated with ``ood/``, and by ``training.reports.looks_like``) and
+``none/`` for "none of those" (evaluated with ``ood/``), listed in ``index.csv``.
 An answer counts once, with its latest label (the store keeps one record per answer; older
 stores may hold one per label, and the latest wins there too). A photo is kept once: by its
 SHA-256 within the store, and never when it is already a photo of train, val, ``unseen`` or
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from model.looks_like import OTHER_CLASSES
 from model.metadata import IMAGEWOOF_CLASSES
 from model.preprocessing import ImageDecodeError, decode_image
 from service.feedback.store import (
@@ -47,7 +50,8 @@ from training.lab.paths import data_root
 # Perceptual hashes (64-bit pHash) this close are the same photo re-encoded or resized.
 SAME_PHOTO_BITS = 4
 HELD_SPLITS = ("train", "val", "unseen", "web")
-NAMES = {c.wnid: c.name for c in IMAGEWOOF_CLASSES}
+TEN = {c.wnid for c in IMAGEWOOF_CLASSES}
+NAMES = {c.wnid: c.name for c in (*IMAGEWOOF_CLASSES, *OTHER_CLASSES)}
 
 
 @dataclass(frozen=True)
@@ -172,12 +176,14 @@ def pull(store_uri: str, root: Path) -> dict[str, int]:
         else:
             kept.append(item)
     written = write_split(kept, feedback_root(root))
-    breeds = sum(1 for item in kept if item.label != NONE_LABEL)
+    breeds = sum(1 for item in kept if item.label in TEN)
+    others = sum(1 for item in kept if item.label not in TEN and item.label != NONE_LABEL)
     return {
         "records": len(records),
         "photos": written,
         "breed photos (feedback split)": breeds,
-        "none of the ten (with ood/)": written - breeds,
+        "other breeds, wild canids, cats (with ood/)": others,
+        "none of those (with ood/)": written - breeds - others,
         **dict(dropped),
     }
 

@@ -240,7 +240,8 @@ def has_feedback(root: Path | None = None) -> bool:
 
 def load_feedback(root: Path | None = None, breeds: bool = True) -> list[Sample] | list[Path]:
     """The feedback split: photos of the ten breeds as samples, or (``breeds=False``) the
-    paths of those people said are none of them, which go with ``ood/``."""
+    paths of those people said are none of them ("none", or another breed, wild canid or
+    cat: ``load_feedback_others``), which go with ``ood/``."""
     folder = feedback_root(root)
     if not has_feedback(root):
         raise DataError(f"no feedback split under {folder} (run python -m training.feedback)")
@@ -253,6 +254,19 @@ def load_feedback(root: Path | None = None, breeds: bool = True) -> list[Sample]
         for r in rows
         if r["label"] in LABEL_OF
     ]
+
+
+def load_feedback_others(root: Path | None = None) -> list[tuple[Path, str]]:
+    """(path, wnid) of the feedback photos people named another dog breed, wild canid or cat
+    (an answer's ``looks_like`` classes, model/looks_like.py): what it is beyond the ten."""
+    from model.looks_like import OTHER_BY_WNID
+
+    folder = feedback_root(root)
+    if not has_feedback(root):
+        raise DataError(f"no feedback split under {folder} (run python -m training.feedback)")
+    with (folder / "index.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [(folder / r["path"], r["label"]) for r in rows if r["label"] in OTHER_BY_WNID]
 
 
 def train_samples(fraction: float = 1.0, root: Path | None = None) -> list[Sample]:
