@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,13 @@ import requests
 
 from model.metadata import IMAGEWOOF_CLASSES
 from service.breed_names import BREED_NAMES
-from tests.support.data import imagewoof_dir
+from tests.support.data import data_dir, imagewoof_dir
 from tests.support.fake_telegram import SECRET, Call, FakeTelegram, Updates, answer_to, buttons
 from tests.support.fake_telegram import post_update as post
 from tests.support.gunicorn_server import GunicornServer
 from tests.support.images import png_bytes
 from tests.support.photos import jpeg_bytes
+from tests.support.server import start_gunicorn
 
 RANK_LINE = re.compile(r"^\d\. .+ — (\d+%|<1%)$")
 
@@ -185,7 +187,7 @@ def test_callback_query_is_answered(bot_server: GunicornServer, fake: FakeTelegr
 
 WNID_BY_NAME = {c.name: c.wnid for c in IMAGEWOOF_CLASSES}
 RECORD_FIELDS = {"answer_id", "photo_sha256", "label", "answer", "received_at"}
-ANSWER_FIELDS = {"id", "breed", "verdict", "known", "known_score", "top_k", "model"}
+ANSWER_FIELDS = {"id", "breed", "verdict", "known", "known_score", "looks_like", "top_k", "model"}
 
 
 def answered_photo(
@@ -422,6 +424,97 @@ def test_real_dog_photos_get_the_right_breed(
         sent[breed] = update
     for breed, update in sent.items():
         assert reply_to(fake, update).params["text"].startswith(f"My best guess: {breed} ")
+
+
+# -- another breed, a wild canid, a cat: what the photo looks like -------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped_bot_server(
+    fake: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GunicornServer, Path]]:
+    """The bot on the shipped artifact as served (its own open-set and looks_like rules),
+    one worker, corrections stored in the folder it comes with."""
+    store = tmp_path_factory.mktemp("feedback-shipped")
+    env = {**fake.env(), "TELEGRAM_SECRET_TOKEN": SECRET, "WEB_CONCURRENCY": "1"}
+    running = start_gunicorn({**env, "FEEDBACK_URI": str(store)})
+    yield running, store
+    running.stop()
+
+
+def first_photo_looking_like(
+    server: GunicornServer, folder: Path, kind: str, wnid: str | None = None
+) -> bytes:
+    """The first photo of ``folder`` the service says plainly looks like a ``kind`` (this
+    ``wnid``, if given)."""
+    if not folder.is_dir():
+        pytest.skip(f"needs ../shared/data ({folder.name})")
+    for path in sorted(folder.iterdir()):
+        data = path.read_bytes()
+        files = {"image": (path.name, data)}
+        answer = requests.post(f"{server.base_url}/predict", files=files, timeout=30).json()
+        other = answer["looks_like"]
+        if other and other["kind"] == kind and other["confidence"] >= 0.5:
+            if wnid is not None and other["wnid"] != wnid:
+                continue
+            return data
+    pytest.fail(f"no photo of {folder} is said to look like a {kind}")
+
+
+@pytest.mark.data
+def test_a_labrador_is_said_to_look_like_one_in_both_languages(
+    shipped_bot_server: tuple[GunicornServer, Path], fake: FakeTelegram
+) -> None:
+    server, store = shipped_bot_server
+    labradors = data_dir() / "ood" / "dogs" / "labrador"
+    photo = first_photo_looking_like(server, labradors, "dog", "n02099712")
+    english = Updates(chat_id=1301)
+    reply, keys = answered_photo(server, fake, english, photo)
+    said = reply.params["text"]
+    assert re.match(
+        r"(Not|Probably not) one of my 10 breeds — it looks like a Labrador retriever "
+        r"\(\d+%\) 🐕\n\nOf my breeds, the nearest would be:\n1\. ",
+        said,
+    ), said
+    assert_ranking(said)
+    russian = Updates(chat_id=1302, language_code="ru")
+    reply_ru, _ = answered_photo(server, fake, russian, photo)
+    assert re.match(
+        r"(Это|Скорее всего, это) не одна из моих 10 пород — похоже, это лабрадор-ретривер "
+        r"\(\d+%\) 🐕\n\nИз моих пород ближе всего:\n1\. ",
+        reply_ru.params["text"],
+    ), reply_ru.params["text"]
+    # "Right" confirms what the answer named: the Labrador, stored with its wnid.
+    _, answer_id, action, named = keys["✅ Right"].split(":")
+    assert (action, named) == ("ok", "n02099712")
+    assert (
+        press(server, fake, english, reply, keys["✅ Right"]).params["text"].startswith("Thanks!")
+    )
+    [record] = records(store, answer_id)
+    assert record["label"] == "n02099712"
+    assert record["answer"]["looks_like"]["wnid"] == "n02099712"
+    # "Wrong" still offers the ten and "none of these": no long list in a chat.
+    reply2, keys2 = answered_photo(server, fake, Updates(chat_id=1303), photo)
+    press(server, fake, Updates(chat_id=1303), reply2, keys2["❌ Wrong"])
+    choices = buttons(fake.message(reply2))
+    assert list(choices) == [*(c.name for c in IMAGEWOOF_CLASSES), "None of these"]
+
+
+@pytest.mark.data
+def test_a_cat_is_said_to_be_a_cat_in_both_languages(
+    shipped_bot_server: tuple[GunicornServer, Path], fake: FakeTelegram
+) -> None:
+    server, _ = shipped_bot_server
+    photo = first_photo_looking_like(server, data_dir() / "ood" / "cats" / "Siamese", "cat")
+    reply, _ = answered_photo(server, fake, Updates(chat_id=1304), photo)
+    assert re.fullmatch(
+        r"It's a cat — I recognise dogs 🐱 \(\w[\w ]+ cat, I'd say: \d+%\)", reply.params["text"]
+    ), reply.params["text"]
+    reply_ru, _ = answered_photo(server, fake, Updates(chat_id=1305, language_code="ru"), photo)
+    assert re.fullmatch(
+        r"Это кошка, а я узнаю собак 🐱 \(похоже, [а-яё ]+ кошка: \d+%\)",
+        reply_ru.params["text"],
+    ), reply_ru.params["text"]
 
 
 def test_workers_shut_down_cleanly(bot_server: GunicornServer) -> None:

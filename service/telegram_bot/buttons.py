@@ -7,6 +7,10 @@ so whichever worker or replica receives the press can handle it:
     fb:<answer id>:wrong        "wrong": show the breeds to choose from
     fb:<answer id>:<label>      a breed's wnid, or "none", chosen from that list
 
+The list holds the ten breeds and "none of these": an answer that names another breed, wild
+canid or cat (its ``looks_like``) offers it under "right", and the page and the API take any
+class the service can name.
+
 Any client can send any callback data, so a press is parsed strictly here and its label is
 checked again by ``Feedback.submit``; the answer id is unguessable and expires.
 """
@@ -61,7 +65,10 @@ def parse_press(data: str) -> Press | None:
 
 
 def named_label(prediction: Prediction) -> str:
-    """The label the answer named: its breed's wnid, or "none" for "not one of my breeds"."""
+    """The label the answer named first: what it looks like (another breed, a wild canid, a
+    cat), else its breed's wnid, or "none" for "not one of my breeds"."""
+    if prediction.looks_like is not None:
+        return prediction.looks_like.wnid
     return prediction.breed.wnid if prediction.breed is not None else NONE_LABEL
 
 

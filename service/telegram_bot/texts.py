@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from model.looks_like import LooksLike
 from model.metadata import BreedClass
 from model.predictor import BreedScore, Prediction
-from service.breed_names import breed_name
+from service.breed_names import breed_name, name_in_sentence
+
+# A ``looks_like`` at or above this share of the ImageNet softmax is said plainly ("it looks
+# like"), below it with a doubt ("it may be ..., but I'm not sure"): the page says the same.
+LOOKS_LIKE_PLAIN = 0.5
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "help": (
             "Hi! Send me a photo of a dog and I will tell you its breed, with my top "
             "{top_k} guesses. I know these {count} breeds:\n{breeds}\n\n"
+            "For another dog, a wild canid or a cat I tell you what it looks like.\n\n"
             "Photos sent as files work too; albums get one answer per photo."
         ),
         "help_feedback": (
@@ -25,6 +31,20 @@ TEXTS: dict[str, dict[str, str]] = {
             "Hmm, this does not look like one of the {count} breeds I know. "
             "The nearest ones would be:\n{ranking}\n\nSend /help to see the breeds I know."
         ),
+        # Not one of the ten, but another breed, a wild canid or a cat (the answer's looks_like).
+        "lead_unknown": "Not one of my {count} breeds",
+        "lead_unsure": "Probably not one of my {count} breeds",
+        "looks_dog": "{lead} — it looks like {article} {name} ({confidence}) 🐕",
+        "looks_dog_maybe": (
+            "{lead} — it may be {article} {name} ({confidence}), but I'm not sure 🤔"
+        ),
+        "looks_wild": "{lead}: it looks like a wild animal — {name} ({confidence}) 🐺",
+        "looks_wild_maybe": (
+            "{lead}: it may be a wild animal — {name} ({confidence}), but I'm not sure 🤔"
+        ),
+        "looks_cat": "It's a cat — I recognise dogs 🐱 ({name}, I'd say: {confidence})",
+        "looks_cat_maybe": "It may be a cat — I recognise dogs 🐱",
+        "nearest_mine": "Of my breeds, the nearest would be:\n{ranking}",
         "hint_text": "Send me a photo of a dog and I will tell you its breed. /help lists them.",
         "hint_sticker": "Nice sticker! I can only recognise dogs in photos, though: send me one.",
         "hint_document": ("This file is not an image ({mime}). Send me a photo of a dog instead."),
@@ -57,6 +77,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "help": (
             "Привет! Пришлите фото собаки, и я определю породу (покажу {top_k} самых "
             "вероятных варианта). Я знаю эти {count} пород:\n{breeds}\n\n"
+            "Если на фото другая собака, дикий зверь из псовых или кошка, скажу, на кого это "
+            "похоже.\n\n"
             "Можно присылать и фото файлом; в альбоме отвечу на каждое фото."
         ),
         "help_feedback": (
@@ -69,6 +91,17 @@ TEXTS: dict[str, dict[str, str]] = {
             "Хм, это не похоже ни на одну из {count} пород, которые я знаю. "
             "Ближе всего:\n{ranking}\n\nОтправьте /help, чтобы увидеть список пород."
         ),
+        "lead_unknown": "Это не одна из моих {count} пород",
+        "lead_unsure": "Скорее всего, это не одна из моих {count} пород",
+        "looks_dog": "{lead} — похоже, это {name} ({confidence}) 🐕",
+        "looks_dog_maybe": "{lead} — возможно, это {name} ({confidence}), но я не уверен 🤔",
+        "looks_wild": "{lead}: похоже, это дикий зверь — {name} ({confidence}) 🐺",
+        "looks_wild_maybe": (
+            "{lead}: возможно, это дикий зверь — {name} ({confidence}), но я не уверен 🤔"
+        ),
+        "looks_cat": "Это кошка, а я узнаю собак 🐱 (похоже, {name}: {confidence})",
+        "looks_cat_maybe": "Кажется, это кошка, а я узнаю собак 🐱",
+        "nearest_mine": "Из моих пород ближе всего:\n{ranking}",
         "hint_text": "Пришлите фото собаки, и я определю её породу. /help покажет список пород.",
         "hint_sticker": "Отличный стикер! Но я узнаю собак только на фото: пришлите фотографию.",
         "hint_document": "Этот файл не изображение ({mime}). Пришлите, пожалуйста, фото собаки.",
@@ -146,9 +179,33 @@ def _ranking(scores: Iterable[BreedScore], lang: str) -> str:
     )
 
 
+def article(name: str) -> str:
+    """ "a" or "an" before an English name."""
+    return "an" if name[:1].lower() in "aeiou" else "a"
+
+
+def looks_like_text(other: LooksLike, verdict: str, lang: str, breed_count: int) -> str:
+    """What the photo looks like, said as surely as its share allows (``LOOKS_LIKE_PLAIN``);
+    an ``unsure`` answer leads with "probably not one of my breeds"."""
+    name = name_in_sentence(other.wnid, other.name, lang)
+    plain = other.confidence >= LOOKS_LIKE_PLAIN
+    key = f"looks_{other.kind}" + ("" if plain else "_maybe")
+    lead = text("lead_unsure" if verdict == "unsure" else "lead_unknown", lang, count=breed_count)
+    values = {"name": name, "article": article(name), "confidence": percent(other.confidence)}
+    return text(key, lang, lead=lead, **values)
+
+
 def prediction_text(prediction: Prediction, lang: str, breed_count: int) -> str:
-    """The answer in words: sure names the breed, unsure names it with a doubt, unknown not."""
+    """The answer in words: sure names the breed, unsure names it with a doubt, unknown not;
+    what else it looks like (another breed, a wild canid, a cat) comes first when the answer
+    says so, and then the nearest of the ten (for a cat, nothing more)."""
     ranking = _ranking(prediction.top_k, lang)
+    other = prediction.looks_like
+    if other is not None:
+        said = looks_like_text(other, prediction.verdict, lang, breed_count)
+        if other.kind == "cat":
+            return said
+        return f"{said}\n\n{text('nearest_mine', lang, ranking=ranking)}"
     if prediction.breed is not None and prediction.verdict in ("sure", "unsure"):
         name = breed_name(prediction.breed.wnid, prediction.breed.name, lang)
         key = "known" if prediction.verdict == "sure" else "unsure"
