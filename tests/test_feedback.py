@@ -180,13 +180,35 @@ def test_bad_feedback_gets_a_json_4xx(
     assert response.status_code == status and response.json()["error"]["code"] == code
 
 
-def test_a_label_outside_the_ten_breeds_is_refused_and_nothing_stored(
+def test_a_label_the_service_cannot_name_is_refused_and_nothing_stored(
     two_workers: GunicornServer, store: Path
 ) -> None:
     answer = _predict(two_workers.base_url, jpeg_bytes(240, 200, seed=33))
-    response = _feedback(two_workers.base_url, {"id": answer["id"], "label": "n02123045"})
+    tench = "n01440764"  # an ImageNet class, but no dog, wild canid or cat
+    response = _feedback(two_workers.base_url, {"id": answer["id"], "label": tench})
     assert response.status_code == 400 and response.json()["error"]["code"] == "bad_label"
     assert not [r for r in open_store(str(store)).records() if r.answer_id == answer["id"]]
+
+
+@pytest.mark.parametrize("label", ["n02099712", "n02119022", "n02123045"])  # dog, fox, cat
+def test_a_correction_may_name_any_breed_canid_or_cat_the_service_names(
+    two_workers: GunicornServer, store: Path, label: str
+) -> None:
+    answer = _predict(two_workers.base_url, jpeg_bytes(240, 200, seed=34))
+    response = _feedback(two_workers.base_url, {"id": answer["id"], "label": label})
+    assert response.status_code == 201, response.text
+    [record] = [r for r in open_store(str(store)).records() if r.answer_id == answer["id"]]
+    assert record.label == label
+
+
+def test_a_correction_confirming_looks_like_counts_as_right() -> None:
+    looks = {"wnid": "n02099712", "name": "Labrador retriever", "kind": "dog", "confidence": 0.6}
+    answer = {"breed": None, "verdict": "unknown", "looks_like": looks}
+    record = FeedbackRecord("a" * 16, "0" * 64, "n02099712", answer, "2024-01-01T00:00:00+00:00")
+    assert record.correct
+    assert not FeedbackRecord("a" * 16, "0" * 64, "none", answer, record.received_at).correct
+    older = {"breed": None, "verdict": "unknown"}  # answers stored before looks_like
+    assert FeedbackRecord("a" * 16, "0" * 64, "none", older, record.received_at).correct
 
 
 def test_a_body_that_is_not_json_or_too_big_is_refused(two_workers: GunicornServer) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from PIL import Image
 
+from model.looks_like import OTHER_CLASSES
 from service.answer import is_answer_id
 from service.feedback.photo import private_copy
 from service.feedback.recent import (
@@ -44,11 +45,17 @@ class UnknownAnswerError(LookupError):
 
 
 class BadLabelError(ValueError):
-    """The label is neither one of the breeds' wnids nor "none"."""
+    """The label is no class the service can name (a wnid) and not "none"."""
+
+
+def feedback_labels(wnids: list[str]) -> frozenset[str]:
+    """What a correction may say: one of the breeds ``wnids``, any other dog breed, wild canid
+    or cat an answer may name (``looks_like``: model/looks_like.py), or "none"."""
+    return frozenset([*wnids, *(c.wnid for c in OTHER_CLASSES), NONE_LABEL])
 
 
 class Feedback:
-    """The recent answers and the store of corrections, for the labels ``wnids`` + "none"."""
+    """The recent answers and the store of corrections, for the labels ``feedback_labels``."""
 
     def __init__(
         self,
@@ -58,7 +65,7 @@ class Feedback:
         photo_side: int = 1024,
     ) -> None:
         self.store, self.recent = store, recent
-        self.labels = frozenset([*wnids, NONE_LABEL])
+        self.labels = feedback_labels(wnids)
         self.photo_side = photo_side
 
     def keep(self, answer: dict[str, Any], photo: Image.Image) -> bool:

@@ -24,7 +24,7 @@ from model.artifact import atomic_write
 
 log = logging.getLogger(__name__)
 
-NONE_LABEL = "none"  # "not one of the ten breeds"
+NONE_LABEL = "none"  # not one of the ten breeds, and no other class named
 
 
 class FeedbackStoreError(RuntimeError):
@@ -45,16 +45,16 @@ class FeedbackRecord:
 
     answer_id: str
     photo_sha256: str
-    label: str  # a breed's wnid, or "none"
+    label: str  # the wnid of a class the service can name, or "none"
     answer: dict[str, Any]  # the answer as /predict gave it (breed, verdict, top_k, model)
     received_at: str  # ISO 8601, UTC
 
     @property
     def correct(self) -> bool:
-        """Whether the user confirms the breed the answer named (or its "not my breeds")."""
-        breed = self.answer.get("breed")
-        named = breed["wnid"] if breed else NONE_LABEL
-        return named == self.label
+        """Whether the user confirms what the answer named first: what it looks like (another
+        breed, a wild canid, a cat), else its breed, else "not one of my breeds"."""
+        named = self.answer.get("looks_like") or self.answer.get("breed")
+        return (named["wnid"] if named else NONE_LABEL) == self.label
 
     @property
     def record_name(self) -> str:

@@ -59,7 +59,11 @@ def submit_feedback():
     except BadLabelError:
         wnids = ", ".join(c.wnid for c in context.predictor.metadata.classes)
         raise ApiError(
-            400, "bad_label", f"label must be one of {wnids} or {NONE_LABEL!r}, got {label!r}"
+            400,
+            "bad_label",
+            f"label must be one of the breeds {wnids}, the wnid of another dog breed, wild "
+            f"canid or cat the service names (the Feedback schema of /openapi.json lists them) "
+            f"or {NONE_LABEL!r}, got {label!r}",
         ) from None
     except UnknownAnswerError:
         raise ApiError(
