@@ -49,7 +49,12 @@ FORMATS = {
 
 
 def _check_prediction(body: dict, top_k: int = 3) -> None:
-    assert set(body) == {"id", "breed", "verdict", "known", "known_score", "top_k", "model"}
+    fields = {"id", "breed", "verdict", "known", "known_score", "looks_like", "top_k", "model"}
+    assert set(body) == fields
+    looks_like = body["looks_like"]
+    assert looks_like is None or (
+        body["verdict"] != "sure" and looks_like["kind"] in ("dog", "wild", "cat")
+    )
     assert isinstance(body["id"], str) and len(body["id"]) >= 16
     assert body["verdict"] in ("sure", "unsure", "unknown")
     assert body["known"] == (body["verdict"] != "unknown")

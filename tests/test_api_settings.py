@@ -137,6 +137,7 @@ def test_top_k_and_pixel_limit_configure_the_served_predictor(
         "verdict",
         "known",
         "known_score",
+        "looks_like",
         "top_k",
         "model",
     ]
