@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 import requests
 
+from model.looks_like import OTHER_CLASSES
 from model.metadata import IMAGEWOOF_CLASSES, OpenSetRule
 from model.preprocessing import decode_image
-from service.breed_names import BREED_NAMES
+from service.breed_names import BREED_NAMES, OTHER_NAMES
 from service.feedback.photo import private_copy
 from tests.support.artifacts import rewrite_metadata, shipped_metadata
+from tests.support.data import data_dir
 from tests.support.gunicorn_server import GunicornServer
 from tests.support.photos import jpeg_bytes
 from tests.support.server import start_gunicorn
@@ -297,7 +299,7 @@ def test_wrong_then_a_breed_stores_that_breed(
     assert not browser.find_element(By.ID, "feedback-choices").is_displayed()
     named = expected["breed"]["wnid"]
     browser.find_element(By.ID, "feedback-wrong").click()
-    offered = browser.find_elements(By.CSS_SELECTOR, "#feedback-choices button")
+    offered = browser.find_elements(By.CSS_SELECTOR, "#feedback-choice-list button")
     labels = [b.get_attribute("data-label") for b in offered]
     assert labels == [*(c.wnid for c in IMAGEWOOF_CLASSES), "none"]
     assert offered[-1].text == "None of these"
@@ -486,3 +488,154 @@ def test_page_shows_api_error_message(browser, base_url: str, tmp_path: Path) ->
     status = browser.find_element(By.ID, "status")
     assert status.text == "Sorry: the file is not an image format we can read"
     assert not browser.find_elements(By.CSS_SELECTOR, "#top-k li")
+
+
+# /predict answered with a crafted body, so the page's wording of any answer can be checked.
+_CRAFTED_PREDICT = """
+const body = arguments[0];
+const real = window.fetch.bind(window);
+window.fetch = (url, init) =>
+  String(url).startsWith("/predict")
+    ? Promise.resolve(new Response(JSON.stringify(body), {
+        status: 200, headers: { "Content-Type": "application/json" } }))
+    : real(url, init);
+"""
+
+
+def _crafted(answer: dict[str, Any], looks_like: dict[str, Any] | None, verdict: str) -> dict:
+    """A real answer of the server, made to say ``verdict`` with this ``looks_like``."""
+    breed = None if verdict == "unknown" else answer["top_k"][0]
+    return {**answer, "verdict": verdict, "breed": breed, "looks_like": looks_like}
+
+
+def _show_crafted(browser, base_url: str, photo: Path, body: dict[str, Any]) -> Any:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{base_url}/")
+    browser.execute_script(_CRAFTED_PREDICT, body)
+    browser.find_element(By.ID, "image-input").send_keys(str(photo))
+    browser.find_element(By.ID, "submit-button").click()
+    _wait_for_answer(browser)
+    return browser.find_element(By.ID, "verdict")
+
+
+LABRADOR = {"wnid": "n02099712", "name": "Labrador retriever", "kind": "dog", "confidence": 0.62}
+SIAMESE = {"wnid": "n02123597", "name": "Siamese cat", "kind": "cat", "confidence": 0.81}
+
+
+@pytest.mark.parametrize(
+    ("looks_like", "verdict", "said"),
+    [
+        (
+            LABRADOR,
+            "unknown",
+            "Not one of my 10 breeds — it looks like a Labrador retriever (62.0%)",
+        ),
+        (
+            {**LABRADOR, "confidence": 0.31},
+            "unsure",
+            "Probably not one of my 10 breeds — it may be a Labrador retriever (31.0%), but "
+            "I'm not sure",
+        ),
+        (
+            {"wnid": "n02119022", "name": "Red fox", "kind": "wild", "confidence": 0.7},
+            "unknown",
+            "Not one of my 10 breeds: it looks like a wild animal — Red fox (70.0%)",
+        ),
+        (SIAMESE, "unknown", "It's a cat — I recognise dogs (Siamese cat, I'd say: 81.0%)"),
+    ],
+    ids=["dog", "dog-unsure-low", "wild", "cat"],
+)
+def test_the_page_says_what_else_a_photo_looks_like(
+    browser,
+    feedback_server: FeedbackServer,
+    photo: Path,
+    looks_like: dict[str, Any],
+    verdict: str,
+    said: str,
+) -> None:
+    answer = _answer_of(feedback_server.base_url, photo.read_bytes())
+    shown = _show_crafted(
+        browser, feedback_server.base_url, photo, _crafted(answer, looks_like, verdict)
+    )
+    assert shown.text == said
+    assert shown.get_attribute("class") == f"{verdict} looks-like {looks_like['kind']}"
+    # Right confirms what the answer named first: the class it looks like.
+    assert browser.execute_script("return feedback.named") == looks_like["wnid"]
+
+
+def test_the_russian_page_says_it_too(
+    russian, feedback_server: FeedbackServer, photo: Path
+) -> None:
+    answer = _answer_of(feedback_server.base_url, photo.read_bytes())
+    dog = _show_crafted(
+        russian, feedback_server.base_url, photo, _crafted(answer, LABRADOR, "unknown")
+    )
+    assert dog.text == "Это не одна из моих 10 пород — похоже, это лабрадор-ретривер (62,0 %)"
+    cat = _show_crafted(
+        russian, feedback_server.base_url, photo, _crafted(answer, SIAMESE, "unknown")
+    )
+    assert cat.text == "Это кошка, а я узнаю собак (похоже, сиамская кошка: 81,0 %)"
+
+
+def test_wrong_then_another_breed_from_the_list_stores_its_wnid(
+    browser, feedback_server: FeedbackServer, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    picture = tmp_path / "dog.jpg"
+    picture.write_bytes(jpeg_bytes(400, 300, seed=16))
+    _upload(browser, feedback_server.base_url, picture)
+    browser.find_element(By.ID, "feedback-wrong").click()
+    select = Select(browser.find_element(By.ID, "feedback-other-select"))
+    offered = [o.get_attribute("value") for o in select.options]
+    assert sorted(offered) == sorted(c.wnid for c in OTHER_CLASSES)
+    assert [o.text for o in select.options] == sorted(o.text for o in select.options)
+    select.select_by_value("n02119022")
+    assert select.first_selected_option.text == OTHER_NAMES["n02119022"]["en"]
+    browser.find_element(By.ID, "feedback-other-send").click()
+    status = browser.find_element(By.ID, "feedback-status")
+    _wait(browser, lambda b: status.get_attribute("class") in ("thanks", "error"), "no reply")
+    assert status.text == THANKS
+    [record] = _records_of(feedback_server.folder, picture.read_bytes())
+    assert record["label"] == "n02119022"
+
+
+@pytest.fixture(scope="module")
+def shipped_feedback_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[FeedbackServer]:
+    """The shipped artifact as served, its own rules; corrections stored."""
+    folder = tmp_path_factory.mktemp("feedback-shipped")
+    server = start_gunicorn({"FEEDBACK_URI": str(folder)})
+    yield FeedbackServer(server, folder)
+    server.stop()
+
+
+@pytest.mark.data
+def test_a_labrador_is_said_to_look_like_one_and_right_stores_it(
+    browser, shipped_feedback_server: FeedbackServer
+) -> None:
+    """A real photo of another breed, end to end: the shipped rule names it, Right keeps it."""
+    from selenium.webdriver.common.by import By
+
+    folder = data_dir() / "ood" / "dogs" / "labrador"
+    if not folder.is_dir():
+        pytest.skip("needs ../shared/data (ood/dogs)")
+    base_url = shipped_feedback_server.base_url
+    for picture in sorted(folder.iterdir()):
+        answer = _answer_of(base_url, picture.read_bytes())
+        if (answer["looks_like"] or {}).get("wnid") == LABRADOR["wnid"]:
+            break
+    else:
+        pytest.fail("no ood/dogs/labrador photo is said to look like a Labrador retriever")
+    _upload(browser, base_url, picture)
+    said = browser.find_element(By.ID, "verdict").text
+    assert said.startswith("Not one of my 10 breeds — it looks like a Labrador retriever (") or (
+        said.startswith("Probably not one of my 10 breeds") and "Labrador retriever" in said
+    )
+    assert _send_correction(browser, None) == THANKS
+    [record] = _records_of(shipped_feedback_server.folder, picture.read_bytes())
+    assert record["label"] == LABRADOR["wnid"]
+    assert record["answer"]["looks_like"]["wnid"] == LABRADOR["wnid"]

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, render_template
 
-from service.breed_names import breed_name
+from service.breed_names import OTHER_NAMES, breed_name
 from service.http.context import service_context
 
 page = Blueprint("page", __name__)
@@ -14,12 +14,18 @@ page = Blueprint("page", __name__)
 
 def page_data() -> dict[str, Any]:
     """What app.js needs beyond the answers: the breeds to offer as corrections (with the
-    Russian names the bot uses too), the upload limit, and whether corrections are taken."""
+    Russian names the bot uses too), every other breed, wild canid and cat an answer may say
+    it looks like (to name them, and to offer them as corrections), the upload limit, and
+    whether corrections are taken."""
     context = service_context()
     return {
         "breeds": [
             {"wnid": c.wnid, "name": c.name, "name_ru": breed_name(c.wnid, c.name, "ru")}
             for c in context.predictor.metadata.classes
+        ],
+        "others": [
+            {"wnid": wnid, "name": names["en"], "name_ru": names["ru"]}
+            for wnid, names in OTHER_NAMES.items()
         ],
         "max_upload_mb": context.settings.api.max_upload_mb,
         "feedback_enabled": context.feedback is not None,

@@ -1,5 +1,6 @@
 // Upload page: take a photo (file, camera, drag-and-drop or paste), POST it to /predict, show
-// the verdict and the top-3 with bars, and, when the server takes them, the user's corrections.
+// the verdict (and what else the photo looks like: another breed, a wild canid, a cat) and the
+// top-3 with bars, and, when the server takes them, the user's corrections.
 "use strict";
 
 // Every string the page shows, English and Russian ({name} is filled in). A key missing in
@@ -7,7 +8,7 @@
 // English message is shown).
 const STRINGS = {
   en: {
-    intro: "Upload a dog photo: I recognise ten breeds ({breeds}) and say so when a photo is none of them.",
+    intro: "Upload a dog photo: I recognise ten breeds ({breeds}); for another dog, a wild canid or a cat I say what it looks like.",
     photo_label: "Photo (JPEG, PNG, HEIC, WebP or GIF, up to {mb} MB)",
     drop_hint: "You can also drop a photo on this page or paste one.",
     submit: "Recognise breed",
@@ -22,6 +23,14 @@ const STRINGS = {
     sure: "{breed} ({confidence})",
     unsure: "I think it's {article} {breed}, but I'm not sure",
     unknown: "Not one of my breeds",
+    lead_unknown: "Not one of my {count} breeds",
+    lead_unsure: "Probably not one of my {count} breeds",
+    looks_dog: "{lead} — it looks like {article} {name} ({confidence})",
+    looks_dog_maybe: "{lead} — it may be {article} {name} ({confidence}), but I'm not sure",
+    looks_wild: "{lead}: it looks like a wild animal — {name} ({confidence})",
+    looks_wild_maybe: "{lead}: it may be a wild animal — {name} ({confidence}), but I'm not sure",
+    looks_cat: "It's a cat — I recognise dogs ({name}, I'd say: {confidence})",
+    looks_cat_maybe: "It may be a cat — I recognise dogs",
     bar: "{breed}: {confidence}",
     sorry: "Sorry: {message}",
     unreachable: "the server could not be reached ({detail}).",
@@ -31,6 +40,8 @@ const STRINGS = {
     wrong: "Wrong",
     choose_breed: "Which breed is it?",
     none_of_these: "None of these",
+    other_label: "Another breed or animal:",
+    send: "Send",
     sending: "Sending…",
     thanks: "Thank you! Your answer is saved.",
     feedback_unknown_answer: "This answer is too old to correct: upload the photo again.",
@@ -39,7 +50,7 @@ const STRINGS = {
     feedback_unreachable: "Sorry, your answer could not be sent: the server could not be reached.",
   },
   ru: {
-    intro: "Загрузите фото собаки: я узнаю десять пород ({breeds}) и скажу, если на фото ни одна из них.",
+    intro: "Загрузите фото собаки: я узнаю десять пород ({breeds}); если на фото другая собака, дикий зверь из псовых или кошка, скажу, на кого это похоже.",
     photo_label: "Фото (JPEG, PNG, HEIC, WebP или GIF, до {mb} МБ)",
     drop_hint: "Фото можно и перетащить на страницу или вставить из буфера обмена.",
     submit: "Определить породу",
@@ -53,6 +64,14 @@ const STRINGS = {
     looking: "Смотрю на фото…",
     unsure: "Думаю, это {breed}, но я не уверен",
     unknown: "Это не одна из моих пород",
+    lead_unknown: "Это не одна из моих {count} пород",
+    lead_unsure: "Скорее всего, это не одна из моих {count} пород",
+    looks_dog: "{lead} — похоже, это {name} ({confidence})",
+    looks_dog_maybe: "{lead} — возможно, это {name} ({confidence}), но я не уверен",
+    looks_wild: "{lead}: похоже, это дикий зверь — {name} ({confidence})",
+    looks_wild_maybe: "{lead}: возможно, это дикий зверь — {name} ({confidence}), но я не уверен",
+    looks_cat: "Это кошка, а я узнаю собак (похоже, {name}: {confidence})",
+    looks_cat_maybe: "Кажется, это кошка, а я узнаю собак",
     sorry: "Извините: {message}",
     unreachable: "сервер недоступен ({detail}).",
     feedback_question: "Я угадал?",
@@ -61,6 +80,8 @@ const STRINGS = {
     wrong: "Неверно",
     choose_breed: "Какая это порода?",
     none_of_these: "Ни одна из этих",
+    other_label: "Другая порода или животное:",
+    send: "Отправить",
     sending: "Отправляю…",
     thanks: "Спасибо! Ваш ответ сохранён.",
     feedback_unknown_answer: "Этот ответ уже слишком старый: загрузите фото ещё раз.",
@@ -79,6 +100,8 @@ const STRINGS = {
 const PAGE = JSON.parse(document.getElementById("page-data").textContent);
 const LANG = (navigator.language || "en").toLowerCase().startsWith("ru") ? "ru" : "en";
 const NONE_LABEL = "none";
+// A looks_like at or above this share is said plainly, below it with a doubt (as the bot does).
+const LOOKS_LIKE_PLAIN = 0.5;
 
 const form = document.getElementById("upload-form");
 const input = document.getElementById("image-input");
@@ -103,9 +126,19 @@ function t(key, values = {}) {
 }
 
 function breedName(wnid, fallback) {
-  const breed = PAGE.breeds.find((b) => b.wnid === wnid);
+  const breed = PAGE.breeds.find((b) => b.wnid === wnid) || PAGE.others.find((b) => b.wnid === wnid);
   if (!breed) return fallback;
   return LANG === "ru" ? breed.name_ru : breed.name;
+}
+
+// Inside a Russian sentence a breed or species name is a common noun: lower case.
+function nameInSentence(wnid, fallback) {
+  const name = breedName(wnid, fallback);
+  return LANG === "ru" ? name.charAt(0).toLowerCase() + name.slice(1) : name;
+}
+
+function article(name) {
+  return /^[aeiou]/i.test(name) ? "an" : "a";
 }
 
 function percent(confidence) {
@@ -139,13 +172,28 @@ function clearResult() {
   if (feedbackBox) feedbackBox.hidden = true;
 }
 
+// What else the photo looks like, as surely as its share allows; an unsure answer leads with
+// "probably not one of my breeds".
+function looksLikeText(other, kind) {
+  const name = nameInSentence(other.wnid, other.name);
+  const plain = other.confidence >= LOOKS_LIKE_PLAIN;
+  const lead = t(kind === "unsure" ? "lead_unsure" : "lead_unknown", { count: PAGE.breeds.length });
+  const key = `looks_${other.kind}${plain ? "" : "_maybe"}`;
+  return t(key, { lead, name, article: article(name), confidence: percent(other.confidence) });
+}
+
 function verdictText(body, kind) {
+  if (body.looks_like) return looksLikeText(body.looks_like, kind);
   if (kind === "unknown" || !body.breed) return t("unknown");
   const breed = breedName(body.breed.wnid, body.breed.name);
-  if (kind === "unsure") {
-    return t("unsure", { breed, article: /^[aeiou]/i.test(breed) ? "an" : "a" });
-  }
+  if (kind === "unsure") return t("unsure", { breed, article: article(breed) });
   return t("sure", { breed, confidence: percent(body.breed.confidence) });
+}
+
+// The label the answer named first: what it looks like, else its breed, else "none".
+function namedLabel(body, kind) {
+  if (body.looks_like) return body.looks_like.wnid;
+  return kind === "unknown" || !body.breed ? NONE_LABEL : body.breed.wnid;
 }
 
 function topKItem(item) {
@@ -173,9 +221,8 @@ function showPrediction(body) {
   verdict.className = kind;
   verdict.textContent = verdictText(body, kind);
   topK.replaceChildren(...body.top_k.map(topKItem));
-  if (feedbackBox && body.id) {
-    feedback.show(body.id, kind === "unknown" ? NONE_LABEL : body.breed.wnid);
-  }
+  if (body.looks_like) verdict.classList.add("looks-like", body.looks_like.kind);
+  if (feedbackBox && body.id) feedback.show(body.id, namedLabel(body, kind));
 }
 
 function showError(message) {
@@ -194,7 +241,8 @@ function predictError(response, body) {
 
 // ---- corrections ------------------------------------------------------------------------
 
-// Right sends the label the answer named; Wrong opens the ten breeds and "None of these".
+// Right sends the label the answer named; Wrong opens the ten breeds, "None of these" and a
+// list of every other breed, wild canid and cat the service names.
 const feedback = {
   answerId: null,
   named: null,
@@ -217,6 +265,13 @@ const feedback = {
       choice.addEventListener("click", () => this.send(label));
       list.appendChild(choice);
     }
+    this.other = document.getElementById("feedback-other-select");
+    const others = PAGE.others.map((b) => [b.wnid, breedName(b.wnid, b.name)]);
+    others.sort((a, b) => a[1].localeCompare(b[1], LANG));
+    for (const [label, text] of others) this.other.add(new Option(text, label));
+    document.getElementById("feedback-other-send").addEventListener("click", () => {
+      if (this.other.value) this.send(this.other.value);
+    });
     document.getElementById("feedback-right").addEventListener("click", () => this.send(this.named));
     this.wrong.setAttribute("aria-expanded", "false");
     this.wrong.addEventListener("click", () => {
