@@ -142,7 +142,9 @@ def _verdict_section(rows: list[dict[str, Any]]) -> list[str]:
         f"{shipped['experiment']}, through the service runtime with the artifact's own rule "
         "([docs/open-set.md](../docs/open-set.md); how its thresholds were set and the "
         "calibration photos' shares: [open_set/](open_set/efficientnet_lite0_imagewoof.md)). "
-        "Right breed named = the top breed is right and the verdict is sure or unsure.",
+        "Right breed named = the top breed is right and the verdict is sure or unsure. What "
+        "the answers say the other photos look like (another breed, a wild canid, a cat): "
+        "[looks_like.md](looks_like.md).",
         "",
         verdict_table(shipped["verdicts"]),
     ]
