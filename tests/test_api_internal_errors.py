@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from service.factory import create_app
 from model.backends import load_backend
 from model.defaults import SHIPPED_MODEL
 from model.predictor import Predictor
+from service.factory import create_app
 from tests.support.photos import jpeg_bytes
 from tests.support.settings import settings_from
 
