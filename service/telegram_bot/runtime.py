@@ -74,6 +74,7 @@ class BotRuntime:
         self.bot.register(self.application)
         self._starting = asyncio.Lock()
         self._updates = asyncio.Semaphore(config.concurrent_updates)
+        self._answering: set[asyncio.Future[Deferred | None]] = set()
 
     def _build_application(self, slots: Slots) -> Application:
         config = self.config
@@ -127,6 +128,8 @@ class BotRuntime:
             raise BotUnavailableError(f"update {update_id} is being answered elsewhere")
         deadline = time.monotonic() + self.config.answer_timeout_s
         task = asyncio.ensure_future(self._process(update, deadline))
+        self._answering.add(task)  # held until done, also after the webhook call gave up
+        task.add_done_callback(self._answering.discard)
         try:
             async with asyncio.timeout(self.config.answer_timeout_s):
                 deferred = await asyncio.shield(task)
