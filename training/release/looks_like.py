@@ -19,10 +19,9 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 from pathlib import Path
 
-from model.backends import ArtifactError, load_backend
+from model.backends import load_backend
 from model.defaults import SHIPPED_MODEL
 from model.metadata import ModelMetadata
 from training.lab.evaluate import model_outputs
@@ -36,6 +35,7 @@ from training.lab.looks_like_scoring import (
 from training.lab.open_set_data import load_sets
 from training.lab.paths import data_root
 from training.release.artifact_metadata import rewrite_metadata
+from training.release.calibration_cli import run_calibration
 
 log = logging.getLogger(__name__)
 REPORTED = ("unseen", "web", "cats", "dogs")
@@ -116,14 +116,7 @@ def run(args: argparse.Namespace) -> ModelMetadata:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(args)
-    except (ArtifactError, FileNotFoundError, ValueError, OSError) as exc:
-        print(f"looks_like calibration failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_calibration("looks_like", parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,9 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 from pathlib import Path
 
-from model.backends import ArtifactError, load_backend
+from model.backends import load_backend
 from training.lab.evaluate import model_outputs
 from training.lab.open_set_data import load_sets
 from training.lab.open_set_scoring import (
@@ -36,6 +35,7 @@ from training.lab.open_set_scoring import (
 )
 from training.lab.paths import REPO_ROOT, data_root
 from training.release.artifact_metadata import rewrite_metadata
+from training.release.calibration_cli import run_calibration
 from training.reports.open_set_report import markdown_report, plot, print_tables
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(args)
-    except (ArtifactError, FileNotFoundError, ValueError, OSError) as exc:
-        print(f"open-set calibration failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_calibration("open-set", parse_args, run, argv)
 
 
 if __name__ == "__main__":
