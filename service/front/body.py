@@ -120,8 +120,8 @@ async def read_body(
             if limit_bytes is not None and body.size > limit_bytes:
                 more = message.get("more_body", False)
                 await _drop_rest(receive, more, loop.time() + config.body_idle_timeout_s)
-                message = f"the upload is too large; the limit is {limit_bytes / 2**20:g} MB"
-                raise BodyRefusedError(413, "too_large", "payload_too_large", message)
+                why = f"the upload is too large; the limit is {limit_bytes / 2**20:g} MB"
+                raise BodyRefusedError(413, "too_large", "payload_too_large", why)
             if not message.get("more_body", False):
                 return body
     except BaseException:
