@@ -44,7 +44,7 @@ from model.precision import SERVED_ANSWERS
 from training.lab.paths import data_root
 from training.release.artifact_metadata import rewrite_metadata
 from training.release.int8_acceptance import (
-    SplitResult,
+    Comparison,
     compare,
     comparison_table,
     int8_metadata,
@@ -99,23 +99,24 @@ def calibrated_int8(
             int8_path.write_bytes(with_float_weights(int8_path, fp32_path, sensitivity.float_nodes))
     calibration = _recipe_record(recipe, meta, sample, held_out, seed, sensitivity)
     # Tagged before measuring, so it runs on the kernels the service will use.
-    with_metadata(int8_path, dataclasses.replace(meta, extra={"quantization": calibration}))
+    int8_meta = dataclasses.replace(
+        meta, version=f"{meta.version}+int8", extra={**meta.extra, "quantization": calibration}
+    )
+    with_metadata(int8_path, int8_meta)
     return calibration, sample
 
 
-def compared(
-    fp32_path: Path, int8_path: Path, data_root: Path
-) -> tuple[list[SplitResult], list[str]]:
+def compared(fp32_path: Path, int8_path: Path, data_root: Path) -> tuple[Comparison, list[str]]:
     """Both artifacts' answers compared (the table is printed) and every shortfall found."""
-    results = compare(fp32_path, int8_path, data_root)
-    print(comparison_table(results))
-    return results, refusals(results)
+    comparison = compare(fp32_path, int8_path, data_root)
+    print(comparison_table(comparison))
+    return comparison, refusals(comparison)
 
 
 def measured_metadata(
     fp32_path: Path,
     int8_path: Path,
-    results: list[SplitResult],
+    comparison: Comparison,
     calibration: dict[str, Any],
     timing_photo: Path,
 ) -> ModelMetadata:
@@ -126,7 +127,7 @@ def measured_metadata(
     fp32, int8 = OnnxBackend(fp32_path, threads=1), OnnxBackend(int8_path, threads=1)
     row = next(preprocessed([timing_photo], fp32.metadata))
     timing = {"fp32": model_ms(fp32, row), "int8": model_ms(int8, row)}
-    return int8_metadata(fp32.metadata, calibration, results, timing)
+    return int8_metadata(int8.metadata, calibration, comparison, timing)
 
 
 def build(
