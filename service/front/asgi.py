@@ -21,14 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from a2wsgi import WSGIMiddleware
 from flask import Flask
 from prometheus_client import Counter
 
 from service.front.body import BodyRefusedError, ClientGoneError, MemoryBudget, read_body
+from service.front.lane import Lane
 from service.http.errors import error_payload
 from service.metrics import observe_request
 from service.settings import FrontSettings
@@ -67,10 +67,9 @@ class Front:
         self.config, self.bot, self.balance = config, bot, balance
         self.limit_bytes: int | None = app.config.get("MAX_CONTENT_LENGTH")
         self.budget = MemoryBudget(config.body_memory_bytes)
-        self.model_lane = WSGIMiddleware(self._timed(app), workers=1)
-        self.light_lane = WSGIMiddleware(app, workers=1)
+        self.model_lane = Lane(app, "app")
+        self.light_lane = Lane(app, "light")
         self.in_app = 0  # requests queued for or running in the app thread
-        self.app_busy_since: float | None = None  # when the app thread took its request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -92,14 +91,14 @@ class Front:
             if path == WEBHOOK_PATH:
                 await self._webhook(scope, method, body.read(), send)
             elif path in LIGHT_PATHS and method in ("GET", "HEAD"):
-                await self.light_lane(scope, body.receive(), send)
+                await self.light_lane(scope, body.stream(), send)
             elif self.in_app >= self.config.app_queue_size:
                 busy = BodyRefusedError(503, "busy", "unavailable", "the server is busy; retry")
                 await self._refuse(scope, send, busy, retry_after=BUSY_RETRY_AFTER_S)
             else:
                 self.in_app += 1
                 try:
-                    await self.model_lane(scope, body.receive(), self._balancing(send))
+                    await self.model_lane(scope, body.stream(), self._balancing(send))
                 finally:
                     self.in_app -= 1
         finally:
@@ -107,24 +106,7 @@ class Front:
 
     def app_stuck_s(self) -> float:
         """How long the app thread has been on its current request (0 when idle)."""
-        since = self.app_busy_since
-        return 0.0 if since is None else time.monotonic() - since
-
-    def _timed(self, app: Flask) -> Callable[..., Iterable[bytes]]:
-        """The Flask app as the app thread runs it: noting since when it is busy."""
-
-        def run(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-            self.app_busy_since = time.monotonic()
-            try:
-                result = app(environ, start_response)
-                try:
-                    return list(result)
-                finally:
-                    result.close()  # Flask's teardown runs here (WSGI's close)
-            finally:
-                self.app_busy_since = None
-
-        return run
+        return self.model_lane.busy_s()
 
     def _balancing(self, send: Send) -> Send:
         """``send``, closing the connection after the answer while others wait for the model."""

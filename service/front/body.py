@@ -14,12 +14,11 @@ import asyncio
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from service.settings import FrontSettings
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-READ_SIZE = 64 * 1024
 # Bytes of an oversized upload read and dropped before answering 413: closing a socket with
 # unread data makes the kernel send a reset, and the client would never see the answer.
 DRAIN_LIMIT_BYTES = 64 * 2**20
@@ -73,16 +72,10 @@ class Body:
         self.file.seek(0)
         return self.file.read()
 
-    def receive(self) -> Receive:
-        """An ASGI ``receive`` that replays this body to the app."""
+    def stream(self) -> IO[bytes]:
+        """The body as a file at its start, for the app to read (WSGI's ``wsgi.input``)."""
         self.file.seek(0)
-
-        async def replay() -> dict[str, Any]:
-            chunk = self.file.read(READ_SIZE)
-            more = self.file.tell() < self.size
-            return {"type": "http.request", "body": chunk, "more_body": more}
-
-        return replay
+        return self.file
 
     def _give_back(self) -> None:
         self.budget.used_bytes -= self.held
