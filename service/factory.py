@@ -20,7 +20,6 @@ from service.http.errors import register_error_handlers
 from service.http.feedback import feedback
 from service.http.limits import init_limits
 from service.http.page import page
-from service.http.uploads import UploadRequest
 from service.loading import load_predictor
 from service.settings import Settings, load_settings
 
@@ -45,7 +44,6 @@ def create_app(
         predictor, chosen_because = load_predictor(settings)
 
     app = Flask(__name__, root_path=str(SERVICE_DIR))
-    app.request_class = UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_upload_bytes
     app.json.sort_keys = False
 
