@@ -11,8 +11,9 @@ One run, one machine, under the shared CPU lock (benchmarks/harness/cpu_lock.py)
 2. the same service on the fp32 ONNX copy;
 3. in-process profile of one request's stages (decode, resize, normalise, model, read-out);
 4. model-only throughput: the deployed number of processes × threads running each artifact
-   back to back (no HTTP, no decode) — the fp32 figure is the ceiling the service is
-   compared with — and the whole request path without HTTP on the int8 artifact;
+   back to back (no HTTP, no decode), at 1, 2, 4 and 8 photos per call — the batch-1 figures
+   are the ceilings the service is compared with — and the whole request path without HTTP
+   on the int8 artifact;
 5. the TorchScript artifact (one load level) and the naive baseline
    (benchmarks/naive_app.py) at the same load levels.
 
@@ -44,7 +45,7 @@ import psutil
 from benchmarks.harness.cpu_lock import cpu_lock
 from benchmarks.harness.machine import machine_info
 from benchmarks.harness.parallel import parallel_rate
-from benchmarks.summary import FP32_MODEL_ONLY, INT8_MODEL_ONLY, write_summary
+from benchmarks.summary import BATCHES, model_only_label, write_summary
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
 from service.loading import choose_artifact
 from service.settings import ModelSettings
@@ -416,11 +417,13 @@ def in_process(
         *profile_stages(fp32_path, photos[:100], threads, "fp32"),
     ]
     result["model_only"] = []
-    for what, path, batch in (
-        (FP32_MODEL_ONLY, fp32_path, 1),
-        (INT8_MODEL_ONLY, int8_path, 1),
-        ("int8: decode + preprocess + model + read-out", int8_path, 0),
-    ):
+    runs = [
+        (model_only_label(precision, batch), path, batch)
+        for batch in BATCHES
+        for precision, path in (("fp32", fp32_path), ("int8", int8_path))
+    ]
+    runs.append(("int8: decode + preprocess + model + read-out", int8_path, 0))
+    for what, path, batch in runs:
         rate = throughput(path, ours.workers, threads, args.model_seconds, photos, batch)
         result["model_only"].append(
             {"what": what, "processes": ours.workers, "threads": threads, "per_s": round(rate, 1)}

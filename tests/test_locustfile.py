@@ -101,7 +101,7 @@ def test_summary_headline_and_files(tmp_path: Path) -> None:
         },
         "served": {"service": SERVED, "precision": "int8", "reason": "auto: made up"},
         "load": [
-            _row(SERVED, 1, 140.0, p50_ms=7.0),
+            _row(SERVED, 1, 140.0, p50_ms=5.5),
             _row(SERVED, 8, 240.0, worker_rss_max_mb=120.0),
             _row(f"{SERVED} /healthz only", 8, 1500.0, server_cpu_ms_per_req=0.5),
             _row("ours-fp32", 8, 150.0),
@@ -122,7 +122,8 @@ def test_summary_headline_and_files(tmp_path: Path) -> None:
     h = headline(result)
     assert h["rps"] == 240.0 and h["rps_users"] == 8 and h["fp32_rps"] == 150.0
     assert h["naive_rps"] == 18.0 and h["naive_ratio"] == pytest.approx(13.3)
-    assert h["p50_1user_ms"] == 7.0 and h["model_only_ratio"] == 1.2  # ÷ the fp32 ceiling
+    assert h["p50_1user_ms"] == 5.5 and h["model_only_ratio"] == 1.2  # ÷ the fp32 ceiling
+    assert h["own_ratio"] == 0.6 and h["cpu_class"] == "no int8 dot product"
     assert h["rss_mb"] == 160.0 and h["failures"] == 0 and h["worker_class"] == "sync"
     text = write_summary(result, tmp_path)
     assert "| yes |" in text and "**no**" not in text
@@ -145,3 +146,28 @@ def test_summary_flags_missed_targets(tmp_path: Path) -> None:
     }
     text = write_summary(result, tmp_path)
     assert text.count("**no**") == 4  # rps (and failures), ratio, p50, cold start; RSS is met
+
+
+def test_summary_asks_more_where_the_cpu_has_int8_dot_products(tmp_path: Path) -> None:
+    machine = {"date": "d", "cpu": "c", "cores": 2, "memory_gb": 1.0, "python": "3"}
+    result = {
+        "machine": machine | {"commit": "c", "versions": {}, "cpu_flags": ["avx2"]},
+        "served": {"service": SERVED, "precision": "int8", "reason": "auto: made up"},
+        "load": [_row(SERVED, 4, 300.0)],
+        "startup": [{"service": SERVED, "cold_start_s": 0.5}],
+        "stages": [{"artifact": "int8", "stage": "model", "median_ms": 4.0}],
+        "model_only": [
+            {"what": FP32_MODEL_ONLY, "per_s": 200.0},
+            {"what": INT8_MODEL_ONLY, "per_s": 400.0},
+        ],
+    }
+    without = write_summary(result, tmp_path)
+    assert "≥ 0.95× on a CPU without int8 dot products) | 1.5×" in without
+    assert "own model-only" not in without  # int8 cannot pay there
+    result["machine"]["cpu_flags"] = ["avx2", "avx512_vnni"]
+    with_dot = write_summary(result, tmp_path)
+    assert "≥ 1.60× on a CPU with int8 dot products) | 1.5×" in with_dot
+    assert "own model-only ceiling (≥ 0.80×) | 0.75×" in with_dot
+    assert with_dot.count("**no**") == 2  # 1.5× < 1.6×, 0.75× < 0.8×
+    classes = json.loads((tmp_path / "cpu_classes.json").read_text())
+    assert sorted(classes) == ["int8 dot product (avx512_vnni)", "no int8 dot product"]
