@@ -1,13 +1,15 @@
-"""How the static-int8 ONNX model is made: calibration sample, ONNX Runtime's quantizer and,
-for 7-bit weights, the nodes given back float weights.
+"""How the static-int8 ONNX model is made: calibration sample, ONNX Runtime's quantizer, the
+activation ranges (MinMax, Percentile or Entropy) and the nodes given back float weights.
 
-Weight precision (``Recipe``): full 8-bit weights by default. On x86 CPUs without VNNI (AVX2,
-like the EPYC this runs on) ONNX Runtime's fast u8×s8 kernels add pairs of products in 16
-bits, which saturates for such weights, so they run on the exact kernels (see
-``model.backends``). 7-bit weights run exactly on the fast kernels; that recipe gives float
-weights back to the nodes that suffer most, found on held-out train photos, but for the
-shipped model it still lost too much accuracy (see docs/benchmark.md). Needs ``onnx`` and
-``onnxruntime.quantization``: build tools, never imported by the service.
+Weight precision (``Recipe``): full 8-bit weights by default. On x86 CPUs without VNNI (plain
+AVX2) ONNX Runtime's fast u8×s8 kernels add pairs of products in 16 bits, which saturates for
+such weights, so they run on the exact kernels (see ``model.backends``). 7-bit weights run
+exactly on the fast kernels; that recipe gives float weights back to the nodes that suffer
+most, found on held-out train photos, but for the shipped model it still lost too much
+accuracy (see docs/benchmark.md). With 8-bit weights a recipe may also give float weights to
+its ``float_nodes`` most sensitive nodes. Which recipe is used is chosen among variants by
+``training.release.int8_variants``. Needs ``onnx`` and ``onnxruntime.quantization``: build
+tools, never imported by the service.
 """
 
 from __future__ import annotations
@@ -33,22 +35,37 @@ log = logging.getLogger(__name__)
 BATCH = 32
 
 
+# Histogram options of the calibration methods that have them (ONNX Runtime's names), fixed
+# before any variant ran. Percentile: ONNX Runtime's defaults. Entropy: ONNX Runtime's default
+# of 128 quantized bins, searched in 1024 histogram bins (its default of 128 bins for 128
+# quantized bins leaves nothing to search: the whole range).
+HISTOGRAM_OPTIONS: dict[str, dict[str, object]] = {
+    "Percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": True},
+    "Entropy": {"num_bins": 1024, "num_quantized_bins": 128, "symmetric": False},
+}
+HISTOGRAM_CHUNK = 10  # calibration rows run through the augmented model at a time
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How the int8 artifact is made; stored in its metadata (``extra.quantization``).
 
-    ``weight_bits`` 8 is the default because it is the recipe that passes ``ACCEPTANCE`` for
-    the shipped model (docs/benchmark.md lists what was tried). 7-bit weights run exactly on
-    the fast u8×s8 kernels of CPUs without VNNI (8-bit ones need the slower exact kernels
-    there, see ``model.backends``); with 7 bits the nodes that suffer most from the lost bit
-    are found on held-out train photos and keep float weights.
+    ``weight_bits`` 8 is the default: with 7 bits the shipped model lost too much
+    (docs/benchmark.md lists what was tried). 7-bit weights run exactly on the fast u8×s8
+    kernels of CPUs without VNNI (8-bit ones need the slower exact kernels there, see
+    ``model.backends``); with 7 bits the nodes that suffer most from the lost bit are found
+    on held-out train photos and keep float weights (up to ``max_float_nodes``). With 8 bits
+    the ``float_nodes`` most sensitive nodes, found the same way, keep float weights.
+    The defaults are the variant ``training.release.int8_variants`` chose for the shipped
+    model (results/bench/int8.json).
     """
 
     weight_bits: int = 8
     calibration_method: str = "MinMax"  # ONNX Runtime CalibrationMethod name
     calibration_photos: int = 300
     sensitivity_photos: int = 300  # train photos outside the calibration sample
-    max_float_nodes: int = 8  # most nodes left in float
+    max_float_nodes: int = 8  # 7-bit weights: most nodes left in float
+    float_nodes: int = 0  # 8-bit weights: this many most sensitive nodes left in float
 
 
 # ---------------------------------------------------------------- photos
@@ -99,6 +116,57 @@ def preprocessed(paths: Iterable[Path], meta: ModelMetadata) -> Iterator[np.ndar
 # ---------------------------------------------------------------- quantization
 
 
+class _Rows:
+    """ONNX Runtime's calibration data reader over preprocessed rows (one photo a call)."""
+
+    def __init__(self, rows: Iterable[np.ndarray]) -> None:
+        self.rows = iter(rows)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        row = next(self.rows, None)
+        return None if row is None else {"input": row[None]}
+
+
+def _reader(rows: Iterable[np.ndarray]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Rows(_Rows, CalibrationDataReader):
+        pass
+
+    return Rows(rows)
+
+
+def histogram_ranges(prepared: Path, rows: Iterable[np.ndarray], method: str, ranges: Path) -> None:
+    """Activation ranges by a histogram method (``HISTOGRAM_OPTIONS``), saved to ``ranges``.
+
+    ONNX Runtime's histogram calibrators keep every intermediate output of the rows given to
+    one call in memory, so rows go in ``HISTOGRAM_CHUNK`` at a time and the histograms merge.
+    """
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # as quantize_static's
+    with tempfile.TemporaryDirectory() as tmp:
+        calibrator = create_calibrator(
+            prepared,
+            op_types,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=CalibrationMethod[method],
+            extra_options=dict(HISTOGRAM_OPTIONS[method]),
+        )
+        chunk: list[np.ndarray] = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == HISTOGRAM_CHUNK:
+                calibrator.collect_data(_reader(chunk))
+                chunk = []
+        if chunk:
+            calibrator.collect_data(_reader(chunk))
+        save_tensors_data(calibrator.compute_data(), ranges)
+        del calibrator
+
+
 def quantize(
     fp32: Path,
     out: Path,
@@ -114,33 +182,28 @@ def quantize(
     caches the calibrated activation ranges: when the file exists, ``calibration`` may be
     None and is not read, so variants of one calibration cost no second pass.
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if weight_bits not in (7, 8):
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
-
-    class Rows(CalibrationDataReader):
-        def __init__(self, rows: Iterable[np.ndarray]) -> None:
-            self.rows = iter(rows)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            row = next(self.rows, None)
-            return None if row is None else {"input": row[None]}
+    if method != "MinMax" and method not in HISTOGRAM_OPTIONS:
+        raise ValueError(f"calibration method must be MinMax or one of {sorted(HISTOGRAM_OPTIONS)}")
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        reader = _reader(calibration) if calibration is not None else None
+        if method in HISTOGRAM_OPTIONS and not (ranges and ranges.is_file()):
+            if calibration is None:
+                raise ValueError("no calibration rows and no calibrated ranges")
+            ranges = ranges or Path(tmp) / "ranges.json"
+            histogram_ranges(prepared, calibration, method, ranges)
+            reader = None
         quantize_static(
             str(prepared),
             str(out),
-            Rows(calibration) if calibration is not None else None,
+            reader,
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -252,15 +315,36 @@ class Sensitivity:
     chosen: float  # distance with ``float_nodes`` back in float
 
 
+def rank_sensitive_nodes(
+    fp32_path: Path, qdq: Path, rows: np.ndarray, want: np.ndarray | None = None
+) -> tuple[list[str], dict[str, float], float]:
+    """The quantized nodes of ``qdq``, most sensitive first, with each one's gain.
+
+    Measured on ``rows`` (train photos not used for calibration; never the test splits): each
+    node gets its float weight back on its own and is ranked by how much closer to fp32 that
+    brings the outputs (``distance``). Also returns ``qdq``'s own distance.
+    """
+    meta = OnnxBackend(fp32_path, threads=1).metadata
+    if want is None:
+        want = _outputs(OnnxBackend(fp32_path, threads=None), _batches(rows))
+
+    def measure(model: Path | bytes) -> float:
+        return distance(want, _outputs(OnnxBackend(model, threads=None), _batches(rows)), meta)
+
+    base = measure(qdq)
+    nodes = quantized_weight_nodes(qdq)
+    gains = {n: base - measure(with_float_weights(qdq, fp32_path, [n])) for n in nodes}
+    return sorted(nodes, key=lambda n: -gains[n]), gains, base
+
+
 def find_sensitive_nodes(
     fp32_path: Path, qdq: Path, rows: np.ndarray, ranges: Path, recipe: Recipe, workdir: Path
 ) -> Sensitivity:
     """Nodes to give back float weights so ``qdq`` (7-bit) ends as close to fp32 as 8-bit.
 
-    Measured on ``rows`` (train photos not used for calibration; never the test splits):
-    each quantized node gets its float weight back on its own and is ranked by how much
-    closer to fp32 that brings the outputs; then the top ones get theirs back, one more at a
-    time, until the distance is at most the 8-bit model's (or ``recipe.max_float_nodes``).
+    Nodes are ranked by ``rank_sensitive_nodes`` on ``rows``; then the top ones get their
+    float weights back, one more at a time, until the distance is at most the 8-bit model's
+    (or ``recipe.max_float_nodes``).
     """
     fp32 = OnnxBackend(fp32_path, threads=None)
     meta = fp32.metadata
@@ -277,9 +361,7 @@ def find_sensitive_nodes(
              recipe.weight_bits)  # fmt: skip
     if base <= target or recipe.max_float_nodes == 0:
         return Sensitivity([], target, base, base)
-    nodes = quantized_weight_nodes(qdq)
-    gains = {n: base - measure(with_float_weights(qdq, fp32_path, [n])) for n in nodes}
-    ranked = sorted(nodes, key=lambda n: -gains[n])
+    ranked, _, _ = rank_sensitive_nodes(fp32_path, qdq, rows, want)
     chosen, count = base, 0
     while count < min(recipe.max_float_nodes, len(ranked)) and chosen > target:
         count += 1
@@ -288,6 +370,109 @@ def find_sensitive_nodes(
     return Sensitivity(ranked[:count], target, base, chosen)
 
 
+def most_sensitive_nodes(fp32_path: Path, qdq: Path, rows: np.ndarray, count: int) -> Sensitivity:
+    """8-bit recipe: the ``count`` most sensitive nodes of ``qdq`` (``rank_sensitive_nodes``)."""
+    fp32 = OnnxBackend(fp32_path, threads=None)
+    want = _outputs(fp32, _batches(rows))
+    ranked, _, base = rank_sensitive_nodes(fp32_path, qdq, rows, want)
+    chosen = ranked[:count]
+    mixed = with_float_weights(qdq, fp32_path, chosen)
+    after = distance(
+        want, _outputs(OnnxBackend(mixed, threads=None), _batches(rows)), fp32.metadata
+    )
+    log.info("float weights for %s: distance %.5f -> %.5f", chosen, base, after)
+    return Sensitivity(chosen, base, base, after)
+
+
 def _batches(rows: np.ndarray) -> Iterator[np.ndarray]:
     for start in range(0, len(rows), BATCH):
         yield rows[start : start + BATCH]
+
+
+# ---------------------------------------------------------------- the whole recipe
+
+
+def make_int8(
+    fp32_path: Path, int8_path: Path, train_dir: Path, recipe: Recipe, seed: int, work: Path
+) -> tuple[dict[str, object], list[tuple[Path, int]]]:
+    """Quantize ``fp32_path`` into ``int8_path`` by ``recipe``.
+
+    The file carries the fp32 metadata with version ``<version>+int8`` and how it was made
+    (``extra.quantization``), so it runs on the kernels serving will use. Returns that
+    record and the calibration sample.
+    """
+    meta = OnnxBackend(fp32_path, threads=1).metadata
+    sample = calibration_sample(train_dir, meta, recipe.calibration_photos, seed)
+    held_out = calibration_sample(
+        train_dir, meta, recipe.sensitivity_photos, seed + 1, frozenset(p for p, _ in sample)
+    )
+    log.info("calibrating on %d train photos (%s)", len(sample), recipe.calibration_method)
+    rows = (row for batch in preprocessed([p for p, _ in sample], meta) for row in batch)
+    ranges = work / "ranges.json"
+    quantize(fp32_path, int8_path, rows, recipe.weight_bits, recipe.calibration_method,
+             ranges=ranges)  # fmt: skip
+    sensitivity = None
+    wants_float = recipe.max_float_nodes if recipe.weight_bits == 7 else recipe.float_nodes
+    if wants_float and held_out:
+        with_metadata(int8_path, tagged(meta, recipe.weight_bits))
+        held_out_rows = np.concatenate(list(preprocessed([p for p, _ in held_out], meta)))
+        if recipe.weight_bits == 7:
+            sensitivity = find_sensitive_nodes(
+                fp32_path, int8_path, held_out_rows, ranges, recipe, work
+            )
+        else:
+            sensitivity = most_sensitive_nodes(
+                fp32_path, int8_path, held_out_rows, recipe.float_nodes
+            )
+        if sensitivity.float_nodes:
+            int8_path.write_bytes(with_float_weights(int8_path, fp32_path, sensitivity.float_nodes))
+    calibration = recipe_record(recipe, meta, sample, held_out, seed, sensitivity)
+    int8_meta = dataclasses.replace(
+        meta, version=f"{meta.version}+int8", extra={**meta.extra, "quantization": calibration}
+    )
+    with_metadata(int8_path, int8_meta)
+    return calibration, sample
+
+
+def recipe_record(
+    recipe: Recipe,
+    meta: ModelMetadata,
+    sample: list[tuple[Path, int]],
+    held_out: list[tuple[Path, int]],
+    seed: int,
+    sensitivity: Sensitivity | None,
+) -> dict[str, object]:
+    """What the artifact says about how it was made (``extra.quantization``)."""
+    per_class = len(sample) // len(meta.classes)
+    record: dict[str, object] = {
+        "method": f"onnxruntime quantize_static, QDQ, {recipe.calibration_method}; "
+        f"{recipe.weight_bits}-bit int8 weights per channel, uint8 activations",
+        "weight_bits": recipe.weight_bits,
+        "calibration_method": recipe.calibration_method,
+        "photos": len(sample),
+        "split": "imagewoof/train",
+        "selection": f"{per_class} per breed: random.Random({seed}).sample of each breed's "
+        "sorted file list",
+        "seed": seed,
+    }
+    if recipe.calibration_method in HISTOGRAM_OPTIONS:
+        record["calibration_options"] = dict(HISTOGRAM_OPTIONS[recipe.calibration_method])
+    if sensitivity is not None:
+        record["float_nodes"] = sensitivity.float_nodes
+        record["sensitivity"] = {
+            "photos": len(held_out),
+            "selection": f"train photos outside the calibration sample, "
+            f"{len(held_out) // len(meta.classes)} per breed: random.Random({seed + 1})",
+            "distance": "mean KL divergence from fp32, breed head + ImageNet head",
+            "all_quantized": round(sensitivity.all_quantized, 6),
+            "chosen": round(sensitivity.chosen, 6),
+        }
+        if recipe.weight_bits == 7:
+            record["sensitivity"]["target_8bit"] = round(sensitivity.target, 6)
+            record["sensitivity"]["max_float_nodes"] = recipe.max_float_nodes
+        else:
+            record["sensitivity"]["rule"] = (
+                f"the {recipe.float_nodes} nodes whose float weights alone bring the outputs "
+                "closest to fp32"
+            )
+    return record

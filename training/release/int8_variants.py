@@ -1,0 +1,229 @@
+"""Which recipe makes the int8 copy: variants of its calibration, one chosen by a rule written
+down before any of them ran.
+
+Variants (``VARIANTS``, cheapest first): ONNX Runtime's ``quantize_static`` with MinMax,
+Percentile and Entropy activation ranges (``int8_recipe.HISTOGRAM_OPTIONS``), each calibrated
+on 300 and on 1000 Imagewoof train photos (the same number per breed, a seeded sample), 8-bit
+weights. Then the chosen one again with its ``FLOAT_NODES`` most sensitive nodes in float
+weights (ranked on 300 other train photos, ``int8_recipe.most_sensitive_nodes``).
+
+Measure: Imagewoof ``val`` only, never ``unseen``, ``web`` or ``ood``. Each variant's output
+rows on every val photo and the fp32 copy's are both read under the fp32 copy's rules (prior,
+open-set rule, looks_like) as the service answers; ``val_agreement`` is the share of photos
+with the same top-1 breed and the same verdict. Recorded beside it, deciding nothing: top-1
+and verdict agreement apart, the mean KL divergence of both heads' softmax from fp32, the
+calibration and val seconds, and the batch-1 one-thread model time.
+
+Rule (``choose``): walk the variants in order; one replaces the best so far only when its
+``val_agreement`` is higher by more than ``MARGIN`` (0.1 pt, 4 of the 3767 val photos), so a
+costlier recipe has to earn its place. The float-node variant of the one chosen is judged
+against it the same way. A variant whose run fails (memory included) or takes over
+``TIME_LIMIT_S`` for calibration and val pass together is dropped, and the reason recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.backends import OnnxBackend
+from training.lab.answers import read_answers
+from training.lab.data import scan_folder
+from training.lab.evaluate import model_outputs
+from training.release.int8_acceptance import model_ms
+from training.release.int8_recipe import Recipe, distance, make_int8, preprocessed
+
+log = logging.getLogger(__name__)
+
+MARGIN = 0.1  # percentage points of val photos
+TIME_LIMIT_S = 600  # one variant's calibration + val pass
+FLOAT_NODES = 4
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    method: str  # ONNX Runtime CalibrationMethod name
+    photos: int  # calibration photos from Imagewoof train
+    float_nodes: int = 0
+
+    def recipe(self) -> Recipe:
+        return Recipe(
+            weight_bits=8,
+            calibration_method=self.method,
+            calibration_photos=self.photos,
+            float_nodes=self.float_nodes,
+        )
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("minmax-300", "MinMax", 300),
+    Variant("minmax-1000", "MinMax", 1000),
+    Variant("percentile-300", "Percentile", 300),
+    Variant("percentile-1000", "Percentile", 1000),
+    Variant("entropy-300", "Entropy", 300),
+    Variant("entropy-1000", "Entropy", 1000),
+)
+
+SELECTION_RULE = (
+    f"highest val_agreement (same top-1 and same verdict as fp32 on Imagewoof val, both read "
+    f"under fp32's rules), walking the variants in the order listed: a later one replaces the "
+    f"best so far only if higher by more than {MARGIN} pt; then the chosen one with its "
+    f"{FLOAT_NODES} most sensitive nodes in float weights, by the same margin; a variant "
+    f"failing or over {TIME_LIMIT_S} s (calibration + val pass) is dropped"
+)
+
+
+@dataclass
+class Measured:
+    """One variant measured on val against fp32 (percentages), or why it was dropped."""
+
+    variant: str
+    method: str
+    photos: int
+    float_nodes: int
+    val_agreement: float | None = None
+    top1_agreement: float | None = None
+    verdict_agreement: float | None = None
+    kl_distance: float | None = None
+    calibration_s: float | None = None
+    val_s: float | None = None
+    model_ms_batch1_1thread: float | None = None
+    dropped: str | None = None
+
+
+def choose(measured: list[Measured], margin: float = MARGIN) -> Measured:
+    """The variant the rule keeps (module docstring) among those not dropped, in order."""
+    best: Measured | None = None
+    for m in measured:
+        if m.dropped is not None or m.val_agreement is None:
+            continue
+        if best is None or m.val_agreement > best.val_agreement + margin:
+            best = m
+    if best is None:
+        raise RuntimeError("every int8 variant was dropped")
+    return best
+
+
+def val_photos(data_root: Path, classes: list[str]) -> list[Path]:
+    wanted = set(classes)
+    return [s.path for s in scan_folder(data_root / "imagewoof" / "val") if s.wnid in wanted]
+
+
+def agreement(fp32_out: np.ndarray, int8_out: np.ndarray, meta) -> dict[str, float]:
+    """``val_agreement`` and its parts: both output sets read under ``meta`` (fp32's rules)."""
+    want, got = read_answers(fp32_out, meta), read_answers(int8_out, meta)
+    same_top1, same_verdict = want.top1 == got.top1, want.verdict == got.verdict
+
+    def pct(values: np.ndarray) -> float:
+        return round(float(values.mean()) * 100, 2)
+
+    return {
+        "val_agreement": pct(same_top1 & same_verdict),
+        "top1_agreement": pct(same_top1),
+        "verdict_agreement": pct(same_verdict),
+        "kl_distance": round(distance(fp32_out, int8_out, meta), 6),
+    }
+
+
+def _run_variant(variant: Variant, fp32: str, data_root: str, seed: int, work: str) -> None:
+    """In a child process: make the variant, measure it on val, write ``work/measured.json``."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("training").setLevel(logging.INFO)
+    folder, root = Path(work), Path(data_root)
+    fp32_path, int8_path = Path(fp32), folder / "int8.onnx"
+    started = time.perf_counter()
+    calibration, sample = make_int8(
+        fp32_path, int8_path, root / "imagewoof" / "train", variant.recipe(), seed, folder
+    )
+    calibrated = time.perf_counter()
+    fp32_backend = OnnxBackend(fp32_path, threads=None)
+    meta = fp32_backend.metadata
+    paths = val_photos(root, [c.wnid for c in meta.classes])
+    want = model_outputs(fp32_path, paths, fp32_backend)
+    got = model_outputs(int8_path, paths, OnnxBackend(int8_path, threads=None))
+    measured = agreement(want, got, meta)
+    val_s = time.perf_counter() - calibrated
+    row = next(preprocessed([sample[0][0]], meta))
+    measured["model_ms_batch1_1thread"] = model_ms(OnnxBackend(int8_path, threads=1), row)
+    measured["calibration_s"] = round(calibrated - started, 1)
+    measured["val_s"] = round(val_s, 1)
+    (folder / "calibration.json").write_text(json.dumps(calibration))
+    (folder / "measured.json").write_text(json.dumps(measured))
+
+
+def measure(
+    variant: Variant, fp32: Path, data_root: Path, seed: int, work: Path, limit_s: float
+) -> Measured:
+    """One variant made and measured in a child process (a time limit, its own memory)."""
+    work.mkdir(parents=True, exist_ok=True)
+    result = Measured(variant.name, variant.method, variant.photos, variant.float_nodes)
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(
+        target=_run_variant, args=(variant, str(fp32), str(data_root), seed, str(work))
+    )
+    started = time.perf_counter()
+    child.start()
+    child.join(limit_s)
+    if child.is_alive():
+        child.terminate()
+        child.join()
+        result.dropped = f"over {limit_s:.0f} s (calibration + val pass)"
+    elif child.exitcode != 0:
+        why = "killed (out of memory?)" if child.exitcode and child.exitcode < 0 else "failed"
+        result.dropped = f"{why}: exit code {child.exitcode}"
+    else:
+        for key, value in json.loads((work / "measured.json").read_text()).items():
+            setattr(result, key, value)
+    log.info("%s in %.0fs: %s", variant.name, time.perf_counter() - started, result)
+    return result
+
+
+@dataclass
+class Chosen:
+    """The variants measured, the one chosen, its file and how it was made."""
+
+    measured: list[Measured]
+    chosen: Measured
+    path: Path
+    calibration: dict[str, object]
+
+    def record(self) -> dict[str, object]:
+        return {
+            "rule": SELECTION_RULE,
+            "chosen": self.chosen.variant,
+            "variants": [dataclasses.asdict(m) for m in self.measured],
+        }
+
+
+def choose_variant(
+    fp32: Path,
+    data_root: Path,
+    seed: int,
+    work: Path,
+    variants: tuple[Variant, ...] = VARIANTS,
+    limit_s: float = TIME_LIMIT_S,
+) -> Chosen:
+    """Every variant measured on val, then the rule's choice and its float-node variant."""
+    backend = OnnxBackend(fp32, threads=None)  # fp32's val outputs first: no variant pays them
+    model_outputs(fp32, val_photos(data_root, [c.wnid for c in backend.metadata.classes]), backend)
+    del backend
+    measured = [measure(v, fp32, data_root, seed, work / v.name, limit_s) for v in variants]
+    best = choose(measured)
+    by_name = {v.name: v for v in variants}
+    base = by_name[best.variant]
+    floated = dataclasses.replace(
+        base, name=f"{base.name}+float{FLOAT_NODES}", float_nodes=FLOAT_NODES
+    )
+    measured.append(measure(floated, fp32, data_root, seed, work / floated.name, limit_s))
+    chosen = choose([best, measured[-1]])
+    folder = work / chosen.variant
+    calibration = json.loads((folder / "calibration.json").read_text())
+    return Chosen(measured, chosen, folder / "int8.onnx", calibration)
