@@ -21,6 +21,7 @@ The rule, per photo (p = softmax over the 1000 ImageNet logits, T = 1):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,25 +235,34 @@ def scores_of(outputs: np.ndarray, meta: ModelMetadata) -> LooksLikeScores:
     """The rule's quantities for a batch of raw output rows (needs the ImageNet logits)."""
     if meta.outputs.imagenet is None:
         raise ValueError("looks_like needs ImageNet logits in the model output")
-    own = [c.imagenet_index for c in meta.classes]
+    own = tuple(c.imagenet_index for c in meta.classes)
     if any(i is None for i in own):
         raise ValueError("looks_like needs an ImageNet index for every class")
     start, end = meta.outputs.imagenet
+    allowed, columns, rest_columns = _columns(own, end - start)  # type: ignore[arg-type]
     probs = softmax(outputs[:, start:end].astype(np.float64))
-    allowed = [i for i, c in enumerate(OTHER_CLASSES) if c.imagenet_index not in own]
-    columns = np.array([OTHER_CLASSES[i].imagenet_index for i in allowed])
     other = probs[:, columns]
     best = other.argmax(axis=1)
     confidence = other[np.arange(len(other)), best]
-    rest = np.delete(probs, [*own, *columns], axis=1)  # neither the ten nor the table's
-    ten = probs[:, own].sum(axis=1)
+    rest = probs[:, rest_columns]  # neither the ten nor the table's
+    ten = probs[:, list(own)].sum(axis=1)
     tiny = np.finfo(np.float64).tiny  # a zero share reads as -inf, not nan
     return LooksLikeScores(
-        candidate=np.asarray(allowed)[best],
+        candidate=allowed[best],
         confidence=confidence,
         best_outside=confidence >= rest.max(axis=1),
         margin=np.log(np.maximum(confidence, tiny)) - np.log(np.maximum(ten, tiny)),
     )
+
+
+@functools.cache
+def _columns(own: tuple[int, ...], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the ten's ImageNet indices: the table rows that may be named, their ImageNet
+    columns, and the columns of every other class (worked out once, not per photo)."""
+    allowed = np.array([i for i, c in enumerate(OTHER_CLASSES) if c.imagenet_index not in own])
+    columns = np.array([OTHER_CLASSES[i].imagenet_index for i in allowed])
+    rest = np.setdiff1d(np.arange(width), np.concatenate([own, columns]))
+    return allowed, columns, rest
 
 
 def carries(scores: LooksLikeScores, verdicts: np.ndarray, meta: ModelMetadata) -> np.ndarray:
