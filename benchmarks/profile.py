@@ -37,6 +37,7 @@ def py_spy(pid: int, seconds: int, fmt: str, out: Path, rate: int) -> subprocess
     binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     command = [binary, "record", "--pid", str(pid), "--duration", str(seconds)]
     command += ["--rate", str(rate), "--format", fmt, "--output", str(out), "--nonblocking"]
+    command += ["--threads"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -51,6 +52,29 @@ def _frame(raw: str) -> str:
     return f"{name} ({path})" if path else name
 
 
+# A worker's threads, by the name py-spy reports (``--threads``).
+THREADS = {
+    "MainThread": "event loop: HTTP, bodies, the front, the bot",
+    "app_0": "app thread: Flask, decode, model, answer",
+    "light_0": "light thread: health checks, metrics",
+}
+
+
+def thread_table(collapsed: Path) -> list[dict[str, object]]:
+    """Share of busy samples per thread of the worker (py-spy ``--threads`` stacks)."""
+    per_thread: collections.Counter[str] = collections.Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            name = stack.split(";", 1)[0].rpartition(": ")[2]
+            per_thread[THREADS.get(name, name)] += int(count)
+    total = sum(per_thread.values()) or 1
+    return [
+        {"thread": name, "share_%": round(100 * samples / total, 1)}
+        for name, samples in per_thread.most_common()
+    ]
+
+
 def top_table(collapsed: Path, limit: int = 20) -> tuple[list[dict[str, object]], int]:
     """Self and inclusive share of samples per function from py-spy's collapsed stacks."""
     own: collections.Counter[str] = collections.Counter()
@@ -61,7 +85,7 @@ def top_table(collapsed: Path, limit: int = 20) -> tuple[list[dict[str, object]]
         if not stack or not count.isdigit():
             continue
         samples = int(count)
-        frames = [_frame(f) for f in stack.split(";")]
+        frames = [_frame(f) for f in stack.split(";")[1:]]  # the first names the thread
         total += samples
         own[frames[-1]] += samples
         for frame in set(frames):
@@ -137,8 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{startup.threads} model thread, `{args.model.name}`; locust {args.users} users, "
         f"{args.seconds} s: {load['rps']} rps, p50 {load['p50_ms']} ms, "
         f"{load['server_cpu_ms_per_req']} ms server CPU per request, {load['failures']} failures.",
-        f"{total} busy samples of one worker at {args.rate}/s (idle waits not sampled); the "
-        "other worker's flame graph: [profile_flame.svg](profile_flame.svg).",
+        f"{total} busy samples of one worker at {args.rate}/s (idle waits not sampled; a "
+        "thread waiting for the GIL counts as busy); the other worker's flame graph: "
+        "[profile_flame.svg](profile_flame.svg).",
+        "",
+        table(
+            ["thread", "share of busy samples %"],
+            [(r["thread"], r["share_%"]) for r in thread_table(workdir / "worker.txt")],
+        ),
         "",
         table(
             ["function", "self %", "inclusive %"],
