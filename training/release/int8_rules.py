@@ -14,6 +14,7 @@ calibration here may read), so the int8 copy keeps fp32's.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import tempfile
@@ -72,6 +73,25 @@ def calibration_args(fp32: ModelMetadata, int8: Path, data_root: Path, out_dir: 
     return {"open_set": open_args, "looks_like": looks_args}
 
 
+def rule_parameters(meta: ModelMetadata) -> dict[str, object]:
+    """What an artifact's two calibration rules were run with, read from its metadata (the
+    rule texts' wording may change between versions of the lab; these may not)."""
+    fp32_args = calibration_args(meta, Path("-"), Path("-"), Path("-"))
+
+    def flags(argv: list[str]) -> dict[str, str]:
+        pairs = itertools.pairwise(argv)
+        return {
+            k: v
+            for k, v in pairs
+            if k.startswith("--") and not v.startswith("--") and k not in IGNORED
+        }
+
+    return {key: flags(argv) for key, argv in fp32_args.items()}
+
+
+IGNORED = ("--artifact", "--data-dir", "--out-dir")
+
+
 def calibrate_own_rules(int8: Path, fp32: ModelMetadata, data_root: Path) -> ModelMetadata:
     """Write into the ONNX file ``int8`` (in place, weights untouched) its own open-set rule
     and looks_like margin, calibrated as ``fp32``'s were; returns its new metadata."""
@@ -82,10 +102,9 @@ def calibrate_own_rules(int8: Path, fp32: ModelMetadata, data_root: Path) -> Mod
         log.info("looks_like calibration of the int8 copy: %s", " ".join(args["looks_like"]))
         looks_like.run(looks_like.parse_args(args["looks_like"]))
     meta = read_onnx_metadata(int8)
-    for key in ("open_set", "looks_like"):
-        ours, theirs = meta.metrics[key]["threshold_rule"], fp32.metrics[key]["threshold_rule"]
-        if ours != theirs:
-            raise ArtifactError(f"the int8 copy's {key} rule differs from fp32's: {ours!r}")
+    ours, theirs = rule_parameters(meta), rule_parameters(fp32)
+    if ours != theirs:
+        raise ArtifactError(f"the int8 copy's rules {ours} differ from fp32's {theirs}")
     if meta.prior != fp32.prior:
         raise ArtifactError("the int8 copy's prior differs from fp32's")
     return meta
