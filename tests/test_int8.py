@@ -226,7 +226,7 @@ def test_build_writes_only_an_accepted_copy_marked_for_auto(
     monkeypatch.setattr(quantize_cli, "calibrate_own_rules", lambda p, m, r: calibrated.append(p))
     monkeypatch.setattr(quantize_cli, "compare", _judged_by(passed))
     out = tmp_path / "int8.onnx"
-    recipe = Recipe(calibration_photos=10)
+    recipe = Recipe(calibration_method="MinMax", calibration_photos=10, float_nodes=0)
     outcome = quantize_cli.build(SHIPPED_MODEL, out, root, recipe)
     assert len(calibrated) == 1
     assert bool(outcome.problems) != passed and out.exists() == passed
