@@ -1,4 +1,5 @@
-"""The static-int8 artifact: refused when badly calibrated, consistent with the .pt, served."""
+"""The static-int8 artifact: judged against fp32 by the paired rule, made from the .pt with its
+own thresholds, served."""
 
 from __future__ import annotations
 
@@ -59,10 +60,6 @@ from training.release.int8_variants import Measured, choose
 from training.release.onnx_export import convert
 
 WNIDS = [c.wnid for c in shipped_metadata().classes]
-
-PREDATES_THE_RULE = pytest.mark.xfail(
-    strict=True, reason="the committed int8 copy was measured before the paired rule"
-)
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +284,6 @@ def test_histogram_ranges_merge_over_chunks(
     assert ranges.is_file() and _optimized_ops(out, tmp_path).count("QLinearConv") >= 40
 
 
-@PREDATES_THE_RULE
 def test_served_artifact_is_the_shipped_model_quantized() -> None:
     """Same classes, preprocessing and prior as the .pt, its own verdict and looks_like
     thresholds set by the .pt's rules: a stale int8 file fails here."""
@@ -457,7 +453,6 @@ def test_served_int8_names_real_breeds_under_gunicorn(int8_url: str) -> None:
     assert right >= len(photos) - 2, f"{right}/{len(photos)} named right"
 
 
-@PREDATES_THE_RULE
 def test_recorded_acceptance_is_the_rules_verdict() -> None:
     """What the committed int8 copy says of its acceptance follows from its recorded counts
     by the rule in force, and ``accepted_on`` (what ``auto`` reads) is there only if it passed."""
@@ -475,7 +470,6 @@ def test_recorded_acceptance_is_the_rules_verdict() -> None:
 
 
 @pytest.mark.data
-@PREDATES_THE_RULE
 def test_recorded_acceptance_holds_when_measured_again(fp32_onnx: Path) -> None:
     """Re-measured here on unseen, web, ood/cats and ood/dogs: the counts the artifact records
     (equal on the machine that made it; other CPUs' kernels may flip a photo or two)."""
