@@ -249,8 +249,18 @@ def test_cli_without_the_data_exits_with_one_line_and_writes_nothing(tmp_path: P
 
 
 def test_variants_are_chosen_by_val_agreement_with_a_margin_for_cost() -> None:
-    def measured(name: str, agreement: float | None, dropped: str | None = None) -> Measured:
-        return Measured(name, "MinMax", 300, 0, val_agreement=agreement, dropped=dropped)
+    def measured(
+        name: str, agreement: float | None, dropped: str | None = None, ms: float = 4.5
+    ) -> Measured:
+        return Measured(
+            name,
+            "MinMax",
+            300,
+            0,
+            val_agreement=agreement,
+            dropped=dropped,
+            model_ms_batch1_1thread=ms,
+        )
 
     cheap, close, better = measured("a", 97.0), measured("b", 97.1), measured("c", 97.3)
     assert choose([cheap, close]) is cheap  # not more than 0.1 pt better
@@ -258,6 +268,11 @@ def test_variants_are_chosen_by_val_agreement_with_a_margin_for_cost() -> None:
     assert choose([measured("x", 99.0, "over 600 s"), cheap]) is cheap
     with pytest.raises(RuntimeError):
         choose([measured("x", None, "failed")])
+    slow = measured("slow", 98.0, ms=4.5 * 1.11)  # more than 10% slower than the fastest
+    assert choose([cheap, slow]) is cheap
+    assert choose([cheap, measured("ok", 98.0, ms=4.5 * 1.09)]).variant == "ok"
+    with pytest.raises(RuntimeError):  # the float-node round: slower than every base variant
+        choose([slow], fastest=4.5)
 
 
 def test_the_int8_rules_are_calibrated_as_the_pt_records_its_own(tmp_path: Path) -> None:

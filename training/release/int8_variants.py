@@ -14,11 +14,13 @@ with the same top-1 breed and the same verdict. Recorded beside it, deciding not
 and verdict agreement apart, the mean KL divergence of both heads' softmax from fp32, the
 calibration and val seconds, and the batch-1 one-thread model time.
 
-Rule (``choose``): walk the variants in order; one replaces the best so far only when its
-``val_agreement`` is higher by more than ``MARGIN`` (0.1 pt, 4 of the 3767 val photos), so a
-costlier recipe has to earn its place. The float-node variant of the one chosen is judged
-against it the same way. A variant whose run fails (memory included) or takes over
-``TIME_LIMIT_S`` for calibration and val pass together is dropped, and the reason recorded.
+Rule (``choose``): the int8 copy exists to be fast, so only variants whose batch-1 model time
+is within ``SPEED_SLACK`` (10%) of the fastest variant's are eligible. Among them, walk the
+variants in order; one replaces the best so far only when its ``val_agreement`` is higher by
+more than ``MARGIN`` (0.1 pt, 4 of the 3767 val photos), so a costlier recipe has to earn its
+place. The float-node variant of the one chosen is judged against it the same way, speed
+included. A variant whose run fails (memory included) or takes over ``TIME_LIMIT_S`` for
+calibration and val pass together is dropped, and the reason recorded.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from training.release.int8_recipe import Recipe, distance, make_int8, preprocess
 log = logging.getLogger(__name__)
 
 MARGIN = 0.1  # percentage points of val photos
+SPEED_SLACK = 0.10  # eligible: model time at most 10% over the fastest variant's
 TIME_LIMIT_S = 600  # one variant's calibration + val pass
 FLOAT_NODES = 4
 
@@ -73,11 +76,12 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 SELECTION_RULE = (
-    f"highest val_agreement (same top-1 and same verdict as fp32 on Imagewoof val, both read "
-    f"under fp32's rules), walking the variants in the order listed: a later one replaces the "
-    f"best so far only if higher by more than {MARGIN} pt; then the chosen one with its "
-    f"{FLOAT_NODES} most sensitive nodes in float weights, by the same margin; a variant "
-    f"failing or over {TIME_LIMIT_S} s (calibration + val pass) is dropped"
+    f"among variants whose batch-1 one-thread model time is at most {SPEED_SLACK:.0%} over the "
+    f"fastest variant's, highest val_agreement (same top-1 and same verdict as fp32 on "
+    f"Imagewoof val, both read under fp32's rules), walking the variants in the order listed: "
+    f"a later one replaces the best so far only if higher by more than {MARGIN} pt; then the "
+    f"chosen one with its {FLOAT_NODES} most sensitive nodes in float weights, by the same "
+    f"rule; a variant failing or over {TIME_LIMIT_S} s (calibration + val pass) is dropped"
 )
 
 
@@ -99,16 +103,28 @@ class Measured:
     dropped: str | None = None
 
 
-def choose(measured: list[Measured], margin: float = MARGIN) -> Measured:
-    """The variant the rule keeps (module docstring) among those not dropped, in order."""
+def fastest_ms(measured: list[Measured]) -> float:
+    """The batch-1 model time of the fastest variant not dropped."""
+    times = [m.model_ms_batch1_1thread for m in measured if m.dropped is None]
+    return min((t for t in times if t is not None), default=float("inf"))
+
+
+def choose(
+    measured: list[Measured], fastest: float | None = None, margin: float = MARGIN
+) -> Measured:
+    """The variant the rule keeps (module docstring) among those not dropped, in order;
+    ``fastest``: the model time eligibility is measured from (default: the fastest here)."""
+    limit = (fastest_ms(measured) if fastest is None else fastest) * (1 + SPEED_SLACK)
     best: Measured | None = None
     for m in measured:
         if m.dropped is not None or m.val_agreement is None:
             continue
+        if m.model_ms_batch1_1thread is None or m.model_ms_batch1_1thread > limit:
+            continue
         if best is None or m.val_agreement > best.val_agreement + margin:
             best = m
     if best is None:
-        raise RuntimeError("every int8 variant was dropped")
+        raise RuntimeError("no int8 variant is eligible: every one was dropped or too slow")
     return best
 
 
@@ -217,14 +233,15 @@ def choose_variant(
     model_outputs(fp32, val_photos(data_root, [c.wnid for c in backend.metadata.classes]), backend)
     del backend
     measured = [measure(v, fp32, data_root, seed, work / v.name, limit_s) for v in variants]
-    best = choose(measured)
+    fastest = fastest_ms(measured)
+    best = choose(measured, fastest)
     by_name = {v.name: v for v in variants}
     base = by_name[best.variant]
     floated = dataclasses.replace(
         base, name=f"{base.name}+float{FLOAT_NODES}", float_nodes=FLOAT_NODES
     )
     measured.append(measure(floated, fp32, data_root, seed, work / floated.name, limit_s))
-    chosen = choose([best, measured[-1]])
+    chosen = choose([best, measured[-1]], fastest)
     folder = work / chosen.variant
     calibration = json.loads((folder / "calibration.json").read_text())
     return Chosen(measured, chosen, folder / "int8.onnx", calibration)
