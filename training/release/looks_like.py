@@ -8,8 +8,9 @@ set by the rule in ``training.lab.looks_like_scoring``, written before any run, 
 genuine calibration photos only (Imagewoof val, or with ``--held-out-every`` the train
 photos the run held out); ``unseen``, ``web`` and ``ood/`` are printed, never used.
 ``--write`` stores the rule and its figures in the artifact's metadata in place (weights
-untouched, verified); ``--copies`` stores the same in the artifact's ONNX copies, whose
-metadata must otherwise stay the artifact's (``tests/test_int8.py`` checks it).
+untouched, verified); ``--copies`` stores the same in the artifact's fp32 ONNX copy, whose
+metadata must otherwise stay the artifact's. An int8 copy is refused there: it calibrates its
+own margin on its own outputs (``python -m training.release.quantize ... --check --record``).
 The page of figures is ``python -m training.reports.looks_like``.
 """
 
@@ -79,6 +80,12 @@ def with_rule(meta: ModelMetadata, new: ModelMetadata) -> ModelMetadata:
 
 
 def run(args: argparse.Namespace) -> ModelMetadata:
+    int8_copies = [c for c in args.copies if "quantization" in load_backend(c, 1).metadata.extra]
+    if int8_copies:
+        raise ValueError(
+            f"{int8_copies[0]} is an int8 copy: its looks_like margin is its own "
+            "(python -m training.release.quantize ... --check --record)"
+        )
     backend = load_backend(args.artifact, args.threads)
     meta = backend.metadata
     genuine = "train" if args.held_out_every else "val"

@@ -8,7 +8,7 @@
 # training/release/ship.py (unseen + web, never val), the open-set calibration, the looks_like
 # calibration (another breed, a wild canid or a cat named; training.release.looks_like), the deployment prior
 # (training.release.prior, cross-fitted), the static-int8 ONNX the service serves (training.release.quantize:
-# refused unless it matches fp32, and then nothing ships), the results table.
+# refused unless its served answers are not worse than fp32's, and then nothing ships), the results table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-model/efficientnet_lite0_imagewoof.pt}
