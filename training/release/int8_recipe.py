@@ -65,7 +65,7 @@ class Recipe:
     calibration_photos: int = 300
     sensitivity_photos: int = 300  # train photos outside the calibration sample
     max_float_nodes: int = 8  # 7-bit weights: most nodes left in float
-    float_nodes: int = 4  # 8-bit weights: this many most sensitive nodes left in float
+    float_nodes: int = 0  # 8-bit weights: this many most sensitive nodes left in float
 
 
 # ---------------------------------------------------------------- photos
