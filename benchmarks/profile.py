@@ -86,6 +86,8 @@ def top_table(collapsed: Path, limit: int = 20) -> tuple[list[dict[str, object]]
             continue
         samples = int(count)
         frames = [_frame(f) for f in stack.split(";")[1:]]  # the first names the thread
+        if not frames:  # a thread with no Python frame on its stack
+            continue
         total += samples
         own[frames[-1]] += samples
         for frame in set(frames):
