@@ -60,50 +60,54 @@ def share_ci(hits: int, n: int) -> str:
     return f"{pct(hits / n) if n else '–'} [{pct(low)}, {pct(high)}] of {n}"
 
 
+def _share_row(what: str, share: float, n: int, target: str = "") -> list[str]:
+    """A headline row: a share of ``n`` photos with its confidence interval, and its target."""
+    return [what, share_ci(round(share * n), n), target]
+
+
 def _headline(figures: dict[str, dict[str, Any]], meta: ModelMetadata) -> list[list[str]]:
     rows = []
     dogs = figures.get("dogs")
     if dogs and dogs["mapped"]:
-        hits = round(dogs["named_right_mapped"] * dogs["mapped"])
         rows.append(
-            [
+            _share_row(
                 "other breeds named right (`ood/dogs`, breeds ImageNet has)",
-                share_ci(hits, dogs["mapped"]),
+                dogs["named_right_mapped"],
+                dogs["mapped"],
                 f"≥ {TARGETS['dogs_named_right']:.0%}",
-            ]
+            )
         )
     cats = figures.get("cats")
     if cats:
-        hits = round(cats["cat"] * cats["n"])
         rows.append(
-            [
+            _share_row(
                 "cats said to be cats (`ood/cats`)",
-                share_ci(hits, cats["n"]),
+                cats["cat"],
+                cats["n"],
                 f"≥ {TARGETS['cats_called_cats']:.0%}",
-            ]
+            )
         )
     people = figures.get("feedback_other")
     if people:
-        hits = round(people["named_right"] * people["n"])
         rows.append(
-            [
+            _share_row(
                 "classes people named, named right (their corrections)",
-                share_ci(hits, people["n"]),
-                "",
-            ]
+                people["named_right"],
+                people["n"],
+            )
         )
     before = (meta.metrics.get("open_set") or {}).get("verdicts", {})
     for name in ("unseen", "web"):
         row = figures.get(name)
         if not row:
             continue
-        hits = round(row["looks_like"] * row["n"])
         rows.append(
-            [
+            _share_row(
                 f"looks_like on photos of the ten (`{name}`)",
-                share_ci(hits, row["n"]),
+                row["looks_like"],
+                row["n"],
                 f"≤ {TARGETS['genuine_looks_like_max']:.0%}",
-            ]
+            )
         )
         was = before.get(name, {}).get("named_right")
         note = f" (open-set calibration: {pct(was)})" if was is not None else ""
