@@ -2,7 +2,7 @@
 cat, read from the ImageNet-1k logits the artifact keeps beside its breed logits.
 
 Most dogs people photograph are none of the ten breeds. The ImageNet head has 118 dog breeds,
-wild canids and domestic cats, so an answer can say "not one of my ten breeds — it looks like a
+wild canids and the cat family, so an answer can say "not one of my ten breeds — it looks like a
 Labrador retriever" instead of a dead end. ``OTHER_CLASSES`` is the one table of the classes an
 answer may name (``kind`` dog, wild or cat); the rule that decides when (``looks_like_of``)
 takes its parameters from the artifact's ``LooksLikeRule``, calibrated by the lab
@@ -55,8 +55,10 @@ def _rows(kind: str, rows: str) -> tuple[OtherClass, ...]:
 
 # ImageNet's dog breeds are the block 151..268 of the standard 1k order, less the Imagewoof ten
 # (dingo, 273, is one of the ten). Wild: the canids of 269..280 that are no domestic breed
-# (hyena, 276, is no canid). Cats: the five domestic cat classes, 281..285 (285 onward are big
-# cats). Names and wnids are checked against ImageNet's class list by tests/test_looks_like.py.
+# (hyena, 276, is no canid). Cats: the cat family, 281..293: the five domestic cat classes and
+# the wild cats, because a house cat the network sees as a lynx or a cougar is still a cat to
+# the people asking (a lion is, too). Names and wnids are checked against ImageNet's class list
+# by tests/test_looks_like.py.
 OTHER_CLASSES: tuple[OtherClass, ...] = (
     *_rows(
         "dog",
@@ -195,6 +197,14 @@ OTHER_CLASSES: tuple[OtherClass, ...] = (
         283 n02123394 Persian cat
         284 n02123597 Siamese cat
         285 n02124075 Egyptian cat
+        286 n02125311 Cougar
+        287 n02127052 Lynx
+        288 n02128385 Leopard
+        289 n02128757 Snow leopard
+        290 n02128925 Jaguar
+        291 n02129165 Lion
+        292 n02129604 Tiger
+        293 n02130308 Cheetah
         """,
     ),
 )
