@@ -39,7 +39,7 @@ def test_the_table_is_imagenets_dogs_wild_canids_and_cats_less_the_ten() -> None
     # Wolves, coyote, dhole, African hunting dog, foxes; not the dingo (one of the ten), not
     # the hyena (276, no canid).
     assert by_kind["wild"] == set(range(269, 281)) - {273, 276}
-    assert by_kind["cat"] == set(range(281, 286))
+    assert by_kind["cat"] == set(range(281, 294))  # domestic cats, then the wild ones
     assert not TEN & set(OTHER_BY_WNID)
     assert len(OTHER_BY_WNID) == len(OTHER_CLASSES)
 
@@ -122,9 +122,16 @@ def test_an_unknown_photo_the_ten_outweigh_is_not_called_another_breed() -> None
 
 
 def test_it_names_only_the_best_class_outside_the_ten() -> None:
-    lynx = 287  # a wild cat, not in the table: a house cat that looks most like one gets none
+    brown_bear = 294  # no dog, canid or cat: a photo it outweighs gets none
+    [bear_like] = _answers([_row({}, {brown_bear: 8.0, TABBY: 7.0})])
+    assert bear_like.verdict == "unknown" and bear_like.looks_like is None
+
+
+def test_a_house_cat_taken_for_a_lynx_is_still_called_a_cat() -> None:
+    lynx = 287
     [cat_like_lynx] = _answers([_row({}, {lynx: 8.0, TABBY: 7.0})])
-    assert cat_like_lynx.verdict == "unknown" and cat_like_lynx.looks_like is None
+    assert cat_like_lynx.looks_like is not None
+    assert (cat_like_lynx.looks_like.name, cat_like_lynx.looks_like.kind) == ("Lynx", "cat")
 
 
 def test_no_rule_no_looks_like_and_old_metadata_reads_without_one() -> None:
@@ -198,3 +205,23 @@ def test_the_release_calibrates_writes_into_the_copies_and_the_report_reads_it(
     assert "| cats said to be cats (`ood/cats`) | " in page
     assert "| looks_like on photos of the ten" not in page  # no unseen, web here
     assert "## Other dog breeds (`ood/dogs`), per breed" in page
+    # What the rule could name at most; a made-up architecture has no pretrained weights.
+    assert "| shipped (fine-tuned) | " in page and "pretrained, before fine-tuning" not in page
+
+
+def test_the_pretrained_reference_is_the_imagenet_head_with_its_own_ten_as_breed_rows() -> None:
+    from training.lab.pretrained_reference import PretrainedReference
+    from training.lab.weights import WeightsUnavailableError
+
+    meta = shipped_metadata()
+    try:
+        reference = PretrainedReference(meta)
+    except WeightsUnavailableError as exc:
+        pytest.skip(f"no local ImageNet weights: {exc}")
+    size = meta.preprocessing.input_size
+    batch = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
+    rows = reference.run(batch)
+    start, end = meta.outputs.imagenet
+    own = [c.imagenet_index for c in meta.classes]
+    assert rows.shape == (2, 10 + 1000) and (start, end) == (10, 1010)
+    np.testing.assert_allclose(rows[:, :10], rows[:, start:end][:, own], rtol=1e-5, atol=1e-5)
