@@ -31,7 +31,8 @@ def cache_folder(kind: str, parts: dict[str, Any], paths: Iterable[Path]) -> Pat
 
 
 def weights_fingerprint(path: Path) -> str:
-    """SHA-256 of the artifact's content other than its metadata."""
+    """SHA-256 of the artifact's content other than its metadata (a plain weight file: all of
+    its bytes)."""
     digest = hashlib.sha256()
     if path.suffix == ".onnx":
         import onnx
@@ -39,6 +40,9 @@ def weights_fingerprint(path: Path) -> str:
         proto = onnx.load(str(path))
         del proto.metadata_props[:]
         digest.update(proto.SerializeToString(deterministic=True))
+        return digest.hexdigest()
+    if not zipfile.is_zipfile(path):
+        digest.update(path.read_bytes())
         return digest.hexdigest()
     with zipfile.ZipFile(path) as zf:
         for info in sorted(zf.infolist(), key=lambda i: i.filename):

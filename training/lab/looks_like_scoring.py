@@ -101,7 +101,8 @@ def set_figures(
     breed ImageNet has), ``named_right_mapped`` (their right class named), ``sure_mapped``
     (sure of one of the ten: never carries it), ``best_right_mapped`` (the ImageNet head's
     best other class is right, whatever the verdict and margin: what the rule could name at
-    most); ``unmapped`` and ``dog_unmapped`` (called some other dog breed).
+    most); ``unmapped`` and ``dog_unmapped`` (called some other dog breed). ``cats``:
+    ``best_cat`` (the head's best class of the table is a cat, whatever the verdict).
     """
     answers = read_answers(outputs, meta)
     n = len(outputs)
@@ -120,6 +121,9 @@ def set_figures(
         right = answers.top1 == np.asarray(photos.labels)
         row["top1"] = float(right.mean())
         row["named_right"] = float((right & answers.known).mean())
+    if photos.name == "cats":
+        best_kind = [OTHER_CLASSES[int(i)].kind for i in scores_of(outputs, meta).candidate]
+        row["best_cat"] = float(np.mean([k == "cat" for k in best_kind]))
     if photos.name == "dogs":
         wanted = [OOD_DOG_CLASSES.get(ood_dog_folder(p), ()) for p in photos.paths]
         mapped = np.array([bool(w) for w in wanted])

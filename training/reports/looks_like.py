@@ -38,6 +38,8 @@ from training.lab.looks_like_scoring import (
 )
 from training.lab.open_set_data import PhotoSet, load_sets
 from training.lab.paths import REPO_ROOT, data_root
+from training.lab.pretrained_reference import PretrainedReference
+from training.lab.weights import WeightsUnavailableError
 from training.reports.markdown import table
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,48 @@ def _set_rows(figures: dict[str, dict[str, Any]]) -> list[list[str]]:
     ]
 
 
+def _ceiling_rows(ceilings: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]:
+    return [
+        [
+            network,
+            pct(figures.get("dogs", {}).get("best_right_mapped", float("nan"))),
+            pct(figures.get("cats", {}).get("best_cat", float("nan"))),
+        ]
+        for network, figures in ceilings.items()
+    ]
+
+
+def _ceiling_lines(ceilings: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """How much the rule could name at most, for the artifact and its pretrained network."""
+    if not ceilings:
+        return []
+    dogs_best = max(f.get("dogs", {}).get("best_right_mapped", 0.0) for f in ceilings.values())
+    lines = [
+        "",
+        "## What the network could name at most",
+        "",
+        "Share of the photos whose ImageNet head's best class of the table (other breeds, "
+        "wild canids, cats) is the right one, whatever the verdict and margin: no rule on "
+        "these output rows can name more. The pretrained network is the artifact's "
+        "architecture with its ImageNet weights and no breed training "
+        "(`training/lab/pretrained_reference.py`).",
+        "",
+        table(
+            ["network", "other breeds: best class right", "cats: best class a cat"],
+            _ceiling_rows(ceilings),
+            "lrr",
+        ),
+    ]
+    if dogs_best < TARGETS["dogs_named_right"]:
+        lines += [
+            "",
+            f"Other breeds named right ≥ {TARGETS['dogs_named_right']:.0%} is above what "
+            "either network's ImageNet head names with no rule at all: it needs a network "
+            "that knows these breeds better, not another rule.",
+        ]
+    return lines
+
+
 def _class_names(wnids: tuple[str, ...]) -> str:
     return " / ".join(OTHER_BY_WNID[w].name for w in wnids) if wnids else "none in ImageNet"
 
@@ -169,6 +213,7 @@ def render(
     figures: dict[str, dict[str, Any]],
     breeds: list[dict[str, Any]],
     cats: list[list[str]],
+    ceilings: dict[str, dict[str, dict[str, Any]]],
 ) -> str:
     rule = meta.looks_like
     entry = meta.metrics.get("looks_like") or {}
@@ -207,6 +252,7 @@ def render(
             _set_rows(figures),
             "lrrrrrrr",
         ),
+        *_ceiling_lines(ceilings),
     ]
     dogs = figures.get("dogs")
     if dogs:
@@ -267,9 +313,27 @@ def run(artifact: Path, out: Path, data_dir: Path | None = None) -> dict[str, di
         figures["feedback_other"]["named_right"] = float(np.mean(right))
     breeds = dog_breed_rows(meta, outputs["dogs"], chosen["dogs"]) if "dogs" in chosen else []
     cats = _cat_rows(meta, outputs["cats"], chosen["cats"]) if "cats" in chosen else []
+    ceilings = {"shipped (fine-tuned)": figures, **_pretrained_figures(meta, chosen)}
     with atomic_write(out) as part:
-        part.write_text(render(artifact, meta, figures, breeds, cats))
+        part.write_text(render(artifact, meta, figures, breeds, cats, ceilings))
     return figures
+
+
+def _pretrained_figures(
+    meta: ModelMetadata, chosen: dict[str, PhotoSet]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The ceilings of the same architecture before fine-tuning (none without its weights)."""
+    try:
+        reference = PretrainedReference(meta)
+    except WeightsUnavailableError as exc:
+        log.warning("no pretrained reference row: %s", exc)
+        return {}
+    figures = {}
+    for name in ("dogs", "cats"):
+        if name in chosen:
+            rows = model_outputs(reference.weights, list(chosen[name].paths), reference)
+            figures[name] = set_figures(meta, rows, chosen[name])
+    return {"pretrained, before fine-tuning": figures}
 
 
 def main(argv: list[str] | None = None) -> int:
