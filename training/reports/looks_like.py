@@ -157,8 +157,9 @@ def _ceiling_lines(ceilings: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "## What the network could name at most",
         "",
         "Share of the photos whose ImageNet head's best class of the table (other breeds, "
-        "wild canids, cats) is the right one, whatever the verdict and margin: no rule on "
-        "these output rows can name more. The pretrained network is the artifact's "
+        "wild canids, cats) is the right one, whatever the verdict and margin: the most a "
+        "rule that names the head's best class can get right. The pretrained network is the "
+        "artifact's "
         "architecture with its ImageNet weights and no breed training "
         "(`training/lab/pretrained_reference.py`).",
         "",
@@ -172,8 +173,8 @@ def _ceiling_lines(ceilings: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         lines += [
             "",
             f"Other breeds named right ≥ {TARGETS['dogs_named_right']:.0%} is above what "
-            "either network's ImageNet head names with no rule at all: it needs a network "
-            "that knows these breeds better, not another rule.",
+            "either network's ImageNet head names even when every answer carries it: it "
+            "needs a network that knows these breeds better, not another rule.",
         ]
     return lines
 
