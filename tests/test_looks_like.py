@@ -205,8 +205,13 @@ def test_the_release_calibrates_writes_into_the_copies_and_the_report_reads_it(
     assert "| cats said to be cats (`ood/cats`) | " in page
     assert "| looks_like on photos of the ten" not in page  # no unseen, web here
     assert "## Other dog breeds (`ood/dogs`), per breed" in page
-    # What the rule could name at most; a made-up architecture has no pretrained weights.
-    assert "| shipped (fine-tuned) | " in page and "pretrained, before fine-tuning" not in page
+    # What the rule could name at most: the artifact, and each architecture the lab has
+    # ImageNet weights for (a made-up architecture has none).
+    from training.lab.weights import LOCAL_WEIGHT_PACKAGES, local_weight_file
+
+    assert "| shipped (fine-tuned) | " in page and "| channel-mean pretrained" not in page
+    for arch in LOCAL_WEIGHT_PACKAGES:
+        assert (f"| {arch} pretrained, before fine-tuning" in page) == bool(local_weight_file(arch))
 
 
 def test_the_pretrained_reference_is_the_imagenet_head_with_its_own_ten_as_breed_rows() -> None:

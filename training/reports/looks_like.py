@@ -38,7 +38,7 @@ from training.lab.looks_like_scoring import (
 )
 from training.lab.open_set_data import PhotoSet, load_sets
 from training.lab.paths import REPO_ROOT, data_root
-from training.lab.pretrained_reference import PretrainedReference
+from training.lab.pretrained_reference import PretrainedReference, reference_archs
 from training.lab.weights import WeightsUnavailableError
 from training.reports.markdown import table
 
@@ -158,10 +158,9 @@ def _ceiling_lines(ceilings: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "",
         "Share of the photos whose ImageNet head's best class of the table (other breeds, "
         "wild canids, cats) is the right one, whatever the verdict and margin: the most a "
-        "rule that names the head's best class can get right. The pretrained network is the "
-        "artifact's "
-        "architecture with its ImageNet weights and no breed training "
-        "(`training/lab/pretrained_reference.py`).",
+        "rule that names the head's best class can get right. The pretrained networks are the "
+        "artifact's architecture and the lab's others with their ImageNet weights and no breed "
+        "training, each at its own input size (`training/lab/pretrained_reference.py`).",
         "",
         table(
             ["network", "other breeds: best class right", "cats: best class a cat"],
@@ -173,8 +172,7 @@ def _ceiling_lines(ceilings: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         lines += [
             "",
             f"Other breeds named right ≥ {TARGETS['dogs_named_right']:.0%} is above what "
-            "either network's ImageNet head names even when every answer carries it: it "
-            "needs a network that knows these breeds better, not another rule.",
+            "any of these networks' ImageNet heads names even when every answer carries it.",
         ]
     return lines
 
@@ -323,18 +321,23 @@ def run(artifact: Path, out: Path, data_dir: Path | None = None) -> dict[str, di
 def _pretrained_figures(
     meta: ModelMetadata, chosen: dict[str, PhotoSet]
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """The ceilings of the same architecture before fine-tuning (none without its weights)."""
-    try:
-        reference = PretrainedReference(meta)
-    except WeightsUnavailableError as exc:
-        log.warning("no pretrained reference row: %s", exc)
-        return {}
-    figures = {}
-    for name in ("dogs", "cats"):
-        if name in chosen:
-            rows = model_outputs(reference.weights, list(chosen[name].paths), reference)
-            figures[name] = set_figures(meta, rows, chosen[name])
-    return {"pretrained, before fine-tuning": figures}
+    """The ceilings of the artifact's architecture and the lab's others, before fine-tuning
+    (an architecture without local weights gets no row)."""
+    ceilings = {}
+    for arch in reference_archs(meta):
+        try:
+            reference = PretrainedReference(meta, arch)
+        except WeightsUnavailableError as exc:
+            log.warning("no pretrained reference row: %s", exc)
+            continue
+        figures = {}
+        for name in ("dogs", "cats"):
+            if name in chosen:
+                rows = model_outputs(reference.weights, list(chosen[name].paths), reference)
+                figures[name] = set_figures(meta, rows, chosen[name])
+        size = reference.metadata.preprocessing.input_size
+        ceilings[f"{arch} pretrained, before fine-tuning ({size} px)"] = figures
+    return ceilings
 
 
 def main(argv: list[str] | None = None) -> int:
