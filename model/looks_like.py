@@ -11,7 +11,8 @@ takes its parameters from the artifact's ``LooksLikeRule``, calibrated by the la
 The rule, per photo (p = softmax over the 1000 ImageNet logits, T = 1):
 
 - the candidate is the most probable class of ``OTHER_CLASSES`` (the artifact's own breeds
-  never count, even if a table lists them); its ``confidence`` is its p;
+  never count, even if a table lists them); its ``confidence`` is its p, its
+  ``kind_confidence`` the p of every class of the table of its kind together;
 - it must be the ImageNet head's best class outside the ten breeds: a car or a drawing has a
   better class that is no dog, wild canid or cat, and gets none;
 - the margin ln p(candidate) − ln Σ p(the ten) says how far the candidate outweighs the ten
@@ -31,6 +32,9 @@ from model.metadata import ModelMetadata
 from model.open_set import softmax
 
 KINDS = ("dog", "wild", "cat")
+# At or above this certainty a ``looks_like`` is said plainly ("it looks like"), below it with
+# a doubt ("it may be ..., but I'm not sure"): the bot and the page (which gets it) alike.
+PLAIN_CERTAINTY = 0.5
 
 
 @dataclass(frozen=True)
@@ -213,12 +217,26 @@ OTHER_BY_WNID: dict[str, OtherClass] = {c.wnid: c for c in OTHER_CLASSES}
 
 @dataclass(frozen=True)
 class LooksLike:
-    """The answer's ``looks_like``: the class it names and its share of the 1000-way softmax."""
+    """The answer's ``looks_like``: the class it names, its share of the 1000-way softmax, and
+    the share of its whole kind (every class of the table of that kind, the ten excluded)."""
 
     wnid: str
     name: str
     kind: str
     confidence: float
+    kind_confidence: float
+
+    @property
+    def certainty(self) -> float:
+        """How sure the sentence people read is: a cat answer says "it's a cat", so its kind's
+        share (house cats split their probability between five look-alike cat classes);
+        another breed or a wild canid is named, so the class's share."""
+        return self.kind_confidence if self.kind == "cat" else self.confidence
+
+    @property
+    def plain(self) -> bool:
+        """Said plainly, not with a doubt."""
+        return self.certainty >= PLAIN_CERTAINTY
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -226,17 +244,19 @@ class LooksLike:
             "name": self.name,
             "kind": self.kind,
             "confidence": self.confidence,
+            "kind_confidence": self.kind_confidence,
         }
 
 
 @dataclass(frozen=True)
 class LooksLikeScores:
-    """Per row: the candidate (index into ``OTHER_CLASSES``), its p, whether it is the best
-    class outside the ten, and its margin over the ten; what the rule compares with its
-    thresholds, and what the lab calibrates on."""
+    """Per row: the candidate (index into ``OTHER_CLASSES``), its p, its kind's p, whether it
+    is the best class outside the ten, and its margin over the ten; what the rule compares
+    with its thresholds, and what the lab calibrates on."""
 
     candidate: np.ndarray
     confidence: np.ndarray
+    kind_confidence: np.ndarray
     best_outside: np.ndarray
     margin: np.ndarray
 
@@ -253,13 +273,17 @@ def scores_of(outputs: np.ndarray, meta: ModelMetadata) -> LooksLikeScores:
     probs = softmax(outputs[:, start:end].astype(np.float64))
     other = probs[:, columns]
     best = other.argmax(axis=1)
-    confidence = other[np.arange(len(other)), best]
+    rows = np.arange(len(other))
+    confidence = other[rows, best]
+    kind_of = _kind_of(own, end - start)  # type: ignore[arg-type]
+    per_kind = np.stack([other[:, kind_of == k].sum(axis=1) for k in range(len(KINDS))], axis=1)
     rest = probs[:, rest_columns]  # neither the ten nor the table's
     ten = probs[:, list(own)].sum(axis=1)
     tiny = np.finfo(np.float64).tiny  # a zero share reads as -inf, not nan
     return LooksLikeScores(
         candidate=allowed[best],
         confidence=confidence,
+        kind_confidence=per_kind[rows, kind_of[best]],
         best_outside=confidence >= rest.max(axis=1),
         margin=np.log(np.maximum(confidence, tiny)) - np.log(np.maximum(ten, tiny)),
     )
@@ -273,6 +297,13 @@ def _columns(own: tuple[int, ...], width: int) -> tuple[np.ndarray, np.ndarray, 
     columns = np.array([OTHER_CLASSES[i].imagenet_index for i in allowed])
     rest = np.setdiff1d(np.arange(width), np.concatenate([own, columns]))
     return allowed, columns, rest
+
+
+@functools.cache
+def _kind_of(own: tuple[int, ...], width: int) -> np.ndarray:
+    """Per column of ``_columns``: the index of its class's kind in ``KINDS``."""
+    allowed, _, _ = _columns(own, width)
+    return np.array([KINDS.index(OTHER_CLASSES[i].kind) for i in allowed])
 
 
 def carries(scores: LooksLikeScores, verdicts: np.ndarray, meta: ModelMetadata) -> np.ndarray:
@@ -305,5 +336,6 @@ def looks_like_of(
             continue
         other = OTHER_CLASSES[int(scores.candidate[row])]
         confidence = round(float(scores.confidence[row]), 6)
-        named.append(LooksLike(other.wnid, other.name, other.kind, confidence))
+        kind_confidence = round(float(scores.kind_confidence[row]), 6)
+        named.append(LooksLike(other.wnid, other.name, other.kind, confidence, kind_confidence))
     return named

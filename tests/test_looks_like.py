@@ -95,6 +95,7 @@ def test_an_unknown_dog_of_another_breed_gets_its_name_and_a_cat_its_kind() -> N
         "name": "Labrador retriever",
         "kind": "dog",
         "confidence": labrador.looks_like.confidence,
+        "kind_confidence": labrador.looks_like.kind_confidence,
     }
     assert car.to_dict()["looks_like"] is None
 
@@ -125,6 +126,25 @@ def test_it_names_only_the_best_class_outside_the_ten() -> None:
     brown_bear = 294  # no dog, canid or cat: a photo it outweighs gets none
     [bear_like] = _answers([_row({}, {brown_bear: 8.0, TABBY: 7.0})])
     assert bear_like.verdict == "unknown" and bear_like.looks_like is None
+
+
+def test_kind_confidence_is_the_share_of_every_class_of_that_kind() -> None:
+    tiger_cat, persian = 282, 283
+    [cat] = _answers([_row({}, {TABBY: 8.0, tiger_cat: 8.0, persian: 8.0, LABRADOR: 7.0})])
+    assert cat.looks_like is not None and cat.looks_like.kind == "cat"
+    total = 3 * np.exp(8.0) + np.exp(7.0) + 996  # every other logit is 0
+    cat_classes = sum(c.kind == "cat" for c in OTHER_CLASSES)  # the other cats count too
+    cats = (3 * np.exp(8.0) + cat_classes - 3) / total
+    assert cat.looks_like.kind_confidence == pytest.approx(cats, 1e-5)
+    assert cat.looks_like.confidence == pytest.approx(np.exp(8.0) / total, 1e-5)
+    assert cat.looks_like.certainty == cat.looks_like.kind_confidence  # "it's a cat"
+    chesapeake = 209  # another retriever: the dogs' share is two classes', a breed's one
+    [dog] = _answers([_row({}, {LABRADOR: 8.0, chesapeake: 8.0})])
+    assert dog.looks_like is not None
+    dogs = sum(c.kind == "dog" for c in OTHER_CLASSES)
+    total = 2 * np.exp(8.0) + 998
+    assert dog.looks_like.kind_confidence == pytest.approx((2 * np.exp(8.0) + dogs - 2) / total)
+    assert dog.looks_like.certainty == dog.looks_like.confidence
 
 
 def test_a_house_cat_taken_for_a_lynx_is_still_called_a_cat() -> None:

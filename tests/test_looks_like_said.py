@@ -18,7 +18,7 @@ from service.telegram_bot.buttons import named_label
 from service.telegram_bot.texts import prediction_text
 
 CYRILLIC = re.compile(r"^[А-ЯЁ][а-яё -]+$")
-LABRADOR = LooksLike("n02099712", "Labrador retriever", "dog", 0.62)
+LABRADOR = LooksLike("n02099712", "Labrador retriever", "dog", 0.62, 0.97)
 TOP = tuple(
     BreedScore(c.wnid, c.name, p) for c, p in zip(IMAGEWOOF_CLASSES[2:4], (0.6, 0.3), strict=True)
 )
@@ -66,27 +66,27 @@ def test_every_class_looks_like_may_name_has_an_english_and_a_russian_name() -> 
         ),
         (
             "unsure",
-            LooksLike("n02088094", "Afghan hound", "dog", 0.31),
+            LooksLike("n02088094", "Afghan hound", "dog", 0.31, 0.9),
             "en",
             "Probably not one of my 10 breeds — it may be an Afghan hound (31%), but I'm not "
             "sure 🤔",
         ),
         (
             "unsure",
-            LooksLike("n02088094", "Afghan hound", "dog", 0.31),
+            LooksLike("n02088094", "Afghan hound", "dog", 0.31, 0.9),
             "ru",
             "Скорее всего, это не одна из моих 10 пород — возможно, это афганская борзая (31%), "
             "но я не уверен 🤔",
         ),
         (
             "unknown",
-            LooksLike("n02114367", "Grey wolf", "wild", 0.8),
+            LooksLike("n02114367", "Grey wolf", "wild", 0.8, 0.95),
             "en",
             "Not one of my 10 breeds: it looks like a wild animal — Grey wolf (80%) 🐺",
         ),
         (
             "unknown",
-            LooksLike("n02114367", "Grey wolf", "wild", 0.8),
+            LooksLike("n02114367", "Grey wolf", "wild", 0.8, 0.95),
             "ru",
             "Это не одна из моих 10 пород: похоже, это дикий зверь — серый волк (80%) 🐺",
         ),
@@ -104,17 +104,30 @@ def test_the_bot_says_what_else_a_dog_looks_like(
 
 
 @pytest.mark.parametrize(
-    ("confidence", "lang", "said"),
+    ("confidence", "kind_confidence", "lang", "said"),
     [
-        (0.81, "en", "It's a cat — I recognise dogs 🐱 (Siamese cat, I'd say: 81%)"),
-        (0.81, "ru", "Это кошка, а я узнаю собак 🐱 (похоже, сиамская кошка: 81%)"),
-        (0.3, "en", "It may be a cat — I recognise dogs 🐱"),
-        (0.3, "ru", "Кажется, это кошка, а я узнаю собак 🐱"),
+        (0.81, 0.9, "en", "It's a cat — I recognise dogs 🐱 (Siamese cat, I'd say: 81%)"),
+        (0.81, 0.9, "ru", "Это кошка, а я узнаю собак 🐱 (похоже, сиамская кошка: 81%)"),
+        # Its class is a third, but the cats together outweigh everything: plainly a cat.
+        (0.33, 0.7, "en", "It's a cat — I recognise dogs 🐱 (Lynx, I'd say: 33%)"),
+        (0.33, 0.7, "ru", "Это кошка, а я узнаю собак 🐱 (похоже, рысь: 33%)"),
+        (0.3, 0.4, "en", "It may be a cat — I recognise dogs 🐱"),
+        (0.3, 0.4, "ru", "Кажется, это кошка, а я узнаю собак 🐱"),
     ],
 )
-def test_the_bot_says_a_cat_is_a_cat(confidence: float, lang: str, said: str) -> None:
-    cat = LooksLike("n02123597", "Siamese cat", "cat", confidence)
+def test_the_bot_says_a_cat_is_a_cat_as_surely_as_all_cats_together(
+    confidence: float, kind_confidence: float, lang: str, said: str
+) -> None:
+    named = ("n02123597", "Siamese cat") if confidence > 0.5 else ("n02127052", "Lynx")
+    cat = LooksLike(*named, "cat", confidence, kind_confidence)
     assert prediction_text(_prediction("unknown", cat), lang, 10) == said
+
+
+def test_a_breed_is_named_as_surely_as_its_own_share() -> None:
+    """Many dog breeds together say little about which one: a breed needs its own share."""
+    afghan = LooksLike("n02088094", "Afghan hound", "dog", 0.31, 0.9)
+    said = prediction_text(_prediction("unknown", afghan), "en", 10)
+    assert said.startswith("Not one of my 10 breeds — it may be an Afghan hound (31%)")
 
 
 def test_without_looks_like_the_words_are_as_before() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from model.looks_like import LooksLike
 from model.metadata import IMAGEWOOF_CLASSES
 from service.breed_names import BREED_NAMES
 from tests.support.data import data_dir, imagewoof_dir
@@ -454,7 +455,7 @@ def first_photo_looking_like(
         files = {"image": (path.name, data)}
         answer = requests.post(f"{server.base_url}/predict", files=files, timeout=30).json()
         other = answer["looks_like"]
-        if other and other["kind"] == kind and other["confidence"] >= 0.5:
+        if other and other["kind"] == kind and LooksLike(**other).plain:
             if wnid is not None and other["wnid"] != wnid:
                 continue
             return data

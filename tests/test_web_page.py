@@ -519,8 +519,27 @@ def _show_crafted(browser, base_url: str, photo: Path, body: dict[str, Any]) -> 
     return browser.find_element(By.ID, "verdict")
 
 
-LABRADOR = {"wnid": "n02099712", "name": "Labrador retriever", "kind": "dog", "confidence": 0.62}
-SIAMESE = {"wnid": "n02123597", "name": "Siamese cat", "kind": "cat", "confidence": 0.81}
+LABRADOR = {
+    "wnid": "n02099712",
+    "name": "Labrador retriever",
+    "kind": "dog",
+    "confidence": 0.62,
+    "kind_confidence": 0.97,
+}
+SIAMESE = {
+    "wnid": "n02123597",
+    "name": "Siamese cat",
+    "kind": "cat",
+    "confidence": 0.81,
+    "kind_confidence": 0.9,
+}
+LYNX_LIKE = {
+    "wnid": "n02127052",
+    "name": "Lynx",
+    "kind": "cat",
+    "confidence": 0.33,
+    "kind_confidence": 0.7,
+}
 
 
 @pytest.mark.parametrize(
@@ -532,19 +551,28 @@ SIAMESE = {"wnid": "n02123597", "name": "Siamese cat", "kind": "cat", "confidenc
             "Not one of my 10 breeds — it looks like a Labrador retriever (62.0%)",
         ),
         (
-            {**LABRADOR, "confidence": 0.31},
+            {**LABRADOR, "confidence": 0.31, "kind_confidence": 0.9},
             "unsure",
             "Probably not one of my 10 breeds — it may be a Labrador retriever (31.0%), but "
             "I'm not sure",
         ),
         (
-            {"wnid": "n02119022", "name": "Red fox", "kind": "wild", "confidence": 0.7},
+            {
+                "wnid": "n02119022",
+                "name": "Red fox",
+                "kind": "wild",
+                "confidence": 0.7,
+                "kind_confidence": 0.8,
+            },
             "unknown",
             "Not one of my 10 breeds: it looks like a wild animal — Red fox (70.0%)",
         ),
         (SIAMESE, "unknown", "It's a cat — I recognise dogs (Siamese cat, I'd say: 81.0%)"),
+        # A third for its class, but all cats together outweigh the rest: plainly a cat.
+        (LYNX_LIKE, "unknown", "It's a cat — I recognise dogs (Lynx, I'd say: 33.0%)"),
+        ({**LYNX_LIKE, "kind_confidence": 0.4}, "unknown", "It may be a cat — I recognise dogs"),
     ],
-    ids=["dog", "dog-unsure-low", "wild", "cat"],
+    ids=["dog", "dog-unsure-low", "wild", "cat", "cat-by-its-kind", "cat-unsure"],
 )
 def test_the_page_says_what_else_a_photo_looks_like(
     browser,

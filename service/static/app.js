@@ -100,8 +100,6 @@ const STRINGS = {
 const PAGE = JSON.parse(document.getElementById("page-data").textContent);
 const LANG = (navigator.language || "en").toLowerCase().startsWith("ru") ? "ru" : "en";
 const NONE_LABEL = "none";
-// A looks_like at or above this share is said plainly, below it with a doubt (as the bot does).
-const LOOKS_LIKE_PLAIN = 0.5;
 
 const form = document.getElementById("upload-form");
 const input = document.getElementById("image-input");
@@ -172,11 +170,13 @@ function clearResult() {
   if (feedbackBox) feedbackBox.hidden = true;
 }
 
-// What else the photo looks like, as surely as its share allows; an unsure answer leads with
-// "probably not one of my breeds".
+// What else the photo looks like, as surely as its certainty allows: a cat's is its kind's share
+// ("it's a cat" is about the kind), another breed's or canid's the class's; an unsure answer
+// leads with "probably not one of my breeds".
 function looksLikeText(other, kind) {
   const name = nameInSentence(other.wnid, other.name);
-  const plain = other.confidence >= LOOKS_LIKE_PLAIN;
+  const certainty = other.kind === "cat" ? other.kind_confidence : other.confidence;
+  const plain = certainty >= PAGE.looks_like_plain;
   const lead = t(kind === "unsure" ? "lead_unsure" : "lead_unknown", { count: PAGE.breeds.length });
   const key = `looks_${other.kind}${plain ? "" : "_maybe"}`;
   return t(key, { lead, name, article: article(name), confidence: percent(other.confidence) });

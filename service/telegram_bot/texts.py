@@ -9,10 +9,6 @@ from model.metadata import BreedClass
 from model.predictor import BreedScore, Prediction
 from service.breed_names import breed_name, name_in_sentence
 
-# A ``looks_like`` at or above this share of the ImageNet softmax is said plainly ("it looks
-# like"), below it with a doubt ("it may be ..., but I'm not sure"): the page says the same.
-LOOKS_LIKE_PLAIN = 0.5
-
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "help": (
@@ -185,11 +181,11 @@ def article(name: str) -> str:
 
 
 def looks_like_text(other: LooksLike, verdict: str, lang: str, breed_count: int) -> str:
-    """What the photo looks like, said as surely as its share allows (``LOOKS_LIKE_PLAIN``);
-    an ``unsure`` answer leads with "probably not one of my breeds"."""
+    """What the photo looks like, said as surely as its certainty allows (``LooksLike.plain``;
+    a cat's is its kind's share); an ``unsure`` answer leads with "probably not one of my
+    breeds"."""
     name = name_in_sentence(other.wnid, other.name, lang)
-    plain = other.confidence >= LOOKS_LIKE_PLAIN
-    key = f"looks_{other.kind}" + ("" if plain else "_maybe")
+    key = f"looks_{other.kind}" + ("" if other.plain else "_maybe")
     lead = text("lead_unsure" if verdict == "unsure" else "lead_unknown", lang, count=breed_count)
     values = {"name": name, "article": article(name), "confidence": percent(other.confidence)}
     return text(key, lang, lead=lead, **values)
