@@ -95,7 +95,8 @@ def set_figures(
 ) -> dict[str, float | int]:
     """One set's figures as the service answers it (``read_answers``: the artifact's rule).
 
-    Every set: ``n``, ``looks_like`` (share carrying it), ``on_unknown`` / ``on_unsure``
+    Every set: ``n``, ``looks_like`` (share carrying it), ``plain`` (share carrying it said
+    plainly, not with a doubt), ``on_unknown`` / ``on_unsure``
     (share carrying it with that verdict) and the share per kind. Breed photos: ``top1`` and
     ``named_right`` (the right breed named, sure or unsure). ``dogs``: ``mapped`` photos (of a
     breed ImageNet has), ``named_right_mapped`` (their right class named), ``sure_mapped``
@@ -113,6 +114,7 @@ def set_figures(
     if n == 0:
         return row
     row["looks_like"] = float(has.mean())
+    row["plain"] = float(np.mean([o is not None and o.plain for o in named]))
     for verdict in ("unknown", "unsure"):
         row[f"on_{verdict}"] = float((has & (answers.verdict == verdict)).mean())
     for kind in ("dog", "wild", "cat"):

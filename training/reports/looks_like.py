@@ -25,7 +25,7 @@ import numpy as np
 from model.artifact import atomic_write
 from model.backends import ArtifactError, load_backend
 from model.defaults import SHIPPED_MODEL
-from model.looks_like import OTHER_BY_WNID
+from model.looks_like import OTHER_BY_WNID, PLAIN_CERTAINTY
 from model.metadata import ModelMetadata
 from training.lab.answers import read_answers
 from training.lab.data import has_feedback, load_feedback_others
@@ -125,6 +125,7 @@ def _set_rows(figures: dict[str, dict[str, Any]]) -> list[list[str]]:
             SET_NAMES.get(name, name),
             str(row["n"]),
             pct(row["looks_like"]),
+            pct(row["plain"]),
             pct(row["on_unknown"]),
             pct(row["on_unsure"]),
             pct(row["dog"]),
@@ -243,13 +244,25 @@ def render(
         "",
         "## Per photo set",
         "",
-        "Share of the photos whose answer carries `looks_like`; on an `unknown` or an `unsure` "
-        "answer (never on a `sure` one); and of which kind.",
+        "Share of the photos whose answer carries `looks_like`; said plainly, not with a doubt "
+        f"(a named breed or canid at ≥ {PLAIN_CERTAINTY:.0%} of the softmax, a cat when all "
+        "cats together are); "
+        "on an `unknown` or an `unsure` answer (never on a `sure` one); and of which kind.",
         "",
         table(
-            ["photos", "n", "looks_like", "on unknown", "on unsure", "dog", "wild", "cat"],
+            [
+                "photos",
+                "n",
+                "looks_like",
+                "said plainly",
+                "on unknown",
+                "on unsure",
+                "dog",
+                "wild",
+                "cat",
+            ],
             _set_rows(figures),
-            "lrrrrrrr",
+            "lrrrrrrrr",
         ),
         *_ceiling_lines(ceilings),
     ]
