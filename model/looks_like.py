@@ -229,7 +229,7 @@ class LooksLike:
     @property
     def certainty(self) -> float:
         """How sure the sentence people read is: a cat answer says "it's a cat", so its kind's
-        share (house cats split their probability between five look-alike cat classes);
+        share (a house cat's probability is split among look-alike cat classes);
         another breed or a wild canid is named, so the class's share."""
         return self.kind_confidence if self.kind == "cat" else self.confidence
 
