@@ -206,17 +206,16 @@ def test_one_chat_flooding_the_bot_does_not_starve_another(
     with ThreadPoolExecutor(len(flood)) as pool:
         flooding = [pool.submit(until_acknowledged, rules_server, u) for u in flood]
         fake.wait_for("sendMessage", 1, where=lambda c: c.params["chat_id"] == 7051)
-        started = time.monotonic()
         assert until_acknowledged(rules_server, other) == [200]
-        other_answered_s = time.monotonic() - started
         assert all(f.result()[-1] == 200 for f in flooding)
     answers = sent_to(fake, 7051)
     recognised = [a for a in answers if a.params["text"].startswith(ANSWER)]
     over = [a for a in answers if "faster than I can look" in a.params["text"]]
     assert len(recognised) == PHOTOS_PER_MINUTE and len(over) == 1, answers
     assert len(answers) == PHOTOS_PER_MINUTE + 1  # the rest acknowledged quietly
-    assert other_answered_s < 5, other_answered_s
-    assert sent_to(fake, 7052)[0].at < answers[-1].at  # answered while the flood went on
+    # Answered while the flood's paced answers still went out, not queued behind them (a
+    # wall-clock bound would measure the host, not the order).
+    assert sent_to(fake, 7052)[0].at < answers[-1].at
 
 
 # -- the shared store --------------------------------------------------------------------
