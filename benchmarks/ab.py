@@ -105,7 +105,7 @@ def measure(
             run_locust(server, 2, WARM_UP_SECONDS, workdir)
             for users in args.users:
                 row = run_locust(server, users, args.seconds, workdir)
-                runs.append({"checkout": checkout.label, "round": index // 2, **row})
+                runs.append({"checkout": checkout.label, **row})
                 log.info(
                     "%s, %d users: %s rps, p50 %s ms, %s ms server CPU per request",
                     checkout.label,

@@ -37,7 +37,6 @@ class PretrainedReference:
         weights = local_weight_file(arch)
         if weights is None or not weights.is_file():
             raise WeightsUnavailableError(f"no local ImageNet weights for {arch}")
-        self.arch = arch
         self.weights: Path = weights
         spec = meta.preprocessing if arch == meta.architecture else default_preprocessing(arch)
         self.metadata = dataclasses.replace(meta, architecture=arch, preprocessing=spec)

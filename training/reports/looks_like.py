@@ -149,9 +149,7 @@ def _ceiling_rows(ceilings: dict[str, dict[str, dict[str, Any]]]) -> list[list[s
 
 
 def _ceiling_lines(ceilings: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """How much the rule could name at most, for the artifact and its pretrained network."""
-    if not ceilings:
-        return []
+    """How much the rule could name at most, for the artifact and the pretrained networks."""
     dogs_best = max(f.get("dogs", {}).get("best_right_mapped", 0.0) for f in ceilings.values())
     lines = [
         "",
