@@ -1,4 +1,4 @@
-"""Inference backends behind one tiny interface: float32 NCHW batch in, logits out.
+"""Inference backends behind one tiny interface: preprocessed NCHW batch in, logits out.
 
 The artifact's file type picks the backend: ``.pt``/``.ts`` TorchScript, ``.onnx`` ONNX
 Runtime. Both read the same metadata, so callers never care which one runs.
@@ -16,6 +16,7 @@ import numpy as np
 
 from model.metadata import METADATA_KEY, ModelMetadata
 from model.precision import cpu_flags, int8_dot_product
+from model.preprocessing import quantize_input
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,25 @@ class OnnxBackend:
         self.metadata = _session_metadata(self._session, path)
         if not dot_product and fast_int8_is_exact(self.metadata):
             self._session = self._open(path, threads, exact_int8=False)
-        self._input = self._session.get_inputs()[0].name
+        graph_input = self._session.get_inputs()[0]
+        self._input = graph_input.name
+        self._quantization = self.metadata.preprocessing.input_quantization
+        if (graph_input.type == "tensor(uint8)") != (self._quantization is not None):
+            where = path if isinstance(path, Path) else "in-memory model"
+            raise ArtifactError(
+                f"{where} takes {graph_input.type} input, but its metadata says "
+                f"input_quantization {self._quantization}"
+            )
 
     @staticmethod
     def _open(path: Path | bytes, threads: int | None, exact_int8: bool):
         return _onnx_session(path, onnx_session_options(threads or default_threads(), exact_int8))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        """``batch``: rows as the artifact's preprocessing gives them. Normalised float rows
+        (the lab's probes) are quantized here when the model takes uint8 input."""
+        if self._quantization is not None and batch.dtype != np.uint8:
+            batch = quantize_input(batch, self._quantization)
         return self._session.run(None, {self._input: batch})[0]
 
 

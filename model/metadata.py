@@ -25,14 +25,34 @@ class BreedClass:
 
 
 @dataclass(frozen=True)
+class InputQuantization:
+    """The model takes its input already quantized: uint8 ``round(x / scale) + zero_point``
+    (half to even, saturated), exactly what the ONNX ``QuantizeLinear`` it replaces computes.
+
+    An int8 copy's first node quantizes the normalised float photo. Done by the
+    preprocessing's lookup table instead, it costs nothing and the model reads a quarter of
+    the bytes (model/preprocessing.py).
+    """
+
+    scale: float
+    zero_point: int
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0 or not 0 <= self.zero_point <= 255:
+            raise ValueError(f"bad input quantization {self.scale}, {self.zero_point}")
+
+
+@dataclass(frozen=True)
 class Preprocessing:
-    """Eval-time preprocessing: resize shorter side, centre crop, scale to [0,1], normalise."""
+    """Eval-time preprocessing: resize shorter side, centre crop, scale to [0,1], normalise,
+    and quantize when the model takes uint8 input (``input_quantization``)."""
 
     input_size: int = 224
     resize_size: int = 256
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    input_quantization: InputQuantization | None = None
 
     def __post_init__(self) -> None:
         if self.resize_size < self.input_size:
@@ -145,6 +165,8 @@ class ModelMetadata:
         for key in ("mean", "std"):
             if key in prep:
                 prep[key] = tuple(prep[key])
+        if prep.get("input_quantization") is not None:
+            prep["input_quantization"] = InputQuantization(**prep["input_quantization"])
         return cls(
             name=raw["name"],
             architecture=raw["architecture"],

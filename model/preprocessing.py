@@ -33,7 +33,7 @@ from model.decode_budget import (
     reduction_factor,
     strip_rows,
 )
-from model.metadata import Preprocessing
+from model.metadata import InputQuantization, Preprocessing
 
 # Only the primary picture is ever used: thumbnails, depth maps and auxiliary images are not
 # read. libheif applies the file's rotation and mirroring itself and resets the EXIF
@@ -179,31 +179,44 @@ def resize_and_crop(img: Image.Image, spec: Preprocessing) -> Image.Image:
 
 
 def normalise(img: Image.Image, spec: Preprocessing) -> np.ndarray:
-    """uint8 HWC RGB → float32 CHW, scaled to [0,1] then standardised with mean/std.
+    """uint8 HWC RGB → the model's CHW input: float32, scaled to [0,1] then standardised with
+    mean/std, or that quantized to uint8 when the model takes it so (``input_quantization``).
 
-    A 256-entry lookup table per channel does scale + shift in one gather straight into the
-    CHW output: about 2.5× faster than float arithmetic on the whole array plus a transpose.
+    A 256-entry lookup table per channel does scale + shift (+ quantize) in one gather
+    straight into the CHW output: about 2.5× faster than float arithmetic on the whole array
+    plus a transpose, and the quantized table makes the int8 copy's input quantization free.
     """
     arr = np.asarray(img)
-    lut = _normalise_lut(spec.mean, spec.std)
-    out = np.empty((3, arr.shape[0], arr.shape[1]), dtype=np.float32)
+    lut = _normalise_lut(spec.mean, spec.std, spec.input_quantization)
+    out = np.empty((3, arr.shape[0], arr.shape[1]), dtype=lut.dtype)
     for channel in range(3):
         np.take(lut[channel], arr[:, :, channel], out=out[channel])
     return out
 
 
+def quantize_input(rows: np.ndarray, quantization: InputQuantization) -> np.ndarray:
+    """Normalised float rows → the uint8 input of a model that takes it quantized, computed
+    as ONNX ``QuantizeLinear`` does (float32 division, round half to even, saturate)."""
+    scaled = np.rint(rows.astype(np.float32, copy=False) / np.float32(quantization.scale))
+    return np.clip(scaled + quantization.zero_point, 0, 255).astype(np.uint8)
+
+
 @functools.lru_cache(maxsize=8)
-def _normalise_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+def _normalise_lut(
+    mean: tuple[float, ...], std: tuple[float, ...], quantization: InputQuantization | None
+) -> np.ndarray:
     levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
     mean_ = np.asarray(mean, dtype=np.float32)[:, None]
     std_ = np.asarray(std, dtype=np.float32)[:, None]
     lut = ((levels[None, :] - mean_) / std_).astype(np.float32)
+    if quantization is not None:
+        lut = quantize_input(lut, quantization)
     lut.flags.writeable = False
     return lut
 
 
 def preprocess_image(img: Image.Image, spec: Preprocessing) -> np.ndarray:
-    """A decoded RGB image → the model's input row (float32, 3×S×S)."""
+    """A decoded RGB image → the model's input row (3×S×S, float32 or quantized uint8)."""
     return normalise(resize_and_crop(img, spec), spec)
 
 

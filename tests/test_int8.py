@@ -17,6 +17,7 @@ from PIL import Image
 
 import model.backends
 from model.backends import (
+    ArtifactError,
     OnnxBackend,
     fast_int8_is_exact,
     load_backend,
@@ -24,8 +25,9 @@ from model.backends import (
     read_onnx_metadata,
 )
 from model.defaults import FP32_MODEL, INT8_MODEL, SHIPPED_MODEL
-from model.metadata import ModelMetadata
+from model.metadata import InputQuantization, ModelMetadata
 from model.precision import SERVED_ANSWERS
+from model.preprocessing import quantize_input
 from tests.support.artifacts import shipped_metadata
 from tests.support.data import imagewoof_dir
 from tests.support.gunicorn_server import REPO_ROOT
@@ -51,13 +53,16 @@ from training.release.int8_recipe import (
     Recipe,
     calibration_sample,
     distance,
+    preprocessed,
     quantize,
     quantized_weight_nodes,
+    tagged,
+    take_input_quantization,
     with_float_weights,
     with_metadata,
 )
 from training.release.int8_rules import calibration_args, rule_parameters
-from training.release.int8_variants import Measured, choose
+from training.release.int8_variants import Measured, choose, paired_model_ms
 from training.release.onnx_export import convert
 
 WNIDS = [c.wnid for c in shipped_metadata().classes]
@@ -201,6 +206,76 @@ def test_float_weights_put_back_only_where_asked(fp32_onnx: Path, tmp_path: Path
         with_float_weights(seven, fp32_onnx, ["not-a-node"])
 
 
+def test_input_quantization_is_onnx_quantize_linear_to_the_bit() -> None:
+    """Ties round half to even, both ends saturate, as ONNX Runtime's own node computes."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    quantization = InputQuantization(scale=0.0078393230214715, zero_point=128)
+    scale = np.float32(quantization.scale)
+    node = helper.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["q"])
+    graph = helper.make_graph(
+        [node],
+        "quantize",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, [None])],
+        [
+            numpy_helper.from_array(np.array(scale), "scale"),
+            numpy_helper.from_array(np.array(128, np.uint8), "zero_point"),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    steps = np.arange(-140, 140, dtype=np.float32)
+    values = np.concatenate(
+        [
+            (steps + np.float32(0.5)) * scale,  # ties
+            steps * scale,
+            np.random.default_rng(0).uniform(-1.2, 1.2, 10_000).astype(np.float32),
+        ]
+    )
+    want = session.run(None, {"x": values})[0]
+    np.testing.assert_array_equal(quantize_input(values, quantization), want)
+    assert want.min() == 0 and want.max() == 255
+    assert onnx.checker.check_model(proto) is None
+
+
+def test_the_input_quantization_moves_into_the_preprocessing_bit_for_bit(
+    fp32_onnx: Path, tmp_path: Path
+) -> None:
+    """The int8 graph without its first QuantizeLinear, fed the preprocessing's uint8 rows,
+    answers exactly as the graph with it fed float rows; the backend refuses a graph whose
+    input type its metadata does not announce."""
+    rows = np.random.default_rng(0).normal(size=(4, 3, 224, 224)).astype(np.float32)
+    with_node, without = tmp_path / "with.onnx", tmp_path / "without.onnx"
+    quantize(fp32_onnx, with_node, iter(rows), weight_bits=8)
+    meta = tagged(shipped_metadata(), 8)
+    with_metadata(with_node, meta)
+    without.write_bytes(with_node.read_bytes())
+    quantization = take_input_quantization(without)
+    with pytest.raises(ArtifactError, match=r"takes tensor\(uint8\) input"):
+        OnnxBackend(without, threads=1)
+    spec = dataclasses.replace(meta.preprocessing, input_quantization=quantization)
+    quantized_meta = dataclasses.replace(meta, preprocessing=spec)
+    with_metadata(without, quantized_meta)
+    photos = []
+    for seed in range(6):
+        photos.append(tmp_path / f"{seed}.jpg")
+        photos[-1].write_bytes(jpeg_bytes(300, 260, seed=seed))
+    (float_rows,) = preprocessed(photos, meta)
+    (uint8_rows,) = preprocessed(photos, quantized_meta)
+    assert float_rows.dtype == np.float32 and uint8_rows.dtype == np.uint8
+    want = OnnxBackend(with_node, threads=1).run(float_rows)
+    quantized_backend = OnnxBackend(without, threads=1)
+    np.testing.assert_array_equal(quantized_backend.run(uint8_rows), want)
+    np.testing.assert_array_equal(quantized_backend.run(float_rows), want)  # the lab's probes
+    with pytest.raises(ArtifactError, match="not read by one QuantizeLinear"):
+        take_input_quantization(without)  # done once: its input is no float any more
+    times = paired_model_ms([with_node, without], photos[0], rounds=2)
+    assert len(times) == 2 and min(times) > 0  # each timed on its own preprocessing's row
+
+
 def _judged_by(passed: bool):
     """A stand-in for ``compare``: one criterion, won or lost by int8 (0 against 8)."""
     wins = (8, 0) if passed else (0, 8)
@@ -228,6 +303,7 @@ def test_build_writes_only_an_accepted_copy_marked_for_auto(
     outcome = quantize_cli.build(SHIPPED_MODEL, out, root, recipe)
     assert len(calibrated) == 1
     assert bool(outcome.problems) != passed and out.exists() == passed
+    assert outcome.meta.preprocessing.input_quantization is not None
     assert not list(tmp_path.glob("*.part"))
     int8 = outcome.meta.metrics["int8"]
     assert int8["acceptance"]["passed"] == passed
@@ -308,11 +384,19 @@ def test_served_artifact_is_the_shipped_model_quantized() -> None:
     assert int8.version == f"{fp32.version}+int8"
 
     def core(meta: ModelMetadata) -> ModelMetadata:
+        preprocessing = dataclasses.replace(meta.preprocessing, input_quantization=None)
         return dataclasses.replace(
-            meta, version="", metrics={}, extra={}, open_set=None, looks_like=None
+            meta,
+            version="",
+            metrics={},
+            extra={},
+            open_set=None,
+            looks_like=None,
+            preprocessing=preprocessing,
         )
 
     assert core(int8) == core(fp32)
+    assert int8.preprocessing.input_quantization is not None  # it takes uint8 rows
     assert rule_parameters(int8) == rule_parameters(fp32)
     assert int8.metrics["open_set"] != fp32.metrics["open_set"]  # measured on its own outputs
     assert int8.open_set.method and int8.looks_like.method == fp32.looks_like.method

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import sys
@@ -18,12 +19,13 @@ from model.decode_budget import (
     decode_cost,
     strip_rows,
 )
-from model.metadata import Preprocessing
+from model.metadata import InputQuantization, Preprocessing
 from model.preprocessing import (
     ImageDecodeError,
     decode_image,
     normalise,
     preprocess_bytes,
+    quantize_input,
     resize_and_crop,
 )
 from tests.support.images import heic_bytes
@@ -83,6 +85,18 @@ def test_normalise_matches_definition() -> None:
     expected = (np.asarray(img, dtype=np.float32) / 255.0 - 0.5) / 0.5
     np.testing.assert_allclose(out, expected.transpose(2, 0, 1), atol=1e-6)
     assert out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
+
+
+def test_a_model_taking_uint8_input_gets_the_normalised_photo_quantized() -> None:
+    """The quantized lookup table gives what quantizing the float rows gives, every level."""
+    img = Image.fromarray(np.arange(256 * 3, dtype=np.uint8).reshape(16, 16, 3))
+    quantization = InputQuantization(scale=0.0078393, zero_point=128)
+    spec = Preprocessing(16, 16, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    quantized = dataclasses.replace(spec, input_quantization=quantization)
+    out = normalise(img, quantized)
+    assert out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(out, quantize_input(normalise(img, spec), quantization))
+    assert out.min() == 0 and out.max() == 255  # ImageNet's mean/std overflow this scale
 
 
 def test_resize_and_crop_takes_the_centre() -> None:

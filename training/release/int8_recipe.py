@@ -26,13 +26,16 @@ import numpy as np
 
 from model.artifact import set_onnx_metadata
 from model.backends import ArtifactError, OnnxBackend
-from model.metadata import ModelMetadata
+from model.metadata import InputQuantization, ModelMetadata
 from model.preprocessing import ImageDecodeError, preprocess_bytes
 from training.lab.data import scan_folder
 
 log = logging.getLogger(__name__)
 
 BATCH = 32
+# Photos of the calibration sample the input-quantized graph must answer bit for bit as the
+# graph it came from.
+EXACTNESS_PHOTOS = 32
 
 
 # Histogram options of the calibration methods that have them (ONNX Runtime's names), fixed
@@ -427,11 +430,54 @@ def make_int8(
         if sensitivity.float_nodes:
             int8_path.write_bytes(with_float_weights(int8_path, fp32_path, sensitivity.float_nodes))
     calibration = recipe_record(recipe, meta, sample, held_out, seed, sensitivity)
+    with_metadata(int8_path, tagged(meta, recipe.weight_bits))
+    float_input = int8_path.read_bytes()
+    quantization = take_input_quantization(int8_path)
     int8_meta = dataclasses.replace(
-        meta, version=f"{meta.version}+int8", extra={**meta.extra, "quantization": calibration}
+        meta,
+        version=f"{meta.version}+int8",
+        preprocessing=dataclasses.replace(meta.preprocessing, input_quantization=quantization),
+        extra={**meta.extra, "quantization": calibration},
     )
     with_metadata(int8_path, int8_meta)
+    photos = [p for p, _ in sample[:EXACTNESS_PHOTOS]]
+    want = _outputs(OnnxBackend(float_input, threads=1), preprocessed(photos, meta))
+    got = _outputs(OnnxBackend(int8_path, threads=1), preprocessed(photos, int8_meta))
+    if not np.array_equal(want, got):
+        raise ArtifactError("quantizing the input in the preprocessing changed the outputs")
     return calibration, sample
+
+
+def take_input_quantization(path: Path) -> InputQuantization:
+    """Make the int8 graph at ``path`` take its input already quantized (rewritten in place).
+
+    Its first node, the QuantizeLinear of the normalised photo, cost ONNX Runtime about a
+    millisecond per photo (more than a fifth of the whole int8 network on a photo not seen
+    just before); the preprocessing's lookup table does the same arithmetic for free
+    (model/preprocessing.py). Returns that node's scale and zero point.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    (graph_input,) = graph.input
+    readers = [node for node in graph.node if graph_input.name in node.input]
+    if len(readers) != 1 or readers[0].op_type != "QuantizeLinear":
+        raise ArtifactError("the int8 graph's input is not read by one QuantizeLinear alone")
+    quantize_node = readers[0]
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    scale, zero_point = (constants[name] for name in quantize_node.input[1:3])
+    if scale.size != 1 or zero_point.dtype != np.uint8:
+        raise ArtifactError("the int8 graph's input quantization is not per-tensor uint8")
+    graph.node.remove(quantize_node)
+    for node in graph.node:
+        for at, name in enumerate(node.input):
+            if name == quantize_node.output[0]:
+                node.input[at] = graph_input.name
+    graph_input.type.tensor_type.elem_type = TensorProto.UINT8
+    onnx.save(proto, str(path))
+    return InputQuantization(scale=float(scale), zero_point=int(zero_point))
 
 
 def recipe_record(

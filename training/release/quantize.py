@@ -24,8 +24,10 @@ the result (accepted or not) written into it, weights untouched.
 
 The artifact carries the fp32 metadata with version ``<version>+int8``, its own open-set and
 looks_like rules (and their figures), how it was made (``extra.quantization``) and what was
-measured (``metrics.int8``). The data root defaults to the lab's (``training.lab.paths``,
-``$BREED_DATA_DIR``). Needs torch and onnx; the server does not.
+measured (``metrics.int8``). It takes its input already quantized to uint8: the graph's first
+QuantizeLinear is done by the preprocessing (``preprocessing.input_quantization``). The data
+root defaults to the lab's (``training.lab.paths``, ``$BREED_DATA_DIR``). Needs torch and
+onnx; the server does not.
 """
 
 from __future__ import annotations
@@ -101,11 +103,14 @@ def measured_metadata(
     """The int8 metadata with what was measured: the comparison and the model times; marked
     accepted when the comparison passed the rule.
 
-    Model times are of one batch-1 run of ``timing_photo``, one thread.
+    Model times are of one batch-1 run of ``timing_photo`` as each copy's preprocessing gives
+    it, one thread.
     """
     fp32, int8 = OnnxBackend(fp32_path, threads=1), OnnxBackend(int8_path, threads=1)
-    row = next(preprocessed([timing_photo], fp32.metadata))
-    timing = {"fp32": model_ms(fp32, row), "int8": model_ms(int8, row)}
+    timing = {
+        name: model_ms(backend, next(preprocessed([timing_photo], backend.metadata)))
+        for name, backend in (("fp32", fp32), ("int8", int8))
+    }
     meta = int8_metadata(int8.metadata, calibration, comparison, timing)
     return accepted(meta) if not comparison.refusals() else meta
 
@@ -208,6 +213,10 @@ def check(src: Path, existing: Path, data_root: Path, record: bool = False) -> O
             base = dataclasses.replace(
                 fp32_meta,
                 version=f"{fp32_meta.version}+int8",
+                preprocessing=dataclasses.replace(
+                    fp32_meta.preprocessing,
+                    input_quantization=stored.preprocessing.input_quantization,
+                ),
                 extra={**fp32_meta.extra, "quantization": calibration},
             )
             with_metadata(target, base)
