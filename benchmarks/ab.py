@@ -1,7 +1,7 @@
 """Paired A/B of the request path: two commits of the service, the same artifact, alternating.
 
     .venv/bin/python -m benchmarks.ab BEFORE [--after REF] [--rounds 3] [--users 1 4]
-                                             [--seconds 15] [--model PATH]   # CPU lock
+                                             [--seconds 15] [--model PATH | --own-models]
 
 A shared host's speed drifts by tens of percent within an hour, so a change to the request
 path is measured against its parent in the same run, never against an old figure: each round
@@ -15,7 +15,9 @@ CPU per request (all processes of the service), and the failures summed.
 ``--after`` the working tree itself is measured (uncommitted changes included). Both run with
 this interpreter's packages and serve the same ``--model`` file (default: the artifact
 ``MODEL_PRECISION=auto`` picks here), so a revision whose dependencies differ from the
-installed ones cannot be compared this way.
+installed ones cannot be compared this way. With ``--own-models`` each checkout serves the
+artifact ``auto`` picks among its own committed ones instead: a change to an artifact and the
+code that reads it, measured together. The run takes the CPU lock.
 """
 
 from __future__ import annotations
@@ -98,7 +100,9 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Every round, both checkouts, every level: locust's figures per run."""
     runs = []
-    env = {"WEB_CONCURRENCY": "2", "MODEL_URI": str(args.model)}
+    env = {"WEB_CONCURRENCY": "2"}
+    if args.model is not None:
+        env["MODEL_URI"] = str(args.model)
     for index, checkout in enumerate(round_order(checkouts, args.rounds)):
         server = start_gunicorn(env, name=f"ab{index}", cwd=checkout.tree)
         try:
@@ -121,12 +125,17 @@ def measure(
 
 def render(args: argparse.Namespace, labels: tuple[str, str], rows: list[list[object]]) -> str:
     machine = machine_info()
+    served = (
+        "each checkout serves the artifact `auto` picks among its own"
+        if args.model is None
+        else f"`{args.model.name}` served by both"
+    )
     return "\n".join(
         [
             f"# Paired A/B: {labels[0]} against {labels[1]}",
             "",
             f"`python -m benchmarks.ab {' '.join(sys.argv[1:])}`; {machine['cpu']}, "
-            f"{machine['cores']} cores; `{args.model.name}` served by both; {args.rounds} rounds "
+            f"{machine['cores']} cores; {served}; {args.rounds} rounds "
             f"in alternating order, {args.seconds} s per level. Medians over the rounds.",
             "",
             table(
@@ -153,17 +162,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument(
+    served = parser.add_mutually_exclusive_group()
+    served.add_argument(
         "--model",
         type=Path,
         default=None,
         help="artifact both serve (default: the one MODEL_PRECISION=auto picks here)",
+    )
+    served.add_argument(
+        "--own-models",
+        action="store_true",
+        help="each checkout serves the artifact MODEL_PRECISION=auto picks among its own",
     )
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     parser.add_argument("--no-lock", action="store_true", help="do not take the CPU lock")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds < 1 or min(args.users) < 1:
         parser.error("--rounds, --seconds and --users must be at least 1")
+    if args.own_models:
+        return args
     if args.model is None:
         args.model = Path(choose_artifact(ModelSettings(uri=None, precision="auto"))[0])
     args.model = args.model.resolve()

@@ -35,14 +35,26 @@ def test_medians_per_checkout_and_level_with_failures_summed() -> None:
     ]
 
 
-def test_a_short_comparison_of_head_with_the_working_tree(tmp_path: Path) -> None:
+def test_one_artifact_for_both_or_each_its_own() -> None:
+    assert ab.parse_args(["HEAD", "--own-models"]).model is None
+    assert ab.parse_args(["HEAD"]).model.is_file()  # auto's pick here, served by both
+    with pytest.raises(SystemExit):
+        ab.parse_args(["HEAD", "--own-models", "--model", "model/x.onnx"])
+
+
+@pytest.mark.parametrize("served", [[], ["--own-models"]], ids=["same-model", "own-models"])
+def test_a_short_comparison_of_head_with_the_working_tree(
+    tmp_path: Path, served: list[str]
+) -> None:
     """For real: HEAD in a temporary worktree against this checkout, both served and loaded."""
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=False).returncode:
         pytest.skip("not a git checkout")
     out = tmp_path / "ab.md"
-    argv = ["HEAD", "--rounds", "1", "--users", "1", "--seconds", "2", "--no-lock"]
+    argv = ["HEAD", "--rounds", "1", "--users", "1", "--seconds", "2", "--no-lock", *served]
     assert ab.main([*argv, "--out", str(out)]) == 0
-    lines = out.read_text().splitlines()
+    text = out.read_text()
+    assert ("its own" in text) == bool(served)
+    lines = text.splitlines()
     rows = [line for line in lines if line.startswith(("| HEAD", "| working tree"))]
     assert len(rows) == 2
     for row in rows:
