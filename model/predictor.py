@@ -107,10 +107,11 @@ class Predictor:
         return predictor
 
     def warmup(self, runs: int = 2) -> None:
-        size = self.metadata.preprocessing.input_size
-        dummy = np.zeros((1, 3, size, size), dtype=np.float32)
+        """Run a blank photo through the model, so the first request finds it ready."""
+        spec = self.metadata.preprocessing
+        blank = preprocess_image(Image.new("RGB", (spec.input_size, spec.input_size)), spec)
         for _ in range(runs):
-            self.backend.run(dummy)
+            self.backend.run(blank[None])
 
     def decode(self, data: bytes) -> Image.Image:
         """The photo as the model reads it: upright RGB, decoded at the scale its resize needs,
@@ -122,7 +123,7 @@ class Predictor:
         return preprocess_image(self.decode(data), self.metadata.preprocessing)
 
     def predict_batch(self, batch: np.ndarray, top_k: int | None = None) -> list[Prediction]:
-        """Predict for preprocessed rows (N×3×S×S float32)."""
+        """Predict for preprocessed rows (N×3×S×S, as ``preprocess_image`` gives them)."""
         return self.interpret(self.backend.run(batch), top_k)
 
     def interpret(self, outputs: np.ndarray, top_k: int | None = None) -> list[Prediction]:
