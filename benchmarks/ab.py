@@ -1,4 +1,4 @@
-"""Paired A/B of the request path: two commits of the service, the same artifact, alternating.
+"""Paired A/B of the request path: two commits of the service, served in alternation.
 
     .venv/bin/python -m benchmarks.ab BEFORE [--after REF] [--rounds 3] [--users 1 4]
                                              [--seconds 15] [--model PATH | --own-models]

@@ -451,9 +451,9 @@ def make_int8(
 def take_input_quantization(path: Path) -> InputQuantization:
     """Make the int8 graph at ``path`` take its input already quantized (rewritten in place).
 
-    Its first node, the QuantizeLinear of the normalised photo, cost ONNX Runtime about a
-    millisecond per photo (more than a fifth of the whole int8 network on a photo not seen
-    just before); the preprocessing's lookup table does the same arithmetic for free
+    Its first node, the QuantizeLinear of the normalised photo, costs ONNX Runtime more on
+    each new photo than in a loop over one, and makes the model read float rows four times
+    the size; the preprocessing's lookup table does the same arithmetic at no cost
     (model/preprocessing.py). Returns that node's scale and zero point.
     """
     import onnx
