@@ -89,7 +89,8 @@ def test_normalise_matches_definition() -> None:
 
 def test_a_model_taking_uint8_input_gets_the_normalised_photo_quantized() -> None:
     """The quantized lookup table gives what quantizing the float rows gives, every level."""
-    img = Image.fromarray(np.arange(256 * 3, dtype=np.uint8).reshape(16, 16, 3))
+    levels = (np.arange(256 * 3) % 256).astype(np.uint8)  # every level in every channel
+    img = Image.fromarray(levels.reshape(16, 16, 3))
     quantization = InputQuantization(scale=0.0078393, zero_point=128)
     spec = Preprocessing(16, 16, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     quantized = dataclasses.replace(spec, input_quantization=quantization)
